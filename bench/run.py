@@ -1,0 +1,46 @@
+"""Run the benchmark suite: ``python bench/run.py [--quick] [NAME ...]``.
+
+Each ``bench/<name>.py`` exposes ``main(out_dir, quick) -> dict`` and writes
+``<out_dir>/<name>.json``; this runner calls them in turn (all of them by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in HERE.glob("*.py") if p.stem not in {"run", "machine"})
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(HERE))
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default all): {available()}")
+    parser.add_argument("--quick", action="store_true", help="short runs, for smoke testing")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="JSON directory")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.names or available():
+        started = time.perf_counter()
+        result = load(name).main(args.out, args.quick)
+        print(f"== {name} ({time.perf_counter() - started:.0f} s)")
+        print(json.dumps(result, indent=1)[:3000])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""The batch of systems that every potential and the MD engine work on.
+
+A batch concatenates the atoms of several systems (molecules, periodic boxes or MD replicas):
+``positions`` [n_atoms, 3] Å, ``numbers`` [n_atoms], ``system_index`` [n_atoms] (which system an
+atom belongs to), ``cell`` [n_systems, 3, 3] Å (rows are lattice vectors, zero when not
+periodic) and ``pbc`` [n_systems, 3]. Optional labels: ``energy`` [n_systems] eV,
+``forces`` [n_atoms, 3] eV/Å and ``stress`` [n_systems, 3, 3] eV/Å³.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+from ase import Atoms
+
+
+@dataclass
+class Batch:
+    positions: torch.Tensor
+    numbers: torch.Tensor
+    system_index: torch.Tensor
+    cell: torch.Tensor
+    pbc: torch.Tensor
+    energy: torch.Tensor | None = None
+    forces: torch.Tensor | None = None
+    stress: torch.Tensor | None = None
+
+    @property
+    def n_systems(self) -> int:
+        return int(self.cell.shape[0])
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.positions.shape[0])
+
+    @property
+    def atoms_per_system(self) -> torch.Tensor:
+        """Number of atoms of each system [n_systems]."""
+        return torch.bincount(self.system_index, minlength=self.n_systems)
+
+    def to(self, dtype: torch.dtype | None = None, device: str | torch.device | None = None):
+        """Copy with float tensors cast to ``dtype`` and all tensors moved to ``device``."""
+
+        def cast(t):
+            if t is None:
+                return None
+            if t.is_floating_point() and dtype is not None:
+                return t.to(dtype=dtype, device=device)
+            return t.to(device=device) if device is not None else t
+
+        return replace(self, **{f.name: cast(getattr(self, f.name)) for f in fields(self)})
+
+    def sum_per_system(self, per_atom: torch.Tensor) -> torch.Tensor:
+        """Sum a per-atom quantity [n_atoms, ...] into a per-system one [n_systems, ...]."""
+        out = per_atom.new_zeros((self.n_systems, *per_atom.shape[1:]))
+        return out.index_add(0, self.system_index, per_atom)
+
+    @classmethod
+    def from_atoms(
+        cls,
+        atoms_list: Sequence[Atoms],
+        dtype: torch.dtype = torch.float32,
+        with_labels: bool = False,
+    ) -> Batch:
+        """Build a batch from ASE ``Atoms``; labels are read from attached results if asked."""
+        if len(atoms_list) == 0:
+            raise ValueError("cannot build a batch from zero structures")
+        positions = np.concatenate([a.get_positions() for a in atoms_list])
+        numbers = np.concatenate([a.get_atomic_numbers() for a in atoms_list])
+        system_index = np.repeat(np.arange(len(atoms_list)), [len(a) for a in atoms_list])
+        cell = np.stack([np.asarray(a.get_cell()) for a in atoms_list])
+        pbc = np.stack([a.get_pbc() for a in atoms_list])
+        batch = cls(
+            positions=torch.as_tensor(positions, dtype=dtype),
+            numbers=torch.as_tensor(numbers, dtype=torch.long),
+            system_index=torch.as_tensor(system_index, dtype=torch.long),
+            cell=torch.as_tensor(cell, dtype=dtype),
+            pbc=torch.as_tensor(pbc, dtype=torch.bool),
+        )
+        if with_labels:
+            batch.energy = torch.as_tensor(
+                [a.calc.results["energy"] for a in atoms_list], dtype=dtype
+            )
+            batch.forces = torch.as_tensor(
+                np.concatenate([a.calc.results["forces"] for a in atoms_list]), dtype=dtype
+            )
+        return batch
+
+    def to_atoms(self) -> list[Atoms]:
+        """Split back into ASE ``Atoms`` (positions only, no labels)."""
+        out = []
+        pos = self.positions.detach().cpu().double().numpy()
+        for s in range(self.n_systems):
+            mask = (self.system_index == s).cpu().numpy()
+            out.append(
+                Atoms(
+                    numbers=self.numbers[mask].cpu().numpy(),
+                    positions=pos[mask],
+                    cell=self.cell[s].detach().cpu().double().numpy(),
+                    pbc=self.pbc[s].cpu().numpy(),
+                )
+            )
+        return out

@@ -1,0 +1,1 @@
+"""The ``stablemd`` command line."""

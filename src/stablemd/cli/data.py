@@ -1,0 +1,113 @@
+"""``stablemd data``: generate, import, export and inspect reference data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from stablemd.cli.output import console
+from stablemd.data.database import summarize
+from stablemd.data.generate import generate_reference_data
+from stablemd.data.io import DEFAULT_NPZ_ENERGY_UNIT, export_extxyz, import_file
+from stablemd.errors import InputError
+from stablemd.systems import get_system, list_systems
+
+app = typer.Typer(no_args_is_help=True, help="Reference data: generate, import, export, info.")
+
+
+def _parse_params(params: list[str]) -> dict:
+    """``KEY=VALUE`` strings as keyword arguments (values as int, float or text)."""
+    out = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--param {item!r}: expected KEY=VALUE")
+        for convert in (int, float, str):
+            try:
+                out[key] = convert(value)
+                break
+            except ValueError:
+                continue
+    return out
+
+
+@app.command()
+def generate(
+    system: str = typer.Argument(..., help=f"Built-in system: {', '.join(list_systems())}."),
+    out: Path = typer.Option(..., help="Output ASE database (.db); resumes from OUT.partial."),
+    oracle: str | None = typer.Option(
+        None, help="xtb, openmm-spcfw or module:Class (default: the system's oracle)."
+    ),
+    temperature: float = typer.Option(300.0, help="Langevin temperature in K."),
+    steps: int = typer.Option(1000, help="MD steps per trajectory."),
+    every: int = typer.Option(10, help="Save a labelled frame every this many steps."),
+    trajectories: int = typer.Option(1, help="Independent trajectories (different seeds)."),
+    seed: int = typer.Option(0, help="Seed of the velocities and the Langevin noise."),
+    timestep: float | None = typer.Option(
+        None, help="MD time step in fs (default: the system's; 0.5 fs molecules, 1 fs water)."
+    ),
+    param: list[str] = typer.Option(
+        [], help="System parameter KEY=VALUE, repeatable (e.g. n_molecules=32 for water)."
+    ),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+):
+    """Label Langevin MD frames of SYSTEM with an oracle; rerun the same command to resume."""
+    summary = generate_reference_data(
+        get_system(system, **_parse_params(param)),
+        oracle,
+        temperature,
+        steps,
+        every,
+        out,
+        n_trajectories=trajectories,
+        seed=seed,
+        timestep_fs=timestep,
+        progress=not quiet,
+    )
+    console.print(
+        f"{out}: {summary['frames']} frames ({summary['new_frames']} new, "
+        f"{summary['skipped_frames']} skipped), {summary['frames_per_s']:.2f} frames/s, "
+        f"{summary['md_steps_per_s']:.1f} MD steps/s"
+    )
+    for trajectory, status in summary["failed_trajectories"].items():
+        console.print(f"[yellow]trajectory {trajectory} {status}[/]")
+
+
+@app.command("import")
+def import_(
+    file: Path = typer.Argument(..., help="Labelled frames: .npz (sGDML/MD17), .xyz/.extxyz, .db."),
+    out: Path = typer.Option(..., help="Output ASE database (.db)."),
+    energy_unit: str | None = typer.Option(
+        None,
+        help="Energy unit of an npz file without e_unit metadata: kcal/mol, eV, kJ/mol or "
+        f"hartree (default {DEFAULT_NPZ_ENERGY_UNIT}); forces in this unit per Å.",
+    ),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+):
+    """Import labelled frames into an ASE database (converted to eV, Å, eV/Å)."""
+    count = import_file(file, out, energy_unit, overwrite)
+    console.print(f"{out}: {count} frames imported from {file}")
+
+
+@app.command()
+def export(
+    file: Path = typer.Argument(..., help="ASE database of labelled frames."),
+    out: Path = typer.Option(..., help="Output extended XYZ file (eV, Å, eV/Å)."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+):
+    """Export the frames of a database to extended XYZ."""
+    count = export_extxyz(file, out, overwrite)
+    console.print(f"{out}: {count} frames exported")
+
+
+@app.command()
+def info(file: Path = typer.Argument(..., help="ASE database of labelled frames.")):
+    """Summarize a database: frames, systems, levels of theory, temperatures, elements."""
+    summary = summarize(file)
+    table = Table(title=str(file), show_header=False)
+    for key, value in summary.items():
+        text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        table.add_row(key.replace("_", " "), text)
+    console.print(table)

@@ -1,0 +1,37 @@
+"""The ``stablemd`` command: every subcommand mounted on one typer app.
+
+User errors (:class:`~stablemd.errors.InputError`) end the program with one line on stderr and
+exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from stablemd.cli import data, quickstart, systems, train
+from stablemd.cli.output import error_console
+from stablemd.errors import InputError
+
+app = typer.Typer(
+    help="Make machine-learned interatomic potentials trustworthy in long MD. "
+    "Units: eV, Å, fs, K, amu.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(quickstart.quickstart)
+app.command()(systems.systems)
+app.add_typer(data.app, name="data", help="Generate, import, export and inspect reference data.")
+app.command()(train.train)
+app.command()(train.evaluate)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning user errors into one line and exit code 2."""
+    try:
+        app(args=argv, prog_name="stablemd")
+    except InputError as exc:
+        error_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,85 @@
+"""``stablemd train`` and ``stablemd evaluate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from stablemd.cli.output import console, metrics_table, write_json
+from stablemd.config import load_config
+from stablemd.data.database import read_frames
+from stablemd.errors import InputError
+from stablemd.evaluation import error_metrics
+from stablemd.models.registry import load_potential
+from stablemd.training.config import TrainConfig
+from stablemd.training.frames import FrameSet
+from stablemd.training.workflow import held_out_indices, train_from_database
+
+
+def train(
+    data: Path = typer.Option(
+        ..., help="ASE database of labelled frames (energy eV, forces eV/Å)."
+    ),
+    n_train: int = typer.Option(..., help="Number of training frames."),
+    n_val: int = typer.Option(..., help="Number of validation frames (early stopping, schedule)."),
+    out: Path = typer.Option(..., help="Where to write the trained model (.pt)."),
+    model: str = typer.Option(None, help="Model kind: painn (built-in) or mace. (default painn)"),
+    config: Path = typer.Option(None, help="YAML file with further training options."),
+    max_epochs: int = typer.Option(None, help="Maximum number of epochs."),
+    max_time: float = typer.Option(None, help="Training wall-time budget in minutes."),
+    dtype: str = typer.Option(None, help="float32 or float64. (default float32)"),
+    seed: int = typer.Option(None, help="Seed of the split, the initial weights and batch order."),
+    split_by: str = typer.Option(
+        "random", help="random, or trajectory: validation frames come from other trajectories."
+    ),
+    run_dir: Path = typer.Option(
+        None, help="Checkpoint and metrics.csv directory. (default: <out stem>_run next to --out)"
+    ),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+):
+    """Train a potential on energies and forces; rerun the same command to resume."""
+    options = load_config(
+        TrainConfig,
+        config,
+        model=model,
+        max_epochs=max_epochs,
+        max_time_minutes=max_time,
+        dtype=dtype,
+        seed=seed,
+    )
+    trained = train_from_database(
+        data, n_train, n_val, options, out, run_dir=run_dir, split_by=split_by, progress=progress
+    )
+    info = trained.metadata["training"]
+    console.print(
+        f"trained {options.model} for {info['epochs']} epochs in {info['train_time_s']:.0f} s "
+        f"(best epoch {info['best_epoch']}); model written to {out}"
+    )
+    console.print(metrics_table(trained.metadata["validation"], "validation errors"))
+
+
+def evaluate(
+    model: Path = typer.Option(..., help="Model file written by stablemd train."),
+    data: Path = typer.Option(..., help="ASE database of labelled frames."),
+    json_out: Path = typer.Option(None, "--json", help="Write the metrics to this JSON file."),
+    include_training: bool = typer.Option(
+        False, help="Also count frames the model was trained or validated on."
+    ),
+    batch_size: int = typer.Option(32, help="Frames per forward pass."),
+):
+    """Energy (per atom, per structure) and force errors, per element, on held-out frames."""
+    potential = load_potential(model)
+    frames = read_frames(data)
+    indices = (
+        list(range(len(frames)))
+        if include_training
+        else held_out_indices(potential.metadata, data, len(frames))
+    )
+    if not indices:
+        raise InputError(f"{data}: every frame was used in training; pass --include-training")
+    dtype = next(potential.parameters()).dtype
+    metrics = error_metrics(potential, FrameSet([frames[i] for i in indices], dtype), batch_size)
+    console.print(metrics_table(metrics, f"{model.name} on {len(indices)} frames of {data.name}"))
+    if json_out is not None:
+        write_json({"model": str(model), "data": str(data), **metrics}, json_out)

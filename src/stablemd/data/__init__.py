@@ -1,0 +1,1 @@
+"""Reference data: generation by oracle-driven MD, the frame database, imports, splits."""

@@ -1,0 +1,164 @@
+"""Labelled frames in an ASE database (SQLite): writing, validated reading, summaries.
+
+Each row holds positions (Å), numbers, cell, pbc, momenta, and through a single-point
+calculator energy (eV), forces (eV/Å) and, for periodic frames, stress (eV/Å³). Its
+key-value pairs carry the frame's metadata: ``system``, ``level_of_theory``, ``temperature_K``,
+``timestep_fs``, ``trajectory``, ``step``, ``seed`` (whichever are known).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import warnings
+from collections.abc import Iterable, Sequence
+from contextlib import closing
+from pathlib import Path
+
+import ase.db
+import numpy as np
+from ase import Atoms
+from ase.data import chemical_symbols
+from ase.db.core import check as check_key_value_pairs
+from ase.db.row import AtomsRow
+
+from stablemd.errors import InputError
+
+
+def partial_path(path: str | Path) -> Path:
+    """The ``*.partial`` sibling a file is written to before it is renamed into place."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def connect(path: str | Path, append: bool = True):
+    """An ASE SQLite database at ``path`` whatever its extension (created when missing)."""
+    return ase.db.connect(str(path), type="db", append=append)
+
+
+def open_database(path: str | Path):
+    """An existing ASE database, checked read-only first so foreign files are never modified."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such database file")
+    try:
+        with closing(sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)) as con:
+            tables = con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    except sqlite3.Error as exc:
+        raise InputError(f"{path}: not an SQLite database ({exc})") from None
+    if ("systems",) not in tables:
+        raise InputError(f"{path}: not an ASE database (no 'systems' table)")
+    return connect(path)
+
+
+def key_value_pairs(info: dict) -> dict:
+    """The entries of ``info`` that an ASE database accepts as key-value pairs."""
+    out = {}
+    for key, value in info.items():
+        value = value.item() if isinstance(value, np.generic) else value
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                check_key_value_pairs({key: value})
+        except ValueError:
+            continue
+        out[key] = value
+    return out
+
+
+def check_new_output(path: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing output file unless asked to."""
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} already exists; delete it, choose another output or overwrite")
+
+
+def write_frames(
+    path: str | Path, frames: Iterable[Atoms], metadata: dict | None = None, overwrite: bool = False
+) -> int:
+    """Write labelled ``frames`` to a new database at ``path`` atomically; returns their number.
+
+    The storable entries of each ``atoms.info`` become the row's key-value pairs."""
+    path = Path(path)
+    check_new_output(path, overwrite)
+    tmp = partial_path(path)
+    tmp.unlink(missing_ok=True)
+    db = connect(tmp, append=False)
+    count = 0
+    with db:
+        for atoms in frames:
+            db.write(atoms, key_value_pairs=key_value_pairs(atoms.info))
+            count += 1
+        if metadata:
+            db.metadata = metadata
+    tmp.replace(path)
+    return count
+
+
+def _check_row(path: Path, row: AtomsRow) -> None:
+    where = f"{path}: row id {row.id}"
+    for name in ("energy", "forces"):
+        if row.get(name) is None:
+            raise InputError(f"{where} has no {name}")
+    if np.shape(row.forces) != (row.natoms, 3):
+        raise InputError(
+            f"{where}: forces have shape {np.shape(row.forces)} but the frame has "
+            f"{row.natoms} atoms"
+        )
+    for name in ("energy", "forces", "positions", "stress"):
+        value = row.get(name)
+        if value is not None and not np.all(np.isfinite(value)):
+            raise InputError(f"{where} has non-finite {name}")
+
+
+def _rows(path: str | Path, indices: Sequence[int] | None) -> list[AtomsRow]:
+    path = Path(path)
+    rows = list(open_database(path).select())
+    if not rows:
+        raise InputError(f"{path}: the database has no frames")
+    if indices is not None:
+        bad = [i for i in indices if not -len(rows) <= i < len(rows)]
+        if bad:
+            raise InputError(
+                f"{path}: frame index {bad[0]} out of range (the database has {len(rows)} frames)"
+            )
+        rows = [rows[i] for i in indices]
+    for row in rows:
+        _check_row(path, row)
+    return rows
+
+
+def read_frames(path: str | Path, indices: Sequence[int] | None = None) -> list[Atoms]:
+    """Frames of the database at ``path`` (all, or the ``indices``-th in insertion order).
+
+    Each carries a single-point calculator with energy (eV), forces (eV/Å) and stress when
+    stored, and has its key-value pairs in ``atoms.info``.
+    """
+    frames = []
+    for row in _rows(path, indices):
+        atoms = row.toatoms()
+        atoms.info.update(row.key_value_pairs)
+        frames.append(atoms)
+    return frames
+
+
+def count_frames(path: str | Path) -> int:
+    """Number of frames in the database at ``path``."""
+    return open_database(path).count()
+
+
+def summarize(path: str | Path) -> dict:
+    """Frame count, systems, levels of theory, temperatures (K), trajectories and elements."""
+    rows = _rows(path, None)
+
+    def values(key):
+        return sorted({row.key_value_pairs[key] for row in rows if key in row.key_value_pairs})
+
+    return {
+        "frames": len(rows),
+        "systems": values("system"),
+        "levels_of_theory": values("level_of_theory"),
+        "temperatures_K": values("temperature_K"),
+        "trajectories": len(values("trajectory")),
+        "elements": [chemical_symbols[z] for z in sorted({z for r in rows for z in r.numbers})],
+        "atoms_per_frame": sorted({row.natoms for row in rows}),
+        "periodic": sorted({bool(row.pbc.any()) for row in rows}),
+    }

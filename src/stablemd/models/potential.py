@@ -1,0 +1,147 @@
+"""The contract every potential implements, and the forces/stress derived from it.
+
+A :class:`Potential` maps a batch to per-atom energies (eV). It may also return direct
+(non-conservative) forces and per-atom features. Conservative forces and stress are never
+computed by the model itself: :func:`predict` takes them from the energy by autograd, so every
+model gets them the same way.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from ase.data import chemical_symbols
+from torch import nn
+
+from stablemd.batch import Batch
+from stablemd.errors import InputError
+from stablemd.neighbors import NeighborList, build_neighbor_list
+
+N_ELEMENTS = 119
+
+
+class AtomicEnergyScaling(nn.Module):
+    """E_i = scale · ε_i + shift + E0[Z_i]: the model's raw output ε_i to eV.
+
+    ``reference_energies`` (E0 per element, eV), ``scale`` (eV) and ``shift`` (eV) are fitted
+    from the training data (see :mod:`stablemd.training.statistics`), not learned.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("reference_energies", torch.zeros(N_ELEMENTS))
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("shift", torch.zeros(()))
+
+    def forward(self, raw: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
+        return self.scale * raw + self.shift + self.reference_energies[numbers]
+
+
+class Potential(nn.Module, ABC):
+    """Batch → per-atom energies [n_atoms] eV, optional direct forces and features.
+
+    Subclasses set ``kind`` (the name the registry knows them by), implement
+    :meth:`raw_outputs` and :meth:`hyperparameters` (the keyword arguments that rebuild them).
+    """
+
+    kind: ClassVar[str]
+    supports_direct_forces: ClassVar[bool] = False
+
+    def __init__(self, elements: list[int], cutoff: float):
+        super().__init__()
+        self.elements = sorted(int(z) for z in elements)
+        self.cutoff = float(cutoff)
+        self.energy_scaling = AtomicEnergyScaling()
+        known = torch.zeros(N_ELEMENTS, dtype=torch.bool)
+        known[self.elements] = True
+        self.register_buffer("known_elements", known, persistent=False)
+
+    @abstractmethod
+    def hyperparameters(self) -> dict[str, Any]:
+        """Keyword arguments of ``__init__`` that rebuild this model."""
+
+    @abstractmethod
+    def raw_outputs(
+        self, batch: Batch, neighbors: NeighborList, direct_forces: bool, features: bool
+    ) -> dict[str, torch.Tensor]:
+        """``raw_energies`` [n_atoms] in units of ``scale``; optionally ``raw_direct_forces``
+        [n_atoms, 3] (same units per Å) and ``features`` [n_atoms, n_features]."""
+
+    def check_elements(self, numbers: torch.Tensor) -> None:
+        """Raise :class:`InputError` naming the first atom whose element the model lacks."""
+        unknown = ~self.known_elements[numbers.clamp(0, N_ELEMENTS - 1)]
+        if bool(unknown.any()):
+            index = int(torch.nonzero(unknown)[0])
+            symbol = chemical_symbols[int(numbers[index])]
+            known = ", ".join(chemical_symbols[z] for z in self.elements)
+            raise InputError(
+                f"atom {index} is {symbol}, an element this model was not trained on "
+                f"(it knows {known})"
+            )
+
+    def forward(
+        self,
+        batch: Batch,
+        neighbors: NeighborList | None = None,
+        direct_forces: bool = False,
+        features: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        self.check_elements(batch.numbers)
+        if direct_forces and not self.supports_direct_forces:
+            raise ValueError(f"{self.kind} has no direct-force head")
+        if neighbors is None:
+            neighbors = build_neighbor_list(batch, self.cutoff)
+        raw = self.raw_outputs(batch, neighbors, direct_forces, features)
+        out = {"energies": self.energy_scaling(raw["raw_energies"], batch.numbers)}
+        if direct_forces:
+            out["direct_forces"] = self.energy_scaling.scale * raw["raw_direct_forces"]
+        if features:
+            out["features"] = raw["features"]
+        return out
+
+
+def predict(
+    potential: Potential,
+    batch: Batch,
+    forces: bool = True,
+    stress: bool = False,
+    direct_forces: bool = False,
+    features: bool = False,
+    create_graph: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Energies and their derivatives.
+
+    Returns ``energy`` [n_systems] eV, ``energies`` [n_atoms] eV, and on request ``forces``
+    [n_atoms, 3] eV/Å (−∂E/∂r), ``stress`` [n_systems, 3, 3] eV/Å³ (∂E/∂ε / V, periodic systems
+    only), ``direct_forces`` and ``features``. ``create_graph`` keeps the graph of the forces for
+    force-matching losses and second derivatives.
+    """
+    positions = batch.positions
+    cell = batch.cell
+    need_grad = forces or stress
+    if need_grad and not positions.requires_grad:
+        positions = positions.detach().requires_grad_(True)
+    strain = None
+    if stress:
+        strain = torch.zeros_like(cell, requires_grad=True)
+        symmetric = 0.5 * (strain + strain.transpose(1, 2))
+        deform = torch.eye(3, dtype=cell.dtype, device=cell.device) + symmetric
+        positions = torch.einsum("ai,aij->aj", positions, deform[batch.system_index])
+        cell = torch.bmm(cell, deform)
+    work = Batch(positions, batch.numbers, batch.system_index, cell, batch.pbc)
+    out = potential(work, direct_forces=direct_forces, features=features)
+    energy = work.sum_per_system(out["energies"])
+    result = {"energy": energy, **out}
+    if need_grad:
+        inputs = [positions] + ([strain] if stress else [])
+        grads = torch.autograd.grad(
+            energy.sum(), inputs, create_graph=create_graph, retain_graph=create_graph
+        )
+        if forces:
+            result["forces"] = -grads[0]
+        if stress:
+            volume = torch.linalg.det(batch.cell).abs().clamp_min(1e-12)
+            result["stress"] = grads[1] / volume[:, None, None]
+    return result

@@ -1,0 +1,1 @@
+"""Energy-and-force training of potentials (the conventional objective every method starts from)."""

@@ -1,0 +1,104 @@
+"""Built-in systems: bonds, molecules, density, and that the shipped structures are relaxed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import minimize_rotation_and_translation
+from ase.units import kg, m
+
+from stablemd.errors import InputError
+from stablemd.oracles import get_oracle
+from stablemd.systems import get_system, list_systems
+from stablemd.systems.molecules import build_molecule
+
+MOLECULES = {"ethanol": (9, 8), "aspirin": (21, 21), "alanine-dipeptide": (22, 21)}
+
+
+def test_registry_lists_all_systems():
+    assert set(list_systems()) == {*MOLECULES, "water"}
+
+
+@pytest.mark.parametrize(("name", "sizes"), MOLECULES.items())
+def test_molecule_bonds_are_the_covalent_graph_of_one_molecule(name, sizes):
+    system = get_system(name)
+    n_atoms, n_bonds = sizes
+    assert len(system.atoms) == n_atoms and system.bonds.shape == (n_bonds, 2)
+    assert (system.molecule_index == 0).all()
+    assert (system.bonds[:, 0] < system.bonds[:, 1]).all()
+    symbols = np.array(system.atoms.get_chemical_symbols())
+    # valences: H one neighbour, C three (sp2) or four, N three, O one or two
+    counts = np.bincount(system.bonds.ravel(), minlength=n_atoms)
+    allowed = {"H": {1}, "C": {3, 4}, "N": {3}, "O": {1, 2}}
+    assert all(c in allowed[s] for s, c in zip(symbols, counts, strict=True))
+    assert 0.95 < system.reference_bond_lengths.min() and system.reference_bond_lengths.max() < 1.6
+    assert system.default_oracle == "xtb" and system.timestep_fs == 0.5
+
+
+@pytest.mark.parametrize("name", MOLECULES)
+def test_shipped_molecules_are_relaxed_with_xtb(name):
+    atoms = get_system(name).atoms
+    atoms.calc = get_oracle("xtb")
+    assert np.abs(atoms.get_forces()).max() < 0.02
+
+
+def test_building_ethanol_from_smiles_reproduces_the_shipped_geometry():
+    shipped = get_system("ethanol").atoms
+    built = build_molecule("ethanol")
+    assert built.get_chemical_symbols() == shipped.get_chemical_symbols()
+    minimize_rotation_and_translation(shipped, built)
+    assert np.sqrt(((built.positions - shipped.positions) ** 2).sum(1).mean()) < 0.02
+
+
+def test_alanine_dipeptide_phi_and_psi_follow_the_backbone():
+    system = get_system("alanine-dipeptide")
+    symbols = system.atoms.get_chemical_symbols()
+    bonds = {tuple(b) for b in system.bonds.tolist()}
+    for name, expected in (("phi", "CNCC"), ("psi", "NCCN")):
+        quad = system.dihedrals[name]
+        assert "".join(symbols[i] for i in quad) == expected
+        assert all(tuple(sorted(p)) in bonds for p in zip(quad[:-1], quad[1:], strict=True))
+
+
+def test_water_box_density_bonds_and_molecules():
+    system = get_system("water")
+    atoms = system.atoms
+    n = len(atoms) // 3
+    assert n == 64 and atoms.pbc.all() and system.default_oracle == "openmm-spcfw"
+    assert atoms.get_chemical_symbols() == ["O", "H", "H"] * n
+    np.testing.assert_allclose(atoms.cell.lengths(), atoms.cell.lengths()[0])
+    assert np.allclose(atoms.cell.angles(), 90)
+    density = atoms.get_masses().sum() / kg / (atoms.get_volume() / m**3) / 1000  # g/cm³
+    assert density == pytest.approx(0.997, rel=1e-6)
+    assert len(system.bonds) == 2 * n
+    assert (system.molecule_index == np.repeat(np.arange(n), 3)).all()
+    assert (np.abs(system.reference_bond_lengths - 1.012) < 0.06).all()
+    oxygens = atoms[::3]
+    distances = oxygens.get_all_distances(mic=True)[np.triu_indices(n, 1)]
+    assert distances.min() > 2.3  # relaxed into a liquid-like, overlap-free box
+
+
+def test_water_parameters_and_copies():
+    small = get_system("water", n_molecules=8, seed=3)
+    assert len(small.atoms) == 24
+    assert not np.allclose(
+        small.atoms.positions, get_system("water", n_molecules=8).atoms.positions
+    )
+    small.atoms.positions += 1.0
+    small.bonds[:] = 0
+    again = get_system("water", n_molecules=8, seed=3)
+    assert not np.allclose(again.atoms.positions, small.atoms.positions) and again.bonds.any()
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("benzene", {}, "unknown system 'benzene'"),
+        ("ethanol", {"n_molecules": 3}, "has no parameter 'n_molecules'"),
+        ("water", {"temperature": 3}, "has no parameter 'temperature'"),
+        ("water", {"n_molecules": 0}, "n_molecules must be at least 1"),
+    ],
+)
+def test_bad_system_requests(name, params, message):
+    with pytest.raises(InputError, match=message):
+        get_system(name, **params)

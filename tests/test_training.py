@@ -1,0 +1,89 @@
+"""Energy-and-force training: statistics, learning, checkpoint and resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from stablemd.errors import InputError
+from stablemd.evaluation import error_metrics
+from stablemd.training.config import TrainConfig
+from stablemd.training.frames import FrameSet
+from stablemd.training.statistics import fit_reference_energies
+from stablemd.training.trainer import Trainer, new_potential
+
+SMALL_MODEL = {"n_features": 16, "n_interactions": 2, "cutoff": 4.0}
+
+
+def test_reference_energies_recover_a_linear_composition_model():
+    rng = np.random.default_rng(1)
+    e0 = {1: -13.6, 6: -1029.5, 8: -2041.3}
+    frames = []
+    for _ in range(12):
+        numbers = rng.choice([1, 6, 8], size=rng.integers(3, 9))
+        atoms = Atoms(numbers=numbers, positions=rng.normal(size=(len(numbers), 3)) * 3)
+        energy = sum(e0[int(z)] for z in numbers)
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=np.zeros((len(atoms), 3)))
+        frames.append(atoms)
+    fitted = fit_reference_energies(FrameSet(frames, torch.float64))
+    for z, value in e0.items():
+        assert fitted[z] == pytest.approx(value, abs=1e-8)
+
+
+def _config(**overrides) -> TrainConfig:
+    values = dict(model_options=SMALL_MODEL, batch_size=8, max_epochs=4, learning_rate=3e-3)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_training_reduces_force_error(ethanol_frames, tmp_path):
+    train, val = FrameSet(ethanol_frames[:48]), FrameSet(ethanol_frames[48:])
+    config = _config(max_epochs=25)
+    untrained = new_potential(config, train.elements())
+    before = error_metrics(untrained, val)["forces_eV_per_A"]["mae"]
+    result = Trainer(config, train, val, tmp_path, progress=False).run()
+    after = error_metrics(result.potential, val)["forces_eV_per_A"]["mae"]
+    assert after < 0.5 * before
+    assert (tmp_path / "metrics.csv").read_text().count("\n") == len(result.history) + 1
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_weights(ethanol_frames, tmp_path):
+    train, val = FrameSet(ethanol_frames[:40]), FrameSet(ethanol_frames[40:])
+    config = _config(max_epochs=3, checkpoint_every_seconds=1e-9)
+    reference = Trainer(config, train, val, tmp_path / "whole", progress=False).run()
+
+    def stop_mid_epoch(epoch, batches_done):
+        if epoch == 1 and batches_done == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        Trainer(
+            config, train, val, tmp_path / "cut", progress=False, after_batch=stop_mid_epoch
+        ).run()
+    resumed = Trainer(config, train, val, tmp_path / "cut", progress=False).run()
+
+    assert len(resumed.history) == len(reference.history) == 3
+    for key, value in reference.potential.state_dict().items():
+        torch.testing.assert_close(resumed.potential.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_resuming_with_another_configuration_is_refused(ethanol_frames, tmp_path):
+    train, val = FrameSet(ethanol_frames[:20]), FrameSet(ethanol_frames[20:30])
+    Trainer(_config(max_epochs=1), train, val, tmp_path, progress=False).run()
+    with pytest.raises(InputError, match="another configuration"):
+        Trainer(
+            _config(max_epochs=1, learning_rate=1e-2), train, val, tmp_path, progress=False
+        ).run()
+
+
+def test_time_budget_still_returns_a_model(ethanol_frames, tmp_path):
+    train, val = FrameSet(ethanol_frames[:40]), FrameSet(ethanol_frames[40:])
+    result = Trainer(_config(max_time_minutes=1e-6), train, val, tmp_path, progress=False).run()
+    assert np.isfinite(result.best_validation["metrics"]["forces_eV_per_A"]["mae"])
