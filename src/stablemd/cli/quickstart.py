@@ -52,5 +52,5 @@ def quickstart(
     write_json(metrics, out / "test_metrics.json")
     console.print(
         f"model: {trained.path}   metrics: {out / 'test_metrics.json'}   "
-        f"learning curve: {out / 'model_run' / 'metrics.csv'}"
+        f"learning curve: {out / 'model_run' / 'learning_curve.png'}"
     )

@@ -27,6 +27,7 @@ from stablemd.training.checkpoint import load_checkpoint, save_checkpoint
 from stablemd.training.config import TrainConfig
 from stablemd.training.frames import FrameSet
 from stablemd.training.loss import energy_force_loss
+from stablemd.training.plots import plot_learning_curve
 from stablemd.training.statistics import fit_energy_scaling
 
 METRIC_COLUMNS = [
@@ -230,6 +231,7 @@ class Trainer:
         self.batches_done = 0
         self.epoch_loss_sum = 0.0
         _write_metrics(self.history, self.run_dir / "metrics.csv")
+        plot_learning_curve(self.history, self.run_dir / "learning_curve.png")
 
     def run(self) -> TrainResult:
         """Train until max epochs, early stopping, minimum lr or the time budget."""
