@@ -1,0 +1,1 @@
+"""Batched molecular dynamics: many replicas in one state, integrators, force terms, runner."""

@@ -1,0 +1,466 @@
+"""Observables of MD frames and trajectories: pure float64 torch functions, batched.
+
+Structure (per frame): h(r), element-resolved RDF g_ab(r), bond lengths, bond angles and their
+distributions. Frames are ``positions`` [n_frames, n_atoms, 3] Å; the replicas of an
+:class:`~stablemd.md.state.MDState` of one structure count as frames (:func:`replica_positions`).
+Histograms are Gaussian-smeared: a value spreads over the bins as a normal of width ``sigma``
+integrated over each bin, so ``sigma = 0`` is the plain histogram and ``sigma > 0`` is
+differentiable in the positions.
+
+Dynamics (per trajectory, time first): VACF, MSD and diffusivity averaged over time origins,
+``[n_frames, ..., n_atoms, 3]`` with any replica dimensions between time and atoms.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from stablemd.errors import InputError
+from stablemd.md.state import MDState
+from stablemd.units import KB_EV_PER_K
+
+#: Defaults from METHODS §1: bin width and Gaussian width (Å) of h(r) and the RDF.
+DR_A = 0.02
+SIGMA_A = 0.01
+#: Default RDF range (Å), StABlE's water setting.
+DEFAULT_RDF_R_MAX_A = 6.0
+#: Reach of the Gaussian kernel, in widths; the mass beyond it (< 1e-6) is dropped.
+KERNEL_REACH = 5.0
+#: 1 Å²/fs in cm²/s.
+A2_PER_FS_IN_CM2_PER_S = 0.1
+
+_F64 = torch.float64
+
+
+# --- frames and periodic geometry -------------------------------------------------------------
+
+
+def replica_positions(state: MDState) -> torch.Tensor:
+    """Positions of a state whose replicas are copies of one structure, as frames [R, N, 3] Å.
+
+    Atoms keep their order inside each replica, wherever the replicas sit in the state.
+    """
+    sizes = state.atoms_per_system
+    if not bool((sizes == sizes[0]).all()):
+        raise InputError(f"replicas differ in size ({sizes.tolist()}); expected one structure")
+    order = torch.argsort(state.system_index, stable=True)
+    return state.positions[order].reshape(state.n_systems, -1, 3)
+
+
+def replica_numbers(state: MDState) -> torch.Tensor:
+    """Atomic numbers [N] shared by every replica (see :func:`replica_positions`)."""
+    order = torch.argsort(state.system_index, stable=True)
+    numbers = state.numbers[order].reshape(state.n_systems, -1)
+    if not bool((numbers == numbers[0]).all()):
+        raise InputError("replicas differ in composition; expected copies of one structure")
+    return numbers[0]
+
+
+def _frame_boxes(n_frames: int, cell, pbc) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``cell`` [3, 3] or [F, 3, 3] and ``pbc`` [3] or [F, 3] expanded to every frame."""
+    if cell is None:
+        return None, None
+    cell = torch.as_tensor(cell, dtype=_F64).expand(n_frames, 3, 3)
+    pbc = torch.ones(3, dtype=torch.bool) if pbc is None else torch.as_tensor(pbc).bool()
+    return cell, pbc.expand(n_frames, 3)
+
+
+def _as_frames(positions, cell, pbc):
+    """(positions [F, N, 3], cell [F, 3, 3] | None, pbc [F, 3] | None) from frames or a state."""
+    if isinstance(positions, MDState):
+        return replica_positions(positions), positions.cell, positions.pbc
+    positions = torch.as_tensor(positions, dtype=_F64)
+    if positions.dim() != 3 or positions.shape[-1] != 3:
+        raise InputError(f"positions must be [n_frames, n_atoms, 3], got {list(positions.shape)}")
+    return (positions, *_frame_boxes(positions.shape[0], cell, pbc))
+
+
+def minimum_image(vectors: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
+    """Shortest periodic images of ``vectors`` [..., 3] Å.
+
+    ``cell`` [..., 3, 3] (rows are lattice vectors) and ``pbc`` [..., 3] broadcast against the
+    leading dimensions of ``vectors``; only periodic rows shift them. Fractional wrapping is
+    exact for orthorhombic cells; for triclinic cells (or mixed periodicity) the 27 neighbouring
+    images of the wrapped vector are searched as well.
+    """
+    pbc = pbc.bool()
+    if not bool(pbc.any()):
+        return vectors
+    box = cell * pbc.unsqueeze(-1)  # the lattice: periodic rows only
+    # Coordinates of the vectors' projection on the periodic rows (the inverse when all are).
+    frac = (vectors.detach().unsqueeze(-2) @ torch.linalg.pinv(box.detach())).squeeze(-2)
+    shift = torch.round(frac) * pbc
+    wrapped = vectors - (shift.unsqueeze(-2) @ box).squeeze(-2)
+    off_diagonal = box - torch.diag_embed(torch.diagonal(box, dim1=-2, dim2=-1))
+    if not bool(off_diagonal.any()):
+        return wrapped
+    images = torch.tensor(list(itertools.product((-1, 0, 1), repeat=3)), dtype=cell.dtype)
+    images = images * pbc.unsqueeze(-2)  # [..., 27, 3]
+    candidates = wrapped.unsqueeze(-2) + images @ box  # [..., 27, 3]
+    best = candidates.detach().norm(dim=-1).argmin(dim=-1, keepdim=True)
+    return torch.take_along_dim(candidates, best[..., None], dim=-2).squeeze(-2)
+
+
+def pair_vectors(positions, i, j, cell=None, pbc=None) -> torch.Tensor:
+    """Vectors r_j − r_i [F, P, 3] Å for index pairs ``i``, ``j`` [P] (minimum image if periodic).
+
+    ``positions`` [F, N, 3]; ``cell`` [F, 3, 3] and ``pbc`` [F, 3] or None (no periodicity).
+    """
+    vectors = positions[:, j] - positions[:, i]
+    if cell is None:
+        return vectors
+    return minimum_image(vectors, cell.unsqueeze(1), pbc.unsqueeze(1))
+
+
+def cell_heights(cell: torch.Tensor) -> torch.Tensor:
+    """Distances between opposite faces of each cell [..., 3] Å."""
+    volume = torch.linalg.det(cell).abs()
+    areas = torch.linalg.cross(cell.roll(-1, dims=-2), cell.roll(-2, dims=-2)).norm(dim=-1)
+    return volume.unsqueeze(-1) / areas
+
+
+# --- smeared histograms -----------------------------------------------------------------------
+
+
+def bin_centres(start: float, width: float, n_bins: int) -> torch.Tensor:
+    """Centres [n_bins] of the bins [start + k·width, start + (k + 1)·width)."""
+    return start + width * (torch.arange(n_bins, dtype=_F64) + 0.5)
+
+
+def smeared_histogram(
+    values: torch.Tensor, start: float, width: float, n_bins: int, sigma: float
+) -> torch.Tensor:
+    """Counts [..., n_bins] of ``values`` [..., M] in bins [start + k·width, start + (k+1)·width).
+
+    Each value adds the integral over each bin of a normal centred on it with standard deviation
+    ``sigma`` (same unit as the values); ``sigma = 0`` counts it in its own bin. Non-finite
+    values and mass outside the range are dropped. Only the few bins within
+    ``KERNEL_REACH``·sigma are touched, so memory grows with the number of values, not bins.
+    """
+    reach = math.ceil(KERNEL_REACH * sigma / width) if sigma > 0 else 0
+    x = (values - start) / width
+    finite = torch.isfinite(x)
+    x_safe = torch.where(finite, x, torch.full_like(x, -reach - 2.0)).clamp(
+        -reach - 2.0, n_bins + reach + 1.0
+    )
+    bins = torch.floor(x_safe.detach()).long().unsqueeze(-1) + torch.arange(-reach, reach + 1)
+    if sigma > 0:
+        scale = math.sqrt(2.0) * sigma / width
+        lower = (bins - x_safe.unsqueeze(-1)) / scale
+        weights = 0.5 * (torch.erf(lower + 1.0 / scale) - torch.erf(lower))
+    else:
+        weights = torch.ones(bins.shape, dtype=values.dtype)
+    keep = (bins >= 0) & (bins < n_bins) & finite.unsqueeze(-1)
+    weights = torch.where(keep, weights, torch.zeros_like(weights))
+    out = values.new_zeros((*values.shape[:-1], n_bins))
+    flat = (*values.shape[:-1], -1)
+    return out.scatter_add(-1, bins.clamp(0, n_bins - 1).reshape(flat), weights.reshape(flat))
+
+
+def _n_bins(r_max: float, dr: float) -> int:
+    if r_max <= 0 or dr <= 0:
+        raise InputError(f"r_max and dr must be positive, got r_max={r_max}, dr={dr}")
+    return max(1, round(r_max / dr))
+
+
+# --- structural observables -------------------------------------------------------------------
+
+
+def distance_histogram_h_r(
+    positions, r_max: float, dr: float = DR_A, sigma: float = SIGMA_A, cell=None, pbc=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """h(r), the distribution of all interatomic distances, per frame.
+
+    ``positions`` [F, N, 3] Å (or an :class:`MDState`, one frame per replica); ``cell``/``pbc``
+    for minimum-image distances. Returns bin centres r [n_bins] Å and h [F, n_bins] 1/Å,
+    h(r) = 1/(N(N−1)) Σ_i Σ_{j≠i} δ(r − r_ij) smeared, so Σ h·dr is the fraction of pairs closer
+    than ``r_max`` (1 for a molecule smaller than r_max). Differentiable for ``sigma > 0``.
+    """
+    positions, cell, pbc = _as_frames(positions, cell, pbc)
+    n_atoms, n_bins = positions.shape[1], _n_bins(r_max, dr)
+    if n_atoms < 2:
+        raise InputError(f"h(r) needs at least two atoms, got {n_atoms}")
+    i, j = torch.triu_indices(n_atoms, n_atoms, offset=1)
+    distances = pair_vectors(positions, i, j, cell, pbc).norm(dim=-1)
+    counts = smeared_histogram(distances, 0.0, dr, n_bins, sigma)
+    return bin_centres(0.0, dr, n_bins), counts / (len(i) * dr)
+
+
+def element_pairs(numbers) -> list[tuple[int, int]]:
+    """Unordered element pairs (Z_a ≤ Z_b) present in ``numbers``, sorted."""
+    elements = sorted({int(z) for z in torch.as_tensor(numbers).tolist()})
+    return list(itertools.combinations_with_replacement(elements, 2))
+
+
+def radial_distribution(
+    positions,
+    numbers=None,
+    cell=None,
+    pbc=None,
+    r_max: float = DEFAULT_RDF_R_MAX_A,
+    dr: float = DR_A,
+    sigma: float = SIGMA_A,
+) -> tuple[torch.Tensor, dict[tuple[int, int], torch.Tensor]]:
+    """Element-resolved RDFs g_ab(r) of periodic frames, minimum image.
+
+    ``positions`` [F, N, 3] Å (or an :class:`MDState`), ``numbers`` [N], ``cell`` [3, 3] or
+    [F, 3, 3] Å, periodic in all three directions. Returns bin centres r [n_bins] Å and
+    {(Z_a, Z_b): g [F, n_bins]} with Z_a ≤ Z_b, normalised as ASE's ``get_rdf`` and LAMMPS:
+    g_ab(r) = V n_ab(r) / (N_a N_b · shell volume), n_ab the (a-centred, b-neighbour) pair count,
+    so g → 1 at large r for an ideal gas (→ (N_a − 1)/N_a for a = b). ``r_max`` must not exceed
+    half the smallest cell height.
+    """
+    if isinstance(positions, MDState):
+        numbers = replica_numbers(positions)
+    positions, cell, pbc = _as_frames(positions, cell, pbc)
+    if cell is None or not bool(pbc.all()):
+        raise InputError("the RDF needs a cell periodic in all three directions")
+    half_height = float(cell_heights(cell).min()) / 2
+    if r_max > half_height + 1e-9:
+        raise InputError(f"RDF r_max {r_max} Å exceeds half the cell height {half_height:.3f} Å")
+    numbers = torch.as_tensor(numbers).long()
+    n_bins = _n_bins(r_max, dr)
+    edges = dr * torch.arange(n_bins + 1, dtype=_F64)
+    shells = 4.0 / 3.0 * math.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
+    volume = torch.linalg.det(cell).abs()[:, None]
+    rdfs = {}
+    for a, b in element_pairs(numbers):
+        ia, ib = torch.nonzero(numbers == a)[:, 0], torch.nonzero(numbers == b)[:, 0]
+        if a == b:
+            k, m = torch.triu_indices(len(ia), len(ia), offset=1)
+            i, j, ordered = ia[k], ia[m], 2.0  # each unordered pair is two (centre, neighbour)
+        else:
+            i, j, ordered = ia.repeat_interleave(len(ib)), ib.repeat(len(ia)), 1.0
+        distances = pair_vectors(positions, i, j, cell, pbc).norm(dim=-1)
+        counts = ordered * smeared_histogram(distances, 0.0, dr, n_bins, sigma)
+        rdfs[(a, b)] = counts * volume / (len(ia) * len(ib) * shells)
+    return bin_centres(0.0, dr, n_bins), rdfs
+
+
+def bond_lengths(positions, bonds, cell=None, pbc=None) -> torch.Tensor:
+    """Lengths [F, n_bonds] Å of ``bonds`` [n_bonds, 2] (minimum image when periodic)."""
+    positions, cell, pbc = _as_frames(positions, cell, pbc)
+    bonds = torch.as_tensor(bonds).long().reshape(-1, 2)
+    return pair_vectors(positions, bonds[:, 0], bonds[:, 1], cell, pbc).norm(dim=-1)
+
+
+def angle_triplets(bonds) -> torch.Tensor:
+    """Bond angles (i, j, k) [n_angles, 3] from ``bonds`` [n_bonds, 2]: j the shared atom, i < k."""
+    bonds = np.asarray(bonds, dtype=np.int64).reshape(-1, 2)
+    centre = np.concatenate([bonds[:, 0], bonds[:, 1]])
+    other = np.concatenate([bonds[:, 1], bonds[:, 0]])
+    a, b = np.nonzero((centre[:, None] == centre[None, :]) & (other[:, None] < other[None, :]))
+    triplets = np.stack([other[a], centre[a], other[b]], axis=1)
+    return torch.as_tensor(triplets[np.lexsort(triplets.T[::-1])].reshape(-1, 3))
+
+
+def bond_angles(positions, triplets, cell=None, pbc=None) -> torch.Tensor:
+    """Angles [F, n_angles] in degrees at atom j of each triplet (i, j, k) [n_angles, 3]."""
+    positions, cell, pbc = _as_frames(positions, cell, pbc)
+    triplets = torch.as_tensor(triplets).long().reshape(-1, 3)
+    u = pair_vectors(positions, triplets[:, 1], triplets[:, 0], cell, pbc)
+    v = pair_vectors(positions, triplets[:, 1], triplets[:, 2], cell, pbc)
+    # atan2(|u×v|, u·v) stays accurate (and differentiable) near 0° and 180°.
+    return torch.rad2deg(torch.atan2(torch.linalg.cross(u, v).norm(dim=-1), (u * v).sum(-1)))
+
+
+def angular_distribution(
+    positions, bonds, dtheta: float = 1.0, sigma: float = 0.5, cell=None, pbc=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distribution of bond angles: centres θ [n_bins] (degrees) and density [F, n_bins] 1/degree
+    (integrates to 1 over 0–180°; ``dtheta`` and ``sigma`` in degrees)."""
+    angles = bond_angles(positions, angle_triplets(bonds), cell, pbc)
+    n_bins = _n_bins(180.0, dtheta)
+    counts = smeared_histogram(angles, 0.0, dtheta, n_bins, sigma)
+    return bin_centres(0.0, dtheta, n_bins), counts / (angles.shape[-1] * dtheta)
+
+
+def bond_length_distribution(
+    positions,
+    bonds,
+    r_min: float = 0.0,
+    r_max: float = 3.0,
+    dr: float = DR_A,
+    sigma: float = SIGMA_A,
+    cell=None,
+    pbc=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distribution of bond lengths: centres r [n_bins] Å and density [F, n_bins] 1/Å over
+    [r_min, r_max) (integrates to the fraction of bonds in range)."""
+    lengths = bond_lengths(positions, bonds, cell, pbc)
+    n_bins = _n_bins(r_max - r_min, dr)
+    counts = smeared_histogram(lengths, r_min, dr, n_bins, sigma)
+    return bin_centres(r_min, dr, n_bins), counts / (lengths.shape[-1] * dr)
+
+
+def kinetic_temperature(state: MDState) -> torch.Tensor:
+    """Kinetic temperature per replica [n_systems] K with 3N − 3 degrees of freedom (at least 1)."""
+    dof = (3 * state.atoms_per_system - 3).clamp(min=1).to(_F64)
+    return 2.0 * state.kinetic_energy() / (dof * KB_EV_PER_K)
+
+
+# --- dynamical observables --------------------------------------------------------------------
+
+
+def _origin_averaged_dot(x: torch.Tensor) -> torch.Tensor:
+    """C(m) = ⟨x(t)·x(t + m)⟩ over origins t and atoms, [..., F] for x [F, ..., N, 3] (by FFT)."""
+    n_frames = x.shape[0]
+    spectrum = torch.fft.rfft(x, n=2 * n_frames, dim=0)
+    correlation = torch.fft.irfft(spectrum * spectrum.conj(), n=2 * n_frames, dim=0)[:n_frames]
+    origins = n_frames - torch.arange(n_frames, dtype=x.dtype)
+    per_lag = correlation.sum(-1).mean(-1)  # [F, ...]
+    return torch.movedim(per_lag, 0, -1) / origins
+
+
+def vacf(velocities, window: int = 100) -> torch.Tensor:
+    """Velocity autocorrelation ⟨v(t)·v(t + m)⟩ / ⟨v·v⟩ for lags m < ``window`` [..., window].
+
+    ``velocities`` [F, ..., N, 3] (any unit); averaged over all atoms and over every time origin
+    t with t + m inside the trajectory; 1 at lag 0 (METHODS: 100-step windows).
+    """
+    velocities = torch.as_tensor(velocities, dtype=_F64)
+    if velocities.shape[0] < window:
+        raise InputError(f"VACF window {window} is longer than the {velocities.shape[0]} frames")
+    correlation = _origin_averaged_dot(velocities)[..., :window]
+    return correlation / correlation[..., :1]
+
+
+def unwrap_positions(positions, cell, pbc=None) -> torch.Tensor:
+    """Continuous trajectory [F, ..., N, 3] from wrapped positions in a fixed box.
+
+    ``cell`` [3, 3] or [..., 3, 3] for the replica dimensions; assumes no atom moves more than
+    half a box length between frames.
+    """
+    positions = torch.as_tensor(positions, dtype=_F64)
+    cell = torch.as_tensor(cell, dtype=_F64).unsqueeze(-3)  # broadcast over atoms
+    pbc = torch.ones(3, dtype=torch.bool) if pbc is None else torch.as_tensor(pbc).bool()
+    pbc = pbc.unsqueeze(-2) if pbc.dim() > 1 else pbc
+    steps = minimum_image(positions[1:] - positions[:-1], cell, pbc)
+    return torch.cat([positions[:1], positions[:1] + torch.cumsum(steps, dim=0)])
+
+
+def mean_squared_displacement(
+    positions, cell=None, pbc=None, remove_drift: bool = True
+) -> torch.Tensor:
+    """MSD(m) = ⟨|r(t + m) − r(t)|²⟩ [..., F] Å² for lags m = 0 … F − 1.
+
+    ``positions`` [F, ..., N, 3] Å, averaged over atoms and the F − m time origins of each lag.
+    With ``cell`` the trajectory is unwrapped first; ``remove_drift`` subtracts the mean position
+    of the atoms in each frame (centre-of-mass drift of equal-mass atoms).
+    """
+    x = torch.as_tensor(positions, dtype=_F64)
+    if cell is not None:
+        x = unwrap_positions(x, cell, pbc)
+    if remove_drift:
+        x = x - x.mean(dim=-2, keepdim=True)
+    x = x - x[:1]  # smaller numbers, same MSD
+    n_frames = x.shape[0]
+    squares = torch.cumsum(x.pow(2).sum(-1).mean(-1), dim=0)  # [F, ...]
+    lags = torch.arange(n_frames)
+    before = torch.cat([torch.zeros_like(squares[:1]), squares[:-1]])
+    # Σ_{t<F−m} |x_t|² + Σ_{t≥m} |x_t|², per lag m
+    sum_squares = squares.flip(0) + (squares[-1] - before)
+    origins = (n_frames - lags).to(_F64)
+    msd = torch.movedim(sum_squares, 0, -1) / origins - 2.0 * _origin_averaged_dot(x)
+    return msd.clamp(min=0.0)
+
+
+def diffusivity(
+    positions, timestep_fs: float, cell=None, pbc=None, remove_drift: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """D(t) = MSD(t)/(6t) for lags 1 … F − 1: times t [F − 1] fs and D [..., F − 1] Å²/fs.
+
+    ``timestep_fs`` is the time between frames; see :func:`mean_squared_displacement`.
+    """
+    msd = mean_squared_displacement(positions, cell, pbc, remove_drift)[..., 1:]
+    times = timestep_fs * torch.arange(1, msd.shape[-1] + 1, dtype=_F64)
+    return times, msd / (6.0 * times)
+
+
+def to_cm2_per_s(diffusivity_a2_per_fs):
+    """A diffusivity in Å²/fs expressed in cm²/s."""
+    return diffusivity_a2_per_fs * A2_PER_FS_IN_CM2_PER_S
+
+
+# --- reference observables --------------------------------------------------------------------
+
+
+@dataclass
+class ReferenceObservables:
+    """Frame-averaged observables of a set of structures (e.g. a training set).
+
+    ``r`` [n_bins] Å and ``h_r`` [n_bins] 1/Å; for periodic frames ``rdf_r`` and ``rdf``
+    {(Z_a, Z_b): g [n_bins]}; with bonds, ``bond_lengths`` [n_bonds] Å (mean per bond).
+    """
+
+    r: torch.Tensor
+    h_r: torch.Tensor
+    rdf_r: torch.Tensor | None = None
+    rdf: dict[tuple[int, int], torch.Tensor] | None = None
+    bond_lengths: torch.Tensor | None = None
+
+
+def _stack_frames(frames: Sequence[Atoms]) -> tuple[torch.Tensor, ...]:
+    """positions [F, N, 3], numbers [N], cell [F, 3, 3], pbc [F, 3] of same-structure frames."""
+    if len(frames) == 0:
+        raise InputError("no frames given")
+    numbers = frames[0].numbers
+    for k, atoms in enumerate(frames):
+        if not np.array_equal(atoms.numbers, numbers):
+            raise InputError(f"frame {k}: atoms differ from frame 0 (expected one structure)")
+    return (
+        torch.as_tensor(np.stack([a.positions for a in frames]), dtype=_F64),
+        torch.as_tensor(numbers, dtype=torch.long),
+        torch.as_tensor(np.stack([np.asarray(a.cell) for a in frames]), dtype=_F64),
+        torch.as_tensor(np.stack([a.pbc for a in frames])),
+    )
+
+
+def reference_observables(
+    frames: Sequence[Atoms],
+    bonds=None,
+    r_max: float = 10.0,
+    rdf_r_max: float | None = None,
+    dr: float = DR_A,
+    sigma: float = SIGMA_A,
+    chunk: int = 64,
+) -> ReferenceObservables:
+    """h(r), RDFs (periodic frames only) and mean bond lengths averaged over ``frames``.
+
+    ``rdf_r_max`` defaults to 6 Å or, in smaller boxes, the largest multiple of ``dr`` within
+    half the smallest cell height. Frames must share one atom order; they are processed
+    ``chunk`` at a time to bound memory.
+    """
+    positions, numbers, cell, pbc = _stack_frames(frames)
+    periodic = bool(pbc.any())
+    if periodic and rdf_r_max is None:
+        half_height = float(cell_heights(cell).min()) / 2
+        rdf_r_max = min(DEFAULT_RDF_R_MAX_A, dr * math.floor(half_height / dr + 1e-9))
+    box = (cell, pbc) if periodic else (None, None)
+    h_sum, rdf_sum, rdf_r = 0.0, {}, None
+    for start in range(0, len(frames), chunk):
+        part = slice(start, start + chunk)
+        part_box = (box[0][part], box[1][part]) if periodic else box
+        r, h = distance_histogram_h_r(positions[part], r_max, dr, sigma, *part_box)
+        h_sum = h_sum + h.sum(0)
+        if periodic:
+            rdf_r, g = radial_distribution(
+                positions[part], numbers, *part_box, r_max=rdf_r_max, dr=dr, sigma=sigma
+            )
+            for pair, values in g.items():
+                rdf_sum[pair] = rdf_sum.get(pair, 0.0) + values.sum(0)
+    n = len(frames)
+    return ReferenceObservables(
+        r=r,
+        h_r=h_sum / n,
+        rdf_r=rdf_r,
+        rdf={pair: total / n for pair, total in rdf_sum.items()} if periodic else None,
+        bond_lengths=None if bonds is None else bond_lengths(positions, bonds, *box).mean(0),
+    )
