@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from stablemd.cli import data, quickstart, systems, train
+from stablemd.cli import data, quickstart, simulate, stability, systems, train
 from stablemd.cli.output import error_console
 from stablemd.errors import InputError
 
@@ -26,6 +26,8 @@ app.command()(systems.systems)
 app.add_typer(data.app, name="data", help="Generate, import, export and inspect reference data.")
 app.command()(train.train)
 app.command()(train.evaluate)
+app.command()(simulate.simulate)
+app.command()(stability.stability)
 
 
 def main(argv: list[str] | None = None) -> None:

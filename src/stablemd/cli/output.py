@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from rich.console import Console
 from rich.table import Table
 
@@ -30,10 +27,3 @@ def metrics_table(metrics: dict, title: str) -> Table:
     for name, value in rows:
         table.add_row(name, f"{1000 * value['mae']:.2f}", f"{1000 * value['rmse']:.2f}")
     return table
-
-
-def write_json(data: dict, path: Path) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import typer
 
-from stablemd.cli.output import console, metrics_table, write_json
+from stablemd.cli.output import console, metrics_table
 from stablemd.data.database import read_frames
 from stablemd.data.generate import generate_reference_data
 from stablemd.evaluation import error_metrics
+from stablemd.io import write_json
 from stablemd.training.config import TrainConfig
 from stablemd.training.frames import FrameSet
 from stablemd.training.workflow import held_out_indices, train_from_database

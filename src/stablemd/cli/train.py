@@ -6,11 +6,12 @@ from pathlib import Path
 
 import typer
 
-from stablemd.cli.output import console, metrics_table, write_json
+from stablemd.cli.output import console, metrics_table
 from stablemd.config import load_config
 from stablemd.data.database import read_frames
 from stablemd.errors import InputError
 from stablemd.evaluation import error_metrics
+from stablemd.io import write_json
 from stablemd.models.registry import load_potential
 from stablemd.training.config import TrainConfig
 from stablemd.training.frames import FrameSet

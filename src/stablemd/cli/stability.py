@@ -1,0 +1,113 @@
+"""``stablemd stability``: how long does each model stay stable, and how wrong is its h(r)?"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+
+from stablemd.cli.output import console
+from stablemd.data.database import read_frames
+from stablemd.errors import InputError
+from stablemd.md.observables import reference_observables
+from stablemd.models.registry import load_potential
+from stablemd.stability.benchmark import (
+    H_R_MAX_A,
+    StabilitySettings,
+    h_r_mae,
+    run_stability,
+)
+from stablemd.stability.report import (
+    plot_h_r_comparison,
+    plot_survival,
+    stability_table,
+    write_summary,
+)
+from stablemd.systems import get_system
+
+
+def _labels(models: list[Path]) -> list[str]:
+    """Model names for tables and plots: file stems, numbered where two are equal."""
+    stems = [m.stem for m in models]
+    return [s if stems.count(s) == 1 else f"{s}-{k}" for k, s in enumerate(stems)]
+
+
+def stability(
+    model: list[Path] = typer.Option(..., help="Model file; repeat to compare several models."),
+    system: str = typer.Option(..., help="Built-in system (see stablemd systems)."),
+    out: Path = typer.Option(..., help="Directory for summary.json, survival.png, h_r.png."),
+    replicas: int = typer.Option(64, help="Replicas per model, integrated in one batch."),
+    temperature: float = typer.Option(500.0, help="Temperature in K."),
+    time_ps: float = typer.Option(50.0, help="Simulated time per replica in ps."),
+    starts: Path = typer.Option(
+        None, help="ASE database of held-out start structures (default: the relaxed structure)."
+    ),
+    reference: Path = typer.Option(
+        None, help="ASE database whose h(r) is the reference (default: the --starts frames)."
+    ),
+    timestep: float = typer.Option(None, help="Time step in fs (default: the system's)."),
+    thermostat: str = typer.Option("nose-hoover", help="nve, langevin, nose-hoover or csvr."),
+    tau: float = typer.Option(100.0, help="Nosé–Hoover or CSVR time constant in fs."),
+    friction: float = typer.Option(0.01, help="Langevin friction in 1/fs."),
+    max_bond_deviation: float = typer.Option(
+        0.5, help="Molecules: unstable when a bond deviates more than this (Å)."
+    ),
+    min_distance: float = typer.Option(
+        1.2, help="Periodic systems: unstable when two molecules come closer than this (Å)."
+    ),
+    check_every: int = typer.Option(20, help="Check the criteria every this many steps."),
+    seed: int = typer.Option(0, help="Seed of the start structures, velocities and noise."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+):
+    """Run every model from the same starts; write stable times, survival and h(r) plots."""
+    if replicas < 1 or time_ps <= 0 or check_every < 1:
+        raise InputError("--replicas and --check-every must be ≥ 1 and --time-ps positive")
+    target = get_system(system)
+    settings = StabilitySettings(
+        replicas=replicas, temperature_K=temperature, time_ps=time_ps,
+        timestep_fs=target.timestep_fs if timestep is None else timestep,
+        thermostat=thermostat, tau_fs=tau, friction_per_fs=friction,
+        max_bond_deviation_A=max_bond_deviation, min_intermolecular_A=min_distance,
+        check_every=check_every, seed=seed,
+    )  # fmt: skip
+    start_frames = read_frames(starts) if starts is not None else [target.atoms]
+    reference_path = reference if reference is not None else starts
+    reference_h_r = None
+    if reference_path is not None:
+        reference_h_r = reference_observables(read_frames(reference_path), r_max=H_R_MAX_A)
+
+    summaries, rows, curves = {}, {}, {}
+    for label, path in zip(_labels(model), model, strict=True):
+        console.rule(f"{label}: {replicas} × {system} at {temperature:g} K for {time_ps:g} ps")
+        result = run_stability(
+            load_potential(path), target, start_frames, settings, out / label, progress
+        )
+        summaries[label] = result.summary
+        rows[label] = {
+            **asdict(result.summary),
+            "model": str(path),
+            "steps_per_s": result.steps_per_s,
+            "atom_steps_per_s": result.steps_per_s * replicas * len(target.atoms),
+        }
+        if result.h_r is not None and reference_h_r is not None:
+            curves[label] = result.h_r
+            dr = float(reference_h_r.r[1] - reference_h_r.r[0])
+            rows[label]["h_r_mae"] = h_r_mae(
+                reference_h_r.h_r.new_tensor(result.h_r), reference_h_r.h_r, dr
+            )
+
+    write_summary(out / "summary.json", {"settings": asdict(settings), **rows})
+    plot_survival(summaries, out / "survival.png", title=f"{system}, {temperature:g} K")
+    if curves:
+        plot_h_r_comparison(
+            reference_h_r.r, reference_h_r.h_r, curves, out / "h_r.png",
+            title=f"{system}, {temperature:g} K: h(r) over the stable part",
+        )  # fmt: skip
+    console.print(stability_table(summaries))
+    for label, row in rows.items():
+        if "h_r_mae" in row:
+            console.print(
+                f"{label}: h(r) MAE {row['h_r_mae']:.4f}, {row['steps_per_s']:.1f} steps/s"
+            )
+    console.print(f"summary: {out / 'summary.json'}   plots: {out / 'survival.png'}")

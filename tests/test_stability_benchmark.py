@@ -1,0 +1,83 @@
+"""The stability benchmark: frozen replicas are reported, the rest finish; CLI outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from stablemd.cli.main import main
+from stablemd.models.painn import PaiNN
+from stablemd.models.potential import Potential
+from stablemd.models.registry import save_potential
+from stablemd.stability.benchmark import StabilitySettings, run_stability
+from stablemd.systems import get_system
+
+
+class HarmonicBonds(Potential):
+    """Harmonic springs (k in eV/Å²) on the bonds of one molecule, replicated per system."""
+
+    kind = "test-harmonic-bonds"
+
+    def __init__(self, bonds, lengths, k=30.0):
+        super().__init__(elements=[1, 6, 8], cutoff=1.0)
+        self.bonds = torch.as_tensor(bonds)
+        self.lengths = torch.as_tensor(lengths, dtype=torch.float64)
+        self.k = k
+        self.dummy = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def hyperparameters(self):
+        return {}
+
+    def raw_outputs(self, batch, neighbors, direct_forces, features):
+        n = len(batch.positions) // batch.n_systems
+        offsets = torch.arange(batch.n_systems)[:, None, None] * n
+        i, j = (self.bonds[None] + offsets).reshape(-1, 2).T
+        r = (batch.positions[i] - batch.positions[j]).norm(dim=1)
+        energy = 0.5 * self.k * (r - self.lengths.repeat(batch.n_systems)) ** 2
+        per_atom = batch.positions.new_zeros(len(batch.positions)).index_add(0, i, energy)
+        return {"raw_energies": per_atom + 0 * self.dummy}
+
+
+def test_a_broken_replica_is_frozen_and_reported_while_the_others_finish(tmp_path):
+    ethanol = get_system("ethanol")
+    broken = ethanol.atoms.copy()
+    broken.positions[0] += [0.9, 0.0, 0.0]  # one C stretched far beyond 0.5 Å from its bonds
+    potential = HarmonicBonds(ethanol.bonds, ethanol.reference_bond_lengths)
+    settings = StabilitySettings(replicas=4, temperature_K=300, time_ps=0.1, check_every=10)
+    starts = [broken, ethanol.atoms, ethanol.atoms, ethanol.atoms]
+    # draw the four starts in a known order: without replacement, all of them appear once
+    result = run_stability(potential, ethanol, starts, settings, tmp_path, progress=False)
+    times = result.summary.stable_times_ps
+    assert sum(t == 0.0 for t in times) == 1  # the broken replica, found at the first check
+    assert sum(t is None for t in times) == 3  # the others ran to the end
+    assert result.summary.fraction_stable == pytest.approx(0.75)
+    again = run_stability(potential, ethanol, starts, settings, tmp_path, progress=False)
+    assert again.summary == result.summary  # a finished run is reported, not rerun
+
+
+def test_stability_command_compares_two_models(tmp_path, capsys):
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = PaiNN(elements=[1, 6, 8], n_features=8, n_interactions=1, cutoff=3.0)
+        with torch.no_grad():  # tiny outputs: the reference geometry stays nearly at rest
+            model.energy_scaling.scale.fill_(1e-3)
+        save_potential(model, tmp_path / f"model{seed}.pt")
+    out = tmp_path / "bench"
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["stability", "--model", str(tmp_path / "model0.pt"), "--model",
+             str(tmp_path / "model1.pt"), "--system", "ethanol", "--replicas", "3",
+             "--temperature", "300", "--time-ps", "0.02", "--out", str(out), "--no-progress"]
+        )  # fmt: skip
+    assert exit_info.value.code in (0, None)
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"model0", "model1"} <= set(summary)
+    for name in ("model0", "model1"):
+        assert len(summary[name]["stable_times_ps"]) == 3
+        assert summary[name]["steps_per_s"] > 0
+    assert (out / "survival.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "median" in capsys.readouterr().out
+    assert np.isfinite(summary["model0"]["mean_ps"])
