@@ -30,6 +30,7 @@ from stablemd.data.database import read_frames  # noqa: E402
 from stablemd.data.generate import generate_reference_data  # noqa: E402
 from stablemd.evaluation import error_metrics  # noqa: E402
 from stablemd.models.registry import save_potential  # noqa: E402
+from stablemd.runtime import tune_memory_allocator  # noqa: E402
 from stablemd.training.config import TrainConfig  # noqa: E402
 from stablemd.training.frames import FrameSet  # noqa: E402
 from stablemd.training.trainer import Trainer  # noqa: E402
@@ -99,6 +100,7 @@ def main(out_dir: Path, quick: bool = False, models=tuple(MODELS)) -> dict:
 
 
 if __name__ == "__main__":
+    tune_memory_allocator()  # as the stablemd command does
     chosen = tuple(sys.argv[1:]) or tuple(MODELS)
     out = HERE / "results"
     out.mkdir(exist_ok=True)

@@ -22,6 +22,7 @@ from machine import machine_info  # noqa: E402
 
 from stablemd.data.generate import generate_reference_data  # noqa: E402
 from stablemd.oracles import get_oracle  # noqa: E402
+from stablemd.runtime import tune_memory_allocator  # noqa: E402
 from stablemd.systems import get_system  # noqa: E402
 
 SYSTEMS = ("ethanol", "aspirin")
@@ -64,5 +65,6 @@ def main(out_dir: Path, quick: bool) -> dict:
 
 
 if __name__ == "__main__":
+    tune_memory_allocator()  # as the stablemd command does
     result = main(Path(__file__).resolve().parent / "results", quick="--quick" in sys.argv)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))

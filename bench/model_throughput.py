@@ -22,6 +22,7 @@ from rdkit.Chem import AllChem
 from stablemd.batch import Batch
 from stablemd.models.potential import predict
 from stablemd.models.registry import build_potential
+from stablemd.runtime import tune_memory_allocator
 
 ASPIRIN_SMILES = "CC(=O)OC1=CC=CC=C1C(=O)O"
 REPLICAS = [1, 16, 64]
@@ -98,6 +99,7 @@ def main(out_dir: Path, quick: bool) -> dict:
 
 
 if __name__ == "__main__":
+    tune_memory_allocator()  # as the stablemd command does
     out = main(Path(__file__).resolve().parent / "results", quick=False)
     for row in out["results"]:
         print(

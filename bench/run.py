@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from stablemd.runtime import tune_memory_allocator
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -34,6 +36,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs, for smoke testing")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="JSON directory")
     args = parser.parse_args()
+    tune_memory_allocator()  # as the stablemd command does
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.names or available():
         started = time.perf_counter()

@@ -17,16 +17,12 @@ import torch
 from ase import Atoms
 
 
-@dataclass
-class Batch:
+class SystemLayout:
+    """Sizes and per-system sums of anything with ``positions``, ``system_index`` and ``cell``."""
+
     positions: torch.Tensor
-    numbers: torch.Tensor
     system_index: torch.Tensor
     cell: torch.Tensor
-    pbc: torch.Tensor
-    energy: torch.Tensor | None = None
-    forces: torch.Tensor | None = None
-    stress: torch.Tensor | None = None
 
     @property
     def n_systems(self) -> int:
@@ -41,6 +37,23 @@ class Batch:
         """Number of atoms of each system [n_systems]."""
         return torch.bincount(self.system_index, minlength=self.n_systems)
 
+    def sum_per_system(self, per_atom: torch.Tensor) -> torch.Tensor:
+        """Sum a per-atom quantity [n_atoms, ...] into a per-system one [n_systems, ...]."""
+        out = per_atom.new_zeros((self.n_systems, *per_atom.shape[1:]))
+        return out.index_add(0, self.system_index, per_atom)
+
+
+@dataclass
+class Batch(SystemLayout):
+    positions: torch.Tensor
+    numbers: torch.Tensor
+    system_index: torch.Tensor
+    cell: torch.Tensor
+    pbc: torch.Tensor
+    energy: torch.Tensor | None = None
+    forces: torch.Tensor | None = None
+    stress: torch.Tensor | None = None
+
     def to(self, dtype: torch.dtype | None = None, device: str | torch.device | None = None):
         """Copy with float tensors cast to ``dtype`` and all tensors moved to ``device``."""
 
@@ -52,11 +65,6 @@ class Batch:
             return t.to(device=device) if device is not None else t
 
         return replace(self, **{f.name: cast(getattr(self, f.name)) for f in fields(self)})
-
-    def sum_per_system(self, per_atom: torch.Tensor) -> torch.Tensor:
-        """Sum a per-atom quantity [n_atoms, ...] into a per-system one [n_systems, ...]."""
-        out = per_atom.new_zeros((self.n_systems, *per_atom.shape[1:]))
-        return out.index_add(0, self.system_index, per_atom)
 
     @classmethod
     def from_atoms(

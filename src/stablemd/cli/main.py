@@ -13,6 +13,7 @@ import typer
 from stablemd.cli import data, quickstart, simulate, stability, systems, train
 from stablemd.cli.output import error_console
 from stablemd.errors import InputError
+from stablemd.runtime import tune_memory_allocator
 
 app = typer.Typer(
     help="Make machine-learned interatomic potentials trustworthy in long MD. "
@@ -32,6 +33,7 @@ app.command()(stability.stability)
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
+    tune_memory_allocator()
     try:
         app(args=argv, prog_name="stablemd")
     except InputError as exc:

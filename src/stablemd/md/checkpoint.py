@@ -8,9 +8,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-import torch
-
-from stablemd.errors import InputError
+from stablemd.io import load_tagged_torch_file
 from stablemd.md.state import MDState
 from stablemd.training.checkpoint import save_checkpoint
 
@@ -36,11 +34,6 @@ def load_md_checkpoint(path: Path) -> dict | None:
     path = Path(path)
     if not path.is_file():
         return None
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise InputError(f"{path}: not a readable MD checkpoint ({exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise InputError(f"{path}: not a stablemd MD checkpoint (missing format {FORMAT!r})")
+    payload = load_tagged_torch_file(path, FORMAT, "stablemd MD checkpoint")
     payload["state"] = state_from_dict(payload["state"])
     return payload

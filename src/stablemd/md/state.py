@@ -11,14 +11,14 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 from ase import units as ase_units
 
-from stablemd.batch import Batch
+from stablemd.batch import Batch, SystemLayout
 
 #: 1 amu·Å²/fs² expressed in eV (≈ 103.6427).
 AMU_A2_PER_FS2_IN_EV = 1.0 / ase_units.fs**2
 
 
 @dataclass
-class MDState:
+class MDState(SystemLayout):
     """Positions, velocities and forces of every atom of every replica, plus bookkeeping.
 
     ``active`` [n_systems] marks replicas still integrated; a frozen replica keeps its state.
@@ -45,25 +45,9 @@ class MDState:
             self.active = torch.ones(self.n_systems, dtype=torch.bool)
 
     @property
-    def n_systems(self) -> int:
-        return int(self.cell.shape[0])
-
-    @property
-    def n_atoms(self) -> int:
-        return int(self.positions.shape[0])
-
-    @property
-    def atoms_per_system(self) -> torch.Tensor:
-        return torch.bincount(self.system_index, minlength=self.n_systems)
-
-    @property
     def active_atoms(self) -> torch.Tensor:
         """Per-atom mask [n_atoms] of atoms in active replicas."""
         return self.active[self.system_index]
-
-    def sum_per_system(self, per_atom: torch.Tensor) -> torch.Tensor:
-        out = per_atom.new_zeros((self.n_systems, *per_atom.shape[1:]))
-        return out.index_add(0, self.system_index, per_atom)
 
     def kinetic_energy(self) -> torch.Tensor:
         """Kinetic energy per replica [n_systems], eV."""

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from stablemd.errors import InputError
+from stablemd.io import load_tagged_torch_file
 from stablemd.models.potential import Potential
 
 FORMAT = "stablemd-potential/1"
@@ -61,16 +62,7 @@ def save_potential(potential: Potential, path: str | Path, metadata: dict | None
 
 def read_model_file(path: str | Path) -> dict:
     """The raw dictionary of a model file, with a clear error for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such model file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise InputError(f"{path}: not a readable stablemd model file ({exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise InputError(f"{path}: not a stablemd model file (missing format {FORMAT!r})")
-    return payload
+    return load_tagged_torch_file(Path(path), FORMAT, "stablemd model file")
 
 
 def load_potential(path: str | Path, dtype: torch.dtype | None = None) -> Potential:
