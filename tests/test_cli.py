@@ -63,7 +63,10 @@ def test_train_then_evaluate_on_held_out_frames(ethanol_db, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["evaluate", "--model", "missing.pt", "--data", "x.db"], "missing.pt: no such stablemd model file"),
+        (
+            ["evaluate", "--model", "missing.pt", "--data", "x.db"],
+            "missing.pt: no such stablemd model file",
+        ),
         (
             ["train", "--data", "nowhere.db", "--n-train", "1", "--n-val", "1", "--out", "m.pt"],
             "nowhere.db",

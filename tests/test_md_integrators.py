@@ -9,7 +9,6 @@ from ase import units
 from ase.build import molecule
 from ase.calculators.lj import LennardJones
 from ase.md.verlet import VelocityVerlet as AseVelocityVerlet
-from scipy import stats
 from md_support import (
     ARGON_EPSILON_EV,
     ARGON_SIGMA_A,
@@ -20,6 +19,7 @@ from md_support import (
     run_steps,
     single_thread,  # noqa: F401
 )
+from scipy import stats
 
 from stablemd.ase import Calculator
 from stablemd.md.forces import CalculatorForces, ModelForces

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from scipy import stats
 from md_support import argon_state
+from scipy import stats
 
 from stablemd.md.velocities import degrees_of_freedom, maxwell_boltzmann, temperature
 from stablemd.units import KB_EV_PER_K
