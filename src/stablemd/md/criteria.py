@@ -20,12 +20,12 @@ from stablemd.md.observables import (
     DR_A,
     SIGMA_A,
     bond_lengths,
-    kinetic_temperature,
     pair_vectors,
     radial_distribution,
     replica_positions,
 )
 from stablemd.md.state import MDState
+from stablemd.md.velocities import temperature
 
 _F64 = torch.float64
 
@@ -129,7 +129,7 @@ class TemperatureAbove:
 
     def values(self, state: MDState) -> torch.Tensor:
         """Kinetic temperature per replica [n_systems] K."""
-        return kinetic_temperature(state)
+        return temperature(state)
 
     def __call__(self, state: MDState) -> torch.Tensor:
         return ~(self.values(state) <= self.max_temperature_K)

@@ -24,7 +24,6 @@ from ase import Atoms
 
 from stablemd.errors import InputError
 from stablemd.md.state import MDState
-from stablemd.units import KB_EV_PER_K
 
 #: Defaults from METHODS §1: bin width and Gaussian width (Å) of h(r) and the RDF.
 DR_A = 0.02
@@ -298,12 +297,6 @@ def bond_length_distribution(
     n_bins = _n_bins(r_max - r_min, dr)
     counts = smeared_histogram(lengths, r_min, dr, n_bins, sigma)
     return bin_centres(r_min, dr, n_bins), counts / (lengths.shape[-1] * dr)
-
-
-def kinetic_temperature(state: MDState) -> torch.Tensor:
-    """Kinetic temperature per replica [n_systems] K with 3N − 3 degrees of freedom (at least 1)."""
-    dof = (3 * state.atoms_per_system - 3).clamp(min=1).to(_F64)
-    return 2.0 * state.kinetic_energy() / (dof * KB_EV_PER_K)
 
 
 # --- dynamical observables --------------------------------------------------------------------
