@@ -16,36 +16,26 @@ import numpy as np
 import torch
 from ase import Atoms
 from machine import machine_info
-from rdkit import Chem
-from rdkit.Chem import AllChem
 
 from stablemd.batch import Batch
 from stablemd.models.potential import predict
 from stablemd.models.registry import build_potential
 from stablemd.runtime import tune_memory_allocator
+from stablemd.systems import get_system
 
-ASPIRIN_SMILES = "CC(=O)OC1=CC=CC=C1C(=O)O"
 REPLICAS = [1, 16, 64]
 KINDS = ["painn", "mace"]
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def aspirin_replicas(n: int, seed: int = 0, noise: float = 0.05) -> list[Atoms]:
-    """``n`` copies of an MMFF-relaxed aspirin, each displaced by Gaussian noise (Å)."""
-    mol = Chem.AddHs(Chem.MolFromSmiles(ASPIRIN_SMILES))
-    AllChem.EmbedMolecule(mol, randomSeed=seed)
-    AllChem.MMFFOptimizeMolecule(mol)
-    base = Atoms(
-        numbers=[a.GetAtomicNum() for a in mol.GetAtoms()],
-        positions=mol.GetConformer().GetPositions(),
-    )
+    """``n`` copies of the xTB-relaxed aspirin, each displaced by Gaussian noise (Å)."""
+    base = get_system("aspirin").atoms
     rng = np.random.default_rng(seed)
-    replicas = []
-    for _ in range(n):
-        atoms = base.copy()
-        atoms.positions += rng.normal(scale=noise, size=atoms.positions.shape)
-        replicas.append(atoms)
-    return replicas
+    return [
+        Atoms(base.numbers, base.positions + rng.normal(scale=noise, size=base.positions.shape))
+        for _ in range(n)
+    ]
 
 
 def median_seconds(model, batch: Batch, repeats: int, warmup: int = 2) -> float:
