@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from stablemd.cli.main import main
+from stablemd.errors import InputError
 from stablemd.models.painn import PaiNN
 from stablemd.models.potential import Potential
 from stablemd.models.registry import save_potential
@@ -56,6 +57,9 @@ def test_a_broken_replica_is_frozen_and_reported_while_the_others_finish(tmp_pat
     assert result.summary.fraction_stable == pytest.approx(0.75)
     again = run_stability(potential, ethanol, starts, settings, tmp_path, progress=False)
     assert again.summary == result.summary  # a finished run is reported, not rerun
+    hotter = StabilitySettings(replicas=4, temperature_K=600, time_ps=0.1, check_every=10)
+    with pytest.raises(InputError, match="temperature_K=300"):
+        run_stability(potential, ethanol, starts, hotter, tmp_path, progress=False)
 
 
 def test_stability_command_compares_two_models(tmp_path, capsys):

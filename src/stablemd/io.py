@@ -34,3 +34,21 @@ def load_tagged_torch_file(path: Path, file_format: str, description: str) -> di
     if not isinstance(payload, dict) or payload.get("format") != file_format:
         raise InputError(f"{path}: not a {description} (missing format {file_format!r})")
     return payload
+
+
+def record_run_options(options: dict, path: Path, may_change: frozenset = frozenset()) -> None:
+    """Write ``options`` to ``path``, refusing to continue a run recorded there with others.
+
+    Keys in ``may_change`` (e.g. a run length that a continuation extends) may differ.
+    """
+    path = Path(path)
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        for key, value in options.items():
+            if key not in may_change and previous.get(key) != value:
+                raise InputError(
+                    f"{path}: this directory holds a run with {key}={previous.get(key)!r}, not "
+                    f"{value!r}; choose another output directory"
+                )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(options, path)

@@ -7,7 +7,6 @@ The output directory holds ``run.json`` (the options), ``trajectory.h5`` (H5MD) 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -15,7 +14,7 @@ import typer
 from stablemd.cli.output import console
 from stablemd.data.database import read_frames
 from stablemd.errors import InputError
-from stablemd.io import write_json
+from stablemd.io import record_run_options
 from stablemd.md.forces import ModelForces
 from stablemd.md.integrators import make_integrator
 from stablemd.md.runner import run
@@ -26,21 +25,7 @@ from stablemd.models.registry import load_potential
 from stablemd.systems import get_system
 
 #: Options that may change between a run and its continuation.
-EXTENSIBLE = {"time_ps"}
-
-
-def _check_options(options: dict, out: Path) -> None:
-    """Refuse to continue a run in ``out`` that was started with other options."""
-    path = out / "run.json"
-    if not path.is_file():
-        return
-    previous = json.loads(path.read_text())
-    for key, value in options.items():
-        if key not in EXTENSIBLE and previous.get(key) != value:
-            raise InputError(
-                f"{path}: this directory holds a run with {key}={previous.get(key)!r}, not "
-                f"{value!r}; choose another --out"
-            )
+EXTENSIBLE = frozenset({"time_ps"})
 
 
 def simulate(
@@ -82,9 +67,7 @@ def simulate(
         "thermostat": thermostat, "friction_per_fs": friction, "tau_fs": tau,
         "starts": None if starts is None else str(starts.resolve()), "every": every, "seed": seed,
     }  # fmt: skip
-    _check_options(options, out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(options, out / "run.json")
+    record_run_options(options, out / "run.json", may_change=EXTENSIBLE)
 
     state = state_from_atoms([structures[k % len(structures)] for k in range(replicas)])
     state = maxwell_boltzmann(state, temperature, seed, exact=True)

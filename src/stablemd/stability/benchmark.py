@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from stablemd.io import write_json
+from stablemd.io import record_run_options, write_json
 from stablemd.md.criteria import BondLengthDeviation, MinIntermolecularDistance, NonFinite
 from stablemd.md.forces import ModelForces
 from stablemd.md.integrators import make_integrator
@@ -123,8 +123,9 @@ def run_stability(
     """Simulate one model; resumes from ``out_dir/checkpoint.pt`` when it exists.
 
     The finished result is kept in ``out_dir/result.json``, so a rerun reports it without
-    simulating again.
+    simulating again; a rerun with other settings is refused (``out_dir/settings.json``).
     """
+    record_run_options(asdict(settings), out_dir / "settings.json")
     done = out_dir / "result.json"
     if done.is_file():
         saved = json.loads(done.read_text())
@@ -141,7 +142,6 @@ def run_stability(
     )  # fmt: skip
     histogram = StableHistogram(settings.replicas)
     n_steps = round(settings.time_ps * 1000 / settings.timestep_fs)
-    out_dir.mkdir(parents=True, exist_ok=True)
     result = run(
         state, integrator, ModelForces(potential), n_steps,
         observers=[*criteria_for(system, settings), histogram], every=settings.check_every,
