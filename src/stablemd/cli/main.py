@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from stablemd.cli import data, quickstart, simulate, stability, systems, train
+from stablemd.cli import data, quickstart, simulate, stability, stable_train, systems, train
 from stablemd.cli.output import error_console
 from stablemd.errors import InputError
 from stablemd.runtime import tune_memory_allocator
@@ -29,6 +29,7 @@ app.command()(train.train)
 app.command()(train.evaluate)
 app.command()(simulate.simulate)
 app.command()(stability.stability)
+app.command(name="stable-train")(stable_train.stable_train)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import typer
 
-from stablemd.cli.output import console
 from stablemd.data.database import read_frames
 from stablemd.errors import InputError
-from stablemd.md.observables import reference_observables
-from stablemd.models.registry import load_potential
-from stablemd.stability.benchmark import (
-    H_R_MAX_A,
-    StabilitySettings,
-    h_r_mae,
-    run_stability,
-)
-from stablemd.stability.report import (
-    plot_h_r_comparison,
-    plot_survival,
-    stability_table,
-    write_summary,
-)
+from stablemd.stability.benchmark import StabilitySettings
+from stablemd.stability.compare import compare_models
 from stablemd.systems import get_system
 
 
@@ -73,41 +59,6 @@ def stability(
     )  # fmt: skip
     start_frames = read_frames(starts) if starts is not None else [target.atoms]
     reference_path = reference if reference is not None else starts
-    reference_h_r = None
-    if reference_path is not None:
-        reference_h_r = reference_observables(read_frames(reference_path), r_max=H_R_MAX_A)
-
-    summaries, rows, curves = {}, {}, {}
-    for label, path in zip(_labels(model), model, strict=True):
-        console.rule(f"{label}: {replicas} × {system} at {temperature:g} K for {time_ps:g} ps")
-        result = run_stability(
-            load_potential(path), target, start_frames, settings, out / label, progress
-        )
-        summaries[label] = result.summary
-        rows[label] = {
-            **asdict(result.summary),
-            "model": str(path),
-            "steps_per_s": result.steps_per_s,
-            "atom_steps_per_s": result.steps_per_s * replicas * len(target.atoms),
-        }
-        if result.h_r is not None and reference_h_r is not None:
-            curves[label] = result.h_r
-            dr = float(reference_h_r.r[1] - reference_h_r.r[0])
-            rows[label]["h_r_mae"] = h_r_mae(
-                reference_h_r.h_r.new_tensor(result.h_r), reference_h_r.h_r, dr
-            )
-
-    write_summary(out / "summary.json", {"settings": asdict(settings), **rows})
-    plot_survival(summaries, out / "survival.png", title=f"{system}, {temperature:g} K")
-    if curves:
-        plot_h_r_comparison(
-            reference_h_r.r, reference_h_r.h_r, curves, out / "h_r.png",
-            title=f"{system}, {temperature:g} K: h(r) over the stable part",
-        )  # fmt: skip
-    console.print(stability_table(summaries))
-    for label, row in rows.items():
-        if "h_r_mae" in row:
-            console.print(
-                f"{label}: h(r) MAE {row['h_r_mae']:.4f}, {row['steps_per_s']:.1f} steps/s"
-            )
-    console.print(f"summary: {out / 'summary.json'}   plots: {out / 'survival.png'}")
+    reference_frames = read_frames(reference_path) if reference_path is not None else None
+    labelled = dict(zip(_labels(model), model, strict=True))
+    compare_models(labelled, target, start_frames, reference_frames, settings, out, progress)

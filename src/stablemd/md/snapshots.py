@@ -56,6 +56,12 @@ def rewind(
     snapshot = snapshots.at_step(state.step - steps_back)
     if replicas is None:
         return snapshot.clone()
+    return take_replicas(state, snapshot, replicas)
+
+
+def take_replicas(state: MDState, source: MDState, replicas: torch.Tensor) -> MDState:
+    """A copy of ``state`` whose ``replicas`` (boolean mask [n_systems]) take ``source``'s
+    positions, velocities, forces, energies, thermostat variables and active flags."""
     atoms = replicas[state.system_index]
 
     def pick(new: torch.Tensor, old: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -63,11 +69,11 @@ def rewind(
 
     out = state.clone()
     for name in ("positions", "velocities", "forces"):
-        setattr(out, name, pick(getattr(snapshot, name), getattr(state, name), atoms))
-    out.potential_energy = pick(snapshot.potential_energy, state.potential_energy, replicas)
-    out.active = pick(snapshot.active, state.active, replicas)
+        setattr(out, name, pick(getattr(source, name), getattr(state, name), atoms))
+    out.potential_energy = pick(source.potential_energy, state.potential_energy, replicas)
+    out.active = pick(source.active, state.active, replicas)
     out.thermostat = {
         key: pick(value, state.thermostat[key], replicas)
-        for key, value in snapshot.thermostat.items()
+        for key, value in source.thermostat.items()
     }
     return out

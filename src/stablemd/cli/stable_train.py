@@ -1,0 +1,73 @@
+"""``stablemd stable-train``: StABlE fine-tuning of a trained model, without new labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from stablemd.cli.output import console
+from stablemd.config import load_config
+from stablemd.stable.config import StableConfig
+from stablemd.stable.workflow import stable_train as run_stable_training
+
+
+def stable_train(
+    model: Path = typer.Option(..., help="Base model file written by stablemd train."),
+    data: Path = typer.Option(
+        ..., help="ASE database the model was trained on; its training frames are the fixed QM set."
+    ),
+    out: Path = typer.Option(..., help="Where to write the StABlE-trained model (.pt)."),
+    config: Path = typer.Option(None, help="YAML file with further StABlE options."),
+    system: str = typer.Option(
+        None, help="Built-in system the frames are (default: bonds derived from the frames)."
+    ),
+    estimator: str = typer.Option(None, help="global or local. (default global)"),
+    observable: str = typer.Option(
+        None, help="h_r, bond_lengths, rdf, molecule_bond_length or module:function."
+    ),
+    reference: Path = typer.Option(
+        None, help=".npz file with a 'reference' array (default: the training frames' average)."
+    ),
+    reference_temperature: float = typer.Option(
+        None, help="Temperature (K) of the training frames; reweights the reference."
+    ),
+    criterion: str = typer.Option(
+        None, help="bond_length_deviation or min_intermolecular_distance. (default by system)"
+    ),
+    max_bond_deviation: float = typer.Option(None, help="Training bond criterion in Å. (0.25)"),
+    min_distance: float = typer.Option(None, help="Training contact criterion in Å. (1.2)"),
+    temperature: float = typer.Option(None, help="MD temperature in K. (500)"),
+    timestep: float = typer.Option(None, help="MD time step in fs. (0.5)"),
+    replicas: int = typer.Option(None, help="Parallel replicas. (16)"),
+    steps_per_epoch: int = typer.Option(None, help="MD steps per epoch, t. (400)"),
+    f_max: float = typer.Option(None, help="Unstable fraction that starts learning. (0.75)"),
+    f_min: float = typer.Option(None, help="Unstable fraction that ends learning. (0.25)"),
+    qm_weight: float = typer.Option(None, help="λ, weight of the energy-and-force loss. (10)"),
+    learning_rate: float = typer.Option(None, help="Learning rate. (1e-3)"),
+    max_cycles: int = typer.Option(None, help="Simulation + learning cycles. (4)"),
+    max_epochs: int = typer.Option(None, help="Epochs in all. (400)"),
+    max_time: float = typer.Option(None, help="Wall-time budget in minutes."),
+    seed: int = typer.Option(None, help="Seed of starts, velocities and minibatches. (0)"),
+    run_dir: Path = typer.Option(
+        None, help="Checkpoint, log.csv and plot directory. (default: <out stem>_run)"
+    ),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+):
+    """Alternate MD that finds instabilities with learning that fixes them; rerun to resume."""
+    options = load_config(
+        StableConfig, config, estimator=estimator, observable=observable,
+        reference_temperature_K=reference_temperature, criterion=criterion,
+        max_bond_deviation_A=max_bond_deviation, min_intermolecular_A=min_distance,
+        temperature_K=temperature, timestep_fs=timestep, replicas=replicas,
+        steps_per_epoch=steps_per_epoch, f_max=f_max, f_min=f_min, qm_weight=qm_weight,
+        learning_rate=learning_rate, max_cycles=max_cycles, max_epochs=max_epochs,
+        max_minutes=max_time, seed=seed,
+    )  # fmt: skip
+    result = run_stable_training(model, data, out, options, system, reference, run_dir, progress)
+    learning = sum(row["phase"] == "learning" for row in result.history)
+    last = result.history[-1] if result.history else {"unstable_fraction": float("nan")}
+    console.print(
+        f"StABlE: {len(result.history)} epochs ({learning} learning) in {result.elapsed_s:.0f} s; "
+        f"last unstable fraction {last['unstable_fraction']:.2f}; model written to {out}"
+    )

@@ -1,0 +1,1 @@
+"""StABlE training: Boltzmann-estimator gradients, training observables and the StABlE loop."""

@@ -1,0 +1,89 @@
+"""From a base model file and its training data to a StABlE-trained model file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from stablemd.data.database import read_frames
+from stablemd.errors import InputError
+from stablemd.models.registry import load_potential, save_potential
+from stablemd.stable.config import StableConfig
+from stablemd.stable.loop import StableResult, StableTrainer
+from stablemd.stable.observables import (
+    make_observable,
+    reference_from_file,
+    reference_from_frames,
+)
+from stablemd.systems import get_system
+from stablemd.systems.system import System, bond_lengths
+
+
+def training_frames(model_metadata: dict, data: Path) -> list[Atoms]:
+    """The frames of ``data`` the base model was trained on (all of them for another file)."""
+    frames = read_frames(data)
+    training = model_metadata.get("training", {})
+    if training.get("data") != str(Path(data).resolve()):
+        return frames
+    return [frames[i] for i in training["train_indices"]]
+
+
+def system_of(name: str | None, frames: list[Atoms]) -> System:
+    """The built-in system ``name``, or one derived from the frames: bonds of the first frame,
+    reference bond lengths averaged over all frames."""
+    if name is not None:
+        system = get_system(name)
+        if not np.array_equal(system.atoms.numbers, frames[0].numbers):
+            raise InputError(f"the training frames are not the built-in system {name!r}")
+        return system
+    system = System.from_atoms("data", frames[0], default_oracle="", timestep_fs=0.5)
+    system.reference_bond_lengths = np.mean([bond_lengths(a, system.bonds) for a in frames], 0)
+    return system
+
+
+def stable_train(
+    model: Path,
+    data: Path,
+    out: Path,
+    config: StableConfig,
+    system_name: str | None = None,
+    reference_file: Path | None = None,
+    run_dir: Path | None = None,
+    progress: bool = True,
+) -> StableResult:
+    """StABlE-train the model at ``model`` on its training frames in ``data``; save to ``out``.
+
+    The reference observable comes from ``reference_file`` (``.npz``) or from the training frames
+    (reweighted when ``config.reference_temperature_K`` is set). The saved model keeps the base
+    model's training record, so ``stablemd evaluate`` still holds its training frames out.
+    """
+    potential = load_potential(model)
+    frames = training_frames(potential.metadata, data)
+    system = system_of(system_name, frames)
+    observable = make_observable(config.observable_name, system, config.observable_r_max_A)
+    if reference_file is not None:
+        size = len(reference_from_frames(observable, frames[:1]).value)
+        reference = reference_from_file(reference_file, size)
+    else:
+        reweight_to = config.temperature_K if config.reference_temperature_K else None
+        reference = reference_from_frames(
+            observable, frames, config.reference_temperature_K, reweight_to
+        )
+    run_dir = run_dir or Path(out).with_name(Path(out).stem + "_run")
+    trainer = StableTrainer(potential, system, frames, reference, config, run_dir, progress)
+    result = trainer.run()
+    metadata = {
+        **potential.metadata,
+        "stable": {
+            "base_model": str(Path(model).resolve()),
+            "config": config.model_dump(),
+            "reference": {"source": reference.source, "n_eff": reference.effective_samples},
+            "epochs": len(result.history),
+            "cycles": trainer.cycle,
+            "wall_time_s": round(result.elapsed_s, 1),
+        },
+    }
+    save_potential(result.potential, out, metadata)
+    return result

@@ -1,0 +1,149 @@
+"""The StABlE loop: it learns from observables only, never labels, and resumes exactly."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from md_support import single_thread  # noqa: F401
+
+from stablemd.cli.main import main
+from stablemd.data.database import write_frames
+from stablemd.errors import InputError
+from stablemd.models.registry import build_potential, load_potential, save_potential
+from stablemd.oracles import registry as oracle_registry
+from stablemd.oracles.spcfw import SPCFwCalculator
+from stablemd.oracles.xtb import XTBCalculator
+from stablemd.stable.config import StableConfig
+from stablemd.stable.loop import StableTrainer
+from stablemd.stable.observables import (
+    make_observable,
+    reference_from_file,
+    reference_from_frames,
+)
+from stablemd.stable.workflow import system_of
+from stablemd.training.frames import FrameSet
+from stablemd.training.statistics import fit_energy_scaling
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+QUICK = dict(
+    replicas=4, steps_per_epoch=20, sample_every=5, check_every=5, optimizer="adam",
+    learning_rate=3e-3, qm_batch_size=8, max_cycles=3,
+)  # fmt: skip
+
+
+@pytest.fixture
+def no_oracle(monkeypatch):
+    """Any attempt to make a new reference label fails the test."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("StABlE called a reference method")
+
+    monkeypatch.setattr(oracle_registry, "get_oracle", forbidden)
+    monkeypatch.setattr(XTBCalculator, "calculate", forbidden)
+    monkeypatch.setattr(SPCFwCalculator, "calculate", forbidden)
+
+
+def _base_model(frames):
+    """An untrained small PaiNN with its energy scale fitted: its MD fails within steps."""
+    torch.manual_seed(0)
+    model = build_potential("painn", elements=[1, 6, 8], n_features=8, n_interactions=2)
+    fit_energy_scaling(model, FrameSet(frames))
+    return model
+
+
+def _trainer(frames, run_dir, **options):
+    system = system_of(None, frames)
+    config = StableConfig(**{**QUICK, **options})
+    reference = reference_from_frames(make_observable("h_r", system), frames)
+    return StableTrainer(
+        _base_model(frames), system, frames, reference, config, run_dir, progress=False
+    )
+
+
+def _flat(model) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def test_loop_learns_from_observables_without_new_labels(ethanol_frames, tmp_path, no_oracle):
+    trainer = _trainer(ethanol_frames[:20], tmp_path / "run", max_epochs=5)
+    before = _flat(trainer.potential).clone()
+    result = trainer.run()
+    phases = [row["phase"] for row in result.history]
+    # the untrained model fails at once, so the run goes straight into learning
+    assert phases[0] == "simulation" and result.history[0]["unstable_fraction"] >= 0.75
+    steps = [row for row in result.history if not math.isnan(row["obs_loss"])]
+    assert steps and all(row["n_samples"] >= 8 and row["qm_loss"] > 0 for row in steps)
+    assert not torch.equal(before, _flat(result.potential))
+    assert len(trainer.qm_frames) == 20  # L_QM sees the fixed training frames only
+    for name in ("log.csv", "stable_training.png", "checkpoint.pt"):
+        assert (tmp_path / "run" / name).is_file()
+
+
+def test_interrupted_run_resumes_to_the_same_weights(ethanol_frames, tmp_path):
+    frames = ethanol_frames[:20]
+    whole = _trainer(frames, tmp_path / "whole", max_epochs=6).run()
+    _trainer(frames, tmp_path / "parts", max_epochs=3).run()
+    resumed = _trainer(frames, tmp_path / "parts", max_epochs=6).run()
+    assert [r["phase"] for r in resumed.history] == [r["phase"] for r in whole.history]
+    assert torch.equal(_flat(resumed.potential), _flat(whole.potential))
+    with pytest.raises(InputError, match="replicas"):
+        _trainer(frames, tmp_path / "parts", max_epochs=7, replicas=6).run()
+
+
+def test_observable_must_suit_the_estimator(ethanol_frames, tmp_path):
+    with pytest.raises(InputError, match="local"):
+        _trainer(ethanol_frames[:4], tmp_path, observable="molecule_bond_length")
+
+
+def test_config_rejects_inverted_thresholds():
+    with pytest.raises(ValueError, match="f_min"):
+        StableConfig(f_min=0.8, f_max=0.5)
+
+
+def test_reference_reweighting_and_files(ethanol_frames, tmp_path):
+    system = system_of(None, ethanol_frames)
+    observable = make_observable("bond_lengths", system)
+    plain = reference_from_frames(observable, ethanol_frames)
+    same = reference_from_frames(observable, ethanol_frames, 500.0, 500.0)
+    assert torch.allclose(plain.value, same.value) and same.effective_samples == pytest.approx(60)
+    colder = reference_from_frames(observable, ethanol_frames, 500.0, 300.0)
+    assert colder.effective_samples < 60
+    # lower temperature favours low-energy frames: reweighted values differ from the mean
+    assert not torch.allclose(colder.value, plain.value)
+
+    np.savez(tmp_path / "ref.npz", reference=plain.value.numpy())
+    assert torch.equal(
+        reference_from_file(tmp_path / "ref.npz", len(plain.value)).value, plain.value
+    )
+    with pytest.raises(InputError, match="shape"):
+        reference_from_file(tmp_path / "ref.npz", 3)
+    np.savez(tmp_path / "other.npz", values=plain.value.numpy())
+    with pytest.raises(InputError, match="'reference'"):
+        reference_from_file(tmp_path / "other.npz", len(plain.value))
+
+
+def test_stable_train_command(ethanol_frames, tmp_path, capsys, no_oracle):
+    write_frames(tmp_path / "train.db", ethanol_frames[:20])
+    model = _base_model(ethanol_frames[:20])
+    save_potential(model, tmp_path / "base.pt", {"note": "base"})
+    args = ["stable-train", "--model", str(tmp_path / "base.pt"), "--data",
+            str(tmp_path / "train.db"), "--out", str(tmp_path / "stable.pt"),
+            "--replicas", "4", "--steps-per-epoch", "20", "--max-epochs", "3",
+            "--no-progress"]  # fmt: skip
+    (tmp_path / "quick.yaml").write_text("sample_every: 5\ncheck_every: 5\nqm_batch_size: 8\n")
+    with pytest.raises(SystemExit) as finished:
+        main([*args, "--config", str(tmp_path / "quick.yaml")])
+    assert finished.value.code == 0
+    stable = load_potential(tmp_path / "stable.pt")
+    assert stable.metadata["note"] == "base"
+    assert stable.metadata["stable"]["epochs"] == 3
+    assert "StABlE: 3 epochs" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--config", str(tmp_path / "quick.yaml"), "--temperature", "300"])
+    assert exit_info.value.code == 2
+    assert "temperature_K" in capsys.readouterr().err
