@@ -11,7 +11,7 @@ from md_support import ClusterLJ, argon_state, single_thread  # noqa: F401
 
 from stablemd.md.integrators import Langevin, VelocityVerlet
 from stablemd.md.runner import run
-from stablemd.md.snapshots import rewind
+from stablemd.md.snapshots import rewind, take_replicas
 from stablemd.md.trajectory import TrajectoryWriter, read_replica
 from stablemd.md.velocities import maxwell_boltzmann
 
@@ -130,3 +130,17 @@ def test_rewind_restores_snapshots():
     assert torch.equal(partial.thermostat["heat"][~chosen], state.thermostat["heat"][~chosen])
     with pytest.raises(ValueError, match="no snapshot at step 90"):
         rewind(state, snapshots, 10)
+
+
+def test_take_replicas_from_a_state_not_yet_evaluated():
+    """A fresh state (no forces, no thermostat variables) mixed into a running one: the
+    running replicas keep their thermostat, forces are left for the integrator to recompute."""
+    fresh = start()
+    running = run(start(), Langevin(DT_FS, 20.0, 0.01, seed=0), ClusterLJ(), 10, progress=False)
+    chosen = torch.tensor([True, False, False, True])
+    mixed = take_replicas(running.state, fresh, chosen)
+    atoms = chosen[fresh.system_index]
+    assert torch.equal(mixed.positions[atoms], fresh.positions[atoms])
+    assert torch.equal(mixed.positions[~atoms], running.state.positions[~atoms])
+    assert mixed.forces is None and mixed.potential_energy is None
+    assert torch.equal(mixed.thermostat["heat"], running.state.thermostat["heat"])

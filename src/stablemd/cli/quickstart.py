@@ -1,7 +1,10 @@
 """``stablemd quickstart``: the main job on a small built-in default.
 
-Reference data for ethanol with GFN2-xTB → the built-in PaiNN model trained on it → its errors
-on held-out frames. Every stage resumes: rerunning after an interruption continues.
+Reference data for ethanol with GFN2-xTB → the built-in PaiNN model trained on part of it → its
+errors on held-out frames → its stability in MD → StABlE fine-tuning without new labels → the
+stability and errors of the fine-tuned model, with the survival plot of both. The baseline is
+trained on few frames on purpose: the low-data regime where StABlE helps. Every stage resumes:
+rerunning after an interruption continues.
 """
 
 from __future__ import annotations
@@ -15,6 +18,13 @@ from stablemd.data.database import read_frames
 from stablemd.data.generate import generate_reference_data
 from stablemd.evaluation import error_metrics
 from stablemd.io import write_json
+from stablemd.models.potential import Potential
+from stablemd.models.registry import load_potential
+from stablemd.stability.benchmark import StabilitySettings
+from stablemd.stability.compare import compare_models
+from stablemd.stable.config import StableConfig
+from stablemd.stable.workflow import stable_train
+from stablemd.systems import get_system
 from stablemd.training.config import TrainConfig
 from stablemd.training.frames import FrameSet
 from stablemd.training.workflow import held_out_indices, train_from_database
@@ -22,36 +32,69 @@ from stablemd.training.workflow import held_out_indices, train_from_database
 QUICK_MODEL = {"n_features": 32, "n_interactions": 3, "cutoff": 5.0}
 
 
+def _held_out_errors(potential: Potential, frames, indices, title: str, path: Path) -> dict:
+    metrics = error_metrics(potential, FrameSet([frames[i] for i in indices]))
+    console.print(metrics_table(metrics, f"{title} on {len(indices)} held-out frames"))
+    write_json(metrics, path)
+    return metrics
+
+
 def quickstart(
-    out: Path = typer.Option(Path("quickstart-run"), help="Directory for data, model and metrics."),
-    temperature: float = typer.Option(500.0, help="Reference MD temperature in K."),
+    out: Path = typer.Option(Path("quickstart-run"), help="Directory for data, models and plots."),
+    temperature: float = typer.Option(500.0, help="Reference MD and test temperature in K."),
     steps: int = typer.Option(1500, help="MD steps of 0.5 fs per reference trajectory."),
     trajectories: int = typer.Option(2, help="Independent reference trajectories."),
-    train_minutes: float = typer.Option(3.0, help="Training wall-time budget in minutes."),
+    n_train: int = typer.Option(40, help="Training frames of the baseline (few on purpose)."),
+    train_minutes: float = typer.Option(1.5, help="Training wall-time budget in minutes."),
+    stability_ps: float = typer.Option(2.0, help="Simulated time of each stability run in ps."),
+    stable_minutes: float = typer.Option(4.0, help="StABlE wall-time budget in minutes."),
     seed: int = typer.Option(0, help="Seed of the MD, the split and the model."),
 ):
-    """Generate xTB ethanol data, train the built-in model, print its held-out errors."""
+    """Ethanol end to end: xTB data, a baseline model, its stability, StABlE, stability again."""
     out.mkdir(parents=True, exist_ok=True)
     data_path = out / "ethanol-xtb.db"
-    console.rule("1/3 reference data: ethanol, GFN2-xTB, Langevin MD")
+    console.rule("1/6 reference data: ethanol, GFN2-xTB, Langevin MD")
     generate_reference_data(
         "ethanol", "xtb", temperature, steps, 5, data_path, n_trajectories=trajectories, seed=seed
     )
     frames = read_frames(data_path)
     n_val = max(len(frames) // 6, 1)
-    n_train = len(frames) - 2 * n_val
+    n_train = min(n_train, len(frames) - 2 * n_val)
 
-    console.rule(f"2/3 training the built-in PaiNN model on {n_train} frames")
+    console.rule(f"2/6 training the built-in PaiNN model on {n_train} frames")
     config = TrainConfig(model_options=QUICK_MODEL, max_time_minutes=train_minutes, seed=seed)
-    trained = train_from_database(data_path, n_train, n_val, config, out / "model.pt")
+    baseline = train_from_database(data_path, n_train, n_val, config, out / "model.pt")
+    held_out = held_out_indices(baseline.metadata, data_path, len(frames))
+    train_frames = [frames[i] for i in baseline.metadata["training"]["train_indices"]]
 
-    console.rule("3/3 errors on held-out frames")
-    held_out = held_out_indices(trained.metadata, data_path, len(frames))
-    test = FrameSet([frames[i] for i in held_out])
-    metrics = error_metrics(trained.potential, test)
-    console.print(metrics_table(metrics, f"built-in model on {len(test)} held-out frames"))
-    write_json(metrics, out / "test_metrics.json")
+    console.rule("3/6 errors on held-out frames")
+    _held_out_errors(baseline.potential, frames, held_out, "baseline", out / "test_metrics.json")
+
+    system = get_system("ethanol")
+    starts = [frames[i] for i in held_out]
+    settings = StabilitySettings(
+        replicas=16, temperature_K=temperature, time_ps=stability_ps, seed=seed
+    )
+    console.rule(f"4/6 stability of the baseline: 16 replicas, {stability_ps:g} ps")
+    models = {"baseline": baseline.path}
+    compare_models(models, system, starts, train_frames, settings, out / "stability")
+
+    console.rule(f"5/6 StABlE fine-tuning for {stable_minutes:g} min, no new labels")
+    stable_config = StableConfig(
+        temperature_K=temperature, max_minutes=stable_minutes, optimizer="adam", seed=seed
+    )
+    stable_path = out / "model-stable.pt"
+    stable_train(baseline.path, data_path, stable_path, stable_config, system_name="ethanol")
+
+    console.rule("6/6 the StABlE model: stability and errors")
+    models["stable"] = stable_path
+    compare_models(models, system, starts, train_frames, settings, out / "stability")
+    _held_out_errors(
+        load_potential(stable_path), frames, held_out, "StABlE model",
+        out / "test_metrics_stable.json",
+    )  # fmt: skip
     console.print(
-        f"model: {trained.path}   metrics: {out / 'test_metrics.json'}   "
-        f"learning curve: {out / 'model_run' / 'learning_curve.png'}"
+        f"models: {baseline.path}, {stable_path}   survival plot: "
+        f"{out / 'stability' / 'survival.png'}   StABlE progress: "
+        f"{out / 'model-stable_run' / 'stable_training.png'}"
     )

@@ -61,10 +61,13 @@ def rewind(
 
 def take_replicas(state: MDState, source: MDState, replicas: torch.Tensor) -> MDState:
     """A copy of ``state`` whose ``replicas`` (boolean mask [n_systems]) take ``source``'s
-    positions, velocities, forces, energies, thermostat variables and active flags."""
+    positions, velocities, forces, energies, thermostat variables and active flags. Forces or
+    energies missing on either side are left out (None), for the integrator to recompute."""
     atoms = replicas[state.system_index]
 
-    def pick(new: torch.Tensor, old: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def pick(new: torch.Tensor | None, old: torch.Tensor | None, mask: torch.Tensor):
+        if new is None or old is None:  # not computed yet on one side: recomputed later
+            return None
         return torch.where(mask.view(-1, *([1] * (new.dim() - 1))), new, old)
 
     out = state.clone()
@@ -73,7 +76,7 @@ def take_replicas(state: MDState, source: MDState, replicas: torch.Tensor) -> MD
     out.potential_energy = pick(source.potential_energy, state.potential_energy, replicas)
     out.active = pick(source.active, state.active, replicas)
     out.thermostat = {
-        key: pick(value, state.thermostat[key], replicas)
-        for key, value in source.thermostat.items()
+        key: pick(source.thermostat[key], value, replicas) if key in source.thermostat else value
+        for key, value in state.thermostat.items()
     }
     return out

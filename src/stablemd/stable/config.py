@@ -49,6 +49,9 @@ class StableConfig(BaseModel):
     qm_batch_size: int = Field(32, ge=1)
     energy_weight: float = Field(1.0, ge=0, description="L_QM weight of (ΔE per atom)², eV⁻²")
     forces_weight: float = Field(100.0, ge=0, description="L_QM weight of ΔF², (eV/Å)⁻²")
+    estimate_per: Literal["replica", "all"] = Field(
+        "replica", description="global: one estimate of E[g] per replica, or one over all samples"
+    )
     local_bins: int = Field(100, ge=1, description="local: bins of |g − g_ref| to stratify")
     local_per_bin: int = Field(5, ge=1, description="local: samples kept per bin")
     frames_per_pass: int = Field(64, ge=1, description="frames per backward pass (memory)")

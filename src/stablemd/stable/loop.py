@@ -57,8 +57,8 @@ from stablemd.training.loss import energy_force_loss
 
 FORMAT = "stablemd-stable-checkpoint/1"
 LOG_FIELDS = (
-    "epoch", "cycle", "phase", "unstable_fraction", "obs_loss", "qm_loss", "learning_rate",
-    "n_samples", "simulated_ps", "elapsed_s",
+    "epoch", "cycle", "phase", "unstable_fraction", "obs_loss", "qm_loss", "gradient_norm",
+    "learning_rate", "n_samples", "simulated_ps", "elapsed_s",
 )  # fmt: skip
 
 
@@ -269,9 +269,9 @@ class StableTrainer:
             self.state = replace(result.state, active=~unstable)
             self.phase, self.cycle = "simulation", self.cycle + 1
             return row
-        obs_loss, qm_loss, n_samples = self._gradient_step(sampler, start)
+        step = self._gradient_step(sampler, start)
         self.learning_epochs += 1
-        return {**row, "obs_loss": obs_loss, "qm_loss": qm_loss, "n_samples": n_samples}
+        return {**row, **step}
 
     def _samples(self, sampler: _Sampler, like: MDState):
         """Finite sampled frames as a batch, their observables [n, d], neighbourhoods, groups."""
@@ -297,7 +297,7 @@ class StableTrainer:
             pbc=pbc,
         )
         if not self.observable.local:
-            return batch, values, None, replicas
+            return batch, values, None, replicas if self.config.estimate_per == "replica" else None
         values = values.reshape(-1, values.shape[-1])
         local = molecule_neighbourhoods(batch, self.system.molecule_index)
         deviation = (values - self.reference).norm(dim=-1)
@@ -305,7 +305,9 @@ class StableTrainer:
         chosen = stratify(deviation, self.config.local_bins, self.config.local_per_bin, seed)
         return batch, values[chosen], select(local, chosen), None
 
-    def _gradient_step(self, sampler: _Sampler, like: MDState) -> tuple[float, float, int]:
+    def _gradient_step(self, sampler: _Sampler, like: MDState) -> dict:
+        """One optimizer step on L_obs + λ·L_QM; returns both losses, the gradient norm before
+        clipping and the number of samples."""
         config = self.config
         batch, values, neighbourhoods, groups = self._samples(sampler, like)
         estimate, gradient = boltzmann_gradient(
@@ -318,11 +320,14 @@ class StableTrainer:
         )
         for parameter, obs, qm in zip(self.parameters, gradient, qm_gradient, strict=True):
             parameter.grad = obs + config.qm_weight * qm
-        torch.nn.utils.clip_grad_norm_(self.parameters, config.gradient_clip)
+        norm = torch.nn.utils.clip_grad_norm_(self.parameters, config.gradient_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step(estimate.loss)
-        return estimate.loss, float(qm_loss.detach()), estimate.n_samples
+        return {
+            "obs_loss": estimate.loss, "qm_loss": float(qm_loss.detach()),
+            "gradient_norm": float(norm), "n_samples": estimate.n_samples,
+        }  # fmt: skip
 
     def _qm_loss(self) -> torch.Tensor:
         """Energy-and-force loss on a random minibatch of the fixed training set."""
@@ -338,7 +343,8 @@ class StableTrainer:
     # --- driver -------------------------------------------------------------------------------
 
     def _log(self, row: dict) -> None:
-        full = {"obs_loss": math.nan, "qm_loss": math.nan, "n_samples": 0, **row}
+        full = {"obs_loss": math.nan, "qm_loss": math.nan, "gradient_norm": math.nan, **row}
+        full.setdefault("n_samples", 0)
         full.update(
             epoch=self.epoch, cycle=self.cycle, simulated_ps=round(self.simulated_ps, 4),
             elapsed_s=round(self._elapsed(), 2),
