@@ -21,6 +21,10 @@ class StableConfig(BaseModel):
         "default h_r (global) or molecule_bond_length (local)",
     )  # fmt: skip
     observable_r_max_A: float = Field(10.0, gt=0, description="range of h_r / rdf bins")
+    observable_dr_A: float = Field(0.02, gt=0, description="bin width of h_r / rdf")
+    observable_sigma_A: float = Field(
+        0.01, ge=0, description="Gaussian smearing of h_r / rdf; wider is less noisy"
+    )
     reference_temperature_K: float | None = Field(
         None, gt=0, description="temperature of the reference frames, to reweight them"
     )

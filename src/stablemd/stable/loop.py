@@ -149,7 +149,13 @@ class StableTrainer:
 
     @staticmethod
     def _observable(system: System, config: StableConfig) -> TrainingObservable:
-        observable = make_observable(config.observable_name, system, config.observable_r_max_A)
+        observable = make_observable(
+            config.observable_name,
+            system,
+            config.observable_r_max_A,
+            config.observable_dr_A,
+            config.observable_sigma_A,
+        )
         if observable.local != (config.estimator == "local"):
             kind = "local" if observable.local else "global"
             raise InputError(

@@ -62,7 +62,13 @@ def stable_train(
     potential = load_potential(model)
     frames = training_frames(potential.metadata, data)
     system = system_of(system_name, frames)
-    observable = make_observable(config.observable_name, system, config.observable_r_max_A)
+    observable = make_observable(
+        config.observable_name,
+        system,
+        config.observable_r_max_A,
+        config.observable_dr_A,
+        config.observable_sigma_A,
+    )
     if reference_file is not None:
         size = len(reference_from_frames(observable, frames[:1]).value)
         reference = reference_from_file(reference_file, size)
