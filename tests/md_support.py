@@ -1,12 +1,14 @@
-"""Helpers shared by the MD tests (no tests here): a batched Lennard-Jones toy potential and
-argon clusters to run it on."""
+"""Helpers shared by the MD tests (no tests here): a batched Lennard-Jones toy potential,
+argon clusters to run it on, and rattled copies of a structure."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
 import pytest
 import torch
+from ase import Atoms
 from ase.calculators.lj import LennardJones
 from ase.cluster import Icosahedron
 from ase.optimize import LBFGS
@@ -100,3 +102,14 @@ def run_steps(integrator, state, forces_fn, n_steps):
     for _ in range(n_steps):
         state = integrator.step(state, forces_fn)
     return state
+
+
+def rattled(atoms: Atoms, n: int, scale: float = 0.05, seed: int = 0) -> list[Atoms]:
+    """``n`` copies of ``atoms`` displaced by Gaussian noise of ``scale`` Å."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        copy = atoms.copy()
+        copy.positions += rng.normal(scale=scale, size=copy.positions.shape)
+        out.append(copy)
+    return out

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from ase.build import molecule
+from md_support import rattled
 from torch import nn
 
 from stablemd.batch import Batch
@@ -34,13 +35,7 @@ def _small_painn(elements=(1, 6, 8)) -> Potential:
 
 
 def _random_frames(atoms, n_frames: int, noise: float = 0.1, seed: int = 0) -> Batch:
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(n_frames):
-        copy = atoms.copy()
-        copy.positions += rng.normal(scale=noise, size=copy.positions.shape)
-        frames.append(copy)
-    return Batch.from_atoms(frames, dtype=torch.float64)
+    return Batch.from_atoms(rattled(atoms, n_frames, noise, seed), dtype=torch.float64)
 
 
 def _relative_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:

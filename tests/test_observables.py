@@ -11,6 +11,7 @@ from ase import Atoms
 from ase.build import bulk, molecule
 from ase.geometry import find_mic
 from ase.geometry.rdf import get_rdf
+from md_support import rattled
 from scipy.spatial.distance import pdist
 
 from stablemd.errors import InputError
@@ -24,16 +25,6 @@ from stablemd.md.reweighting import (
 from stablemd.units import KB_EV_PER_K
 
 ETHANOL = molecule("CH3CH2OH")
-
-
-def rattled(atoms: Atoms, n: int, scale: float = 0.05, seed: int = 0) -> list[Atoms]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        copy = atoms.copy()
-        copy.positions += rng.normal(scale=scale, size=copy.positions.shape)
-        out.append(copy)
-    return out
 
 
 def frames_of(atoms_list) -> torch.Tensor:

@@ -80,8 +80,9 @@ def quickstart(
     compare_models(models, system, starts, train_frames, settings, out / "stability")
 
     console.rule(f"5/6 StABlE fine-tuning for {stable_minutes:g} min, no new labels")
+    # learning starts early (a quarter unstable): the demo has minutes, not hours
     stable_config = StableConfig(
-        temperature_K=temperature, max_minutes=stable_minutes, optimizer="adam", seed=seed
+        temperature_K=temperature, max_minutes=stable_minutes, f_max=0.25, f_min=0.1, seed=seed
     )
     stable_path = out / "model-stable.pt"
     stable_train(baseline.path, data_path, stable_path, stable_config, system_name="ethanol")

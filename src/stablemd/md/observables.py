@@ -400,7 +400,7 @@ class ReferenceObservables:
     bond_lengths: torch.Tensor | None = None
 
 
-def _stack_frames(frames: Sequence[Atoms]) -> tuple[torch.Tensor, ...]:
+def stack_frames(frames: Sequence[Atoms]) -> tuple[torch.Tensor, ...]:
     """positions [F, N, 3], numbers [N], cell [F, 3, 3], pbc [F, 3] of same-structure frames."""
     if len(frames) == 0:
         raise InputError("no frames given")
@@ -431,7 +431,7 @@ def reference_observables(
     half the smallest cell height. Frames must share one atom order; they are processed
     ``chunk`` at a time to bound memory.
     """
-    positions, numbers, cell, pbc = _stack_frames(frames)
+    positions, numbers, cell, pbc = stack_frames(frames)
     periodic = bool(pbc.any())
     if periodic and rdf_r_max is None:
         half_height = float(cell_heights(cell).min()) / 2

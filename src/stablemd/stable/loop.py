@@ -9,10 +9,10 @@ Learning phase, one epoch: every replica restarts from its anchor (the near-unst
 runs ``t`` steps with the current model (only non-finite replicas stop), is sampled every
 ``S`` steps and judged by the criterion. If at most f_min of the replicas went unstable, the
 phase ends and simulation resumes from these runs' last states (their unstable replicas
-frozen). Otherwise one gradient step on L_obs + λ·L_QM: L_obs by the Boltzmann estimator on the
-samples (global: one estimate per replica; local: molecules of every sample, stratified by
-their deviation from the reference), L_QM on a minibatch of the fixed training set. No new
-labels are ever made.
+frozen). Otherwise one gradient step on L_obs + λ·L_QM: L_obs by the Boltzmann estimator on
+the samples (global: one estimate over all samples, or one per replica; local: the molecules
+of every sample, stratified by their deviation from the reference), L_QM on a minibatch of the
+fixed training set. No new labels are ever made.
 
 Every epoch is logged (``log.csv``, ``stable_training.png``) and checkpointed; rerunning with
 the same options resumes.
@@ -105,6 +105,21 @@ def training_criterion(system: System, config: StableConfig):
     )
 
 
+def training_observable(system: System, config: StableConfig) -> TrainingObservable:
+    """The configured observable of ``system``; refused when it does not suit the estimator."""
+    observable = make_observable(
+        config.observable_name, system, config.observable_r_max_A, config.observable_dr_A,
+        config.observable_sigma_A,
+    )  # fmt: skip
+    if observable.local != (config.estimator == "local"):
+        kind = "local" if observable.local else "global"
+        raise InputError(
+            f"observable {observable.name} is {kind}; it does not suit the "
+            f"{config.estimator} estimator"
+        )
+    return observable
+
+
 class StableTrainer:
     """One StABlE run of ``potential`` on ``system``; ``StableTrainer(...).run()``.
 
@@ -124,7 +139,7 @@ class StableTrainer:
     ):
         self.potential, self.system, self.config = potential, system, config
         self.run_dir, self.progress = Path(run_dir), progress
-        self.observable = self._observable(system, config)
+        self.observable = training_observable(system, config)
         self.reference = reference.value
         self.dtype = next(potential.parameters()).dtype
         self.qm_frames = FrameSet(train_frames, self.dtype)
@@ -146,23 +161,6 @@ class StableTrainer:
         self.phase, self.epoch, self.cycle, self.learning_epochs = "simulation", 0, 0, 0
         self.simulated_ps, self.elapsed_before = 0.0, 0.0
         self.history: list[dict] = []
-
-    @staticmethod
-    def _observable(system: System, config: StableConfig) -> TrainingObservable:
-        observable = make_observable(
-            config.observable_name,
-            system,
-            config.observable_r_max_A,
-            config.observable_dr_A,
-            config.observable_sigma_A,
-        )
-        if observable.local != (config.estimator == "local"):
-            kind = "local" if observable.local else "global"
-            raise InputError(
-                f"observable {observable.name} is {kind}; it does not suit the "
-                f"{config.estimator} estimator"
-            )
-        return observable
 
     def _starting_state(self, frames: list[Atoms]) -> MDState:
         rng = np.random.default_rng(self.config.seed)
@@ -208,10 +206,12 @@ class StableTrainer:
         saved = load_tagged_torch_file(self.checkpoint_path, FORMAT, "StABlE checkpoint")
         budget = {"max_cycles", "max_epochs", "max_learning_epochs", "max_minutes"}
         for key, value in self.config.model_dump().items():
-            if key not in budget and saved["config"].get(key) != value:
+            # options added after a checkpoint was written count as their default
+            before = saved["config"].get(key, StableConfig.model_fields[key].default)
+            if key not in budget and before != value:
                 raise InputError(
-                    f"{self.checkpoint_path}: this run used {key}={saved['config'].get(key)!r},"
-                    f" not {value!r}; use another output or delete the run directory"
+                    f"{self.checkpoint_path}: this run used {key}={before!r}, not {value!r}; "
+                    "use another output or delete the run directory"
                 )
         self.potential.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
@@ -325,7 +325,7 @@ class StableTrainer:
             qm_loss, self.parameters, allow_unused=True, materialize_grads=True
         )
         for parameter, obs, qm in zip(self.parameters, gradient, qm_gradient, strict=True):
-            parameter.grad = obs + config.qm_weight * qm
+            parameter.grad = config.obs_weight * obs + config.qm_weight * qm
         norm = torch.nn.utils.clip_grad_norm_(self.parameters, config.gradient_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -31,6 +31,7 @@ from stablemd.md.observables import (
     bond_lengths,
     distance_histogram_h_r,
     radial_distribution,
+    stack_frames,
 )
 from stablemd.md.reweighting import reweight
 from stablemd.systems.system import System
@@ -136,21 +137,6 @@ def make_observable(
     raise InputError(f"unknown observable {name!r}; choose one of {known} or module:function")
 
 
-def stack_frames(frames: Sequence[Atoms]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """positions [F, N, 3] Å, cell [F, 3, 3] Å and pbc [F, 3] of frames of one structure."""
-    if not frames:
-        raise InputError("no frames to compute a reference observable from")
-    numbers = frames[0].numbers
-    for k, atoms in enumerate(frames):
-        if not np.array_equal(atoms.numbers, numbers):
-            raise InputError(f"frame {k}: atoms differ from frame 0 (expected one structure)")
-    return (
-        torch.as_tensor(np.stack([a.positions for a in frames]), dtype=_F64),
-        torch.as_tensor(np.stack([np.asarray(a.cell) for a in frames]), dtype=_F64),
-        torch.as_tensor(np.stack([a.pbc for a in frames])),
-    )
-
-
 @dataclass
 class ReferenceValue:
     """g_ref [d]; ``effective_samples`` is N_eff after reweighting (the frame count otherwise)."""
@@ -169,7 +155,7 @@ def reference_from_frames(
 ) -> ReferenceValue:
     """The observable averaged over ``frames``; with both temperatures given, reweighted from
     the frames' ``temperature_K`` to ``target_temperature_K`` using their labelled energies."""
-    positions, cell, pbc = stack_frames(frames)
+    positions, _, cell, pbc = stack_frames(frames)
     periodic = bool(pbc.any())
     rows = []
     for start in range(0, len(frames), chunk):

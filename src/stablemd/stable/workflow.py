@@ -11,12 +11,8 @@ from stablemd.data.database import read_frames
 from stablemd.errors import InputError
 from stablemd.models.registry import load_potential, save_potential
 from stablemd.stable.config import StableConfig
-from stablemd.stable.loop import StableResult, StableTrainer
-from stablemd.stable.observables import (
-    make_observable,
-    reference_from_file,
-    reference_from_frames,
-)
+from stablemd.stable.loop import StableResult, StableTrainer, training_observable
+from stablemd.stable.observables import reference_from_file, reference_from_frames
 from stablemd.systems import get_system
 from stablemd.systems.system import System, bond_lengths
 
@@ -62,13 +58,7 @@ def stable_train(
     potential = load_potential(model)
     frames = training_frames(potential.metadata, data)
     system = system_of(system_name, frames)
-    observable = make_observable(
-        config.observable_name,
-        system,
-        config.observable_r_max_A,
-        config.observable_dr_A,
-        config.observable_sigma_A,
-    )
+    observable = training_observable(system, config)
     if reference_file is not None:
         size = len(reference_from_frames(observable, frames[:1]).value)
         reference = reference_from_file(reference_file, size)
