@@ -67,6 +67,11 @@ def stable_train(
     result = run_stable_training(model, data, out, options, system, reference, run_dir, progress)
     learning = sum(row["phase"] == "learning" for row in result.history)
     last = result.history[-1] if result.history else {"unstable_fraction": float("nan")}
+    reference = result.reference
+    n_eff = reference.effective_samples
+    console.print(
+        f"reference: {reference.source}" + (f", N_eff {n_eff:.1f}" if n_eff == n_eff else "")
+    )
     console.print(
         f"StABlE: {len(result.history)} epochs ({learning} learning) in {result.elapsed_s:.0f} s; "
         f"last unstable fraction {last['unstable_fraction']:.2f}; model written to {out}"

@@ -88,9 +88,12 @@ class _Flags:
 
 @dataclass
 class StableResult:
+    """The trained potential, one log row per epoch, wall time (s), the reference used."""
+
     potential: Potential
     history: list[dict]
     elapsed_s: float
+    reference: ReferenceValue
 
 
 def training_criterion(system: System, config: StableConfig):
@@ -140,7 +143,7 @@ class StableTrainer:
         self.potential, self.system, self.config = potential, system, config
         self.run_dir, self.progress = Path(run_dir), progress
         self.observable = training_observable(system, config)
-        self.reference = reference.value
+        self.reference_info, self.reference = reference, reference.value
         self.dtype = next(potential.parameters()).dtype
         self.qm_frames = FrameSet(train_frames, self.dtype)
         self.criterion = training_criterion(system, config)
@@ -390,4 +393,6 @@ class StableTrainer:
                 bar.update(task, completed=self.epoch, cycle=self.cycle, phase=self.phase,
                            unstable=f"{row['unstable_fraction']:.2f}")  # fmt: skip
         self._save()
-        return StableResult(self.potential.eval(), self.history, self._elapsed())
+        return StableResult(
+            self.potential.eval(), self.history, self._elapsed(), self.reference_info
+        )
