@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -69,9 +70,8 @@ def stable_train(
     last = result.history[-1] if result.history else {"unstable_fraction": float("nan")}
     reference = result.reference
     n_eff = reference.effective_samples
-    console.print(
-        f"reference: {reference.source}" + (f", N_eff {n_eff:.1f}" if n_eff == n_eff else "")
-    )
+    effective = f", N_eff {n_eff:.1f}" if math.isfinite(n_eff) else ""
+    console.print(f"reference: {reference.source}{effective}")
     console.print(
         f"StABlE: {len(result.history)} epochs ({learning} learning) in {result.elapsed_s:.0f} s; "
         f"last unstable fraction {last['unstable_fraction']:.2f}; model written to {out}"
