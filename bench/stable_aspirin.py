@@ -46,7 +46,7 @@ STABLE_CONFIG = """optimizer: adam
 learning_rate: 0.0003
 gradient_clip: 10.0
 estimate_per: all
-max_epochs: 70
+max_epochs: 55
 """
 TEMPERATURES = {500.0: 10.0, 350.0: 5.0, 700.0: 5.0}
 
