@@ -54,6 +54,29 @@ class Batch(SystemLayout):
     forces: torch.Tensor | None = None
     stress: torch.Tensor | None = None
 
+    def select_systems(self, keep: torch.Tensor) -> tuple[Batch, torch.Tensor]:
+        """The systems where ``keep`` [n_systems] is True, renumbered in order, with their
+        labels; and the indices of their atoms in this batch."""
+        kept = torch.nonzero(keep)[:, 0]
+        atoms = torch.nonzero(keep[self.system_index])[:, 0]
+        renumber = torch.full((self.n_systems,), -1, dtype=torch.long)
+        renumber[kept] = torch.arange(len(kept))
+
+        def per_system(t):
+            return None if t is None else t[kept]
+
+        selected = Batch(
+            positions=self.positions[atoms],
+            numbers=self.numbers[atoms],
+            system_index=renumber[self.system_index[atoms]],
+            cell=self.cell[kept],
+            pbc=self.pbc[kept],
+            energy=per_system(self.energy),
+            forces=None if self.forces is None else self.forces[atoms],
+            stress=per_system(self.stress),
+        )
+        return selected, atoms
+
     def to(self, dtype: torch.dtype | None = None, device: str | torch.device | None = None):
         """Copy with float tensors cast to ``dtype`` and all tensors moved to ``device``."""
 

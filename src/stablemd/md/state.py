@@ -58,17 +58,7 @@ class MDState(SystemLayout):
         """The positions as a :class:`Batch` for a potential (optionally active replicas only)."""
         batch = Batch(self.positions, self.numbers, self.system_index, self.cell, self.pbc)
         if only_active and not bool(self.active.all()):
-            atoms = self.active_atoms
-            kept = torch.nonzero(self.active)[:, 0]
-            renumber = torch.full((self.n_systems,), -1, dtype=torch.long)
-            renumber[kept] = torch.arange(len(kept))
-            batch = Batch(
-                self.positions[atoms],
-                self.numbers[atoms],
-                renumber[self.system_index[atoms]],
-                self.cell[kept],
-                self.pbc[kept],
-            )
+            batch, _ = batch.select_systems(self.active)
         return batch.to(dtype)
 
     def clone(self) -> MDState:

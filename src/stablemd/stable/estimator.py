@@ -154,18 +154,10 @@ def boltzmann_gradient(
 
 def _frames(batch: Batch, first: int, stop: int) -> tuple[Batch, torch.Tensor]:
     """Systems ``first`` … ``stop − 1`` of a batch, and the indices of their atoms in it."""
-    stop = min(stop, batch.n_systems)
-    if first == 0 and stop == batch.n_systems:
+    if first == 0 and stop >= batch.n_systems:
         return batch, torch.arange(batch.n_atoms)
-    atoms = torch.nonzero((batch.system_index >= first) & (batch.system_index < stop))[:, 0]
-    chunk = Batch(
-        positions=batch.positions[atoms],
-        numbers=batch.numbers[atoms],
-        system_index=batch.system_index[atoms] - first,
-        cell=batch.cell[first:stop],
-        pbc=batch.pbc[first:stop],
-    )
-    return chunk, atoms
+    index = torch.arange(batch.n_systems)
+    return batch.select_systems((index >= first) & (index < stop))
 
 
 def per_sample_gradient(
