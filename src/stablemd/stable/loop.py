@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from ase import Atoms
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -38,13 +37,14 @@ from stablemd.md.checkpoint import state_from_dict, state_to_dict
 from stablemd.md.criteria import BondLengthDeviation, MinIntermolecularDistance, NonFinite
 from stablemd.md.forces import ModelForces
 from stablemd.md.integrators import make_integrator
-from stablemd.md.observables import replica_positions
+from stablemd.md.observables import replica_numbers, replica_positions
 from stablemd.md.runner import run
 from stablemd.md.snapshots import take_replicas
 from stablemd.md.starts import state_from_atoms
 from stablemd.md.state import MDState
 from stablemd.md.velocities import maxwell_boltzmann
 from stablemd.models.potential import Potential, predict
+from stablemd.stability.benchmark import start_structures
 from stablemd.stable.config import StableConfig
 from stablemd.stable.estimator import boltzmann_gradient
 from stablemd.stable.neighbourhoods import molecule_neighbourhoods, select, stratify
@@ -166,11 +166,9 @@ class StableTrainer:
         self.history: list[dict] = []
 
     def _starting_state(self, frames: list[Atoms]) -> MDState:
-        rng = np.random.default_rng(self.config.seed)
-        replicas = self.config.replicas
-        chosen = rng.choice(len(frames), size=replicas, replace=len(frames) < replicas)
-        starts = [Atoms(frames[int(i)].numbers, frames[int(i)].positions, cell=frames[int(i)].cell,
-                        pbc=frames[int(i)].pbc) for i in chosen]  # fmt: skip
+        """Replicas drawn from the training frames as the stability benchmark draws its starts,
+        with Maxwell–Boltzmann velocities at the training temperature."""
+        starts = start_structures(frames, self.config.replicas, self.config.seed)
         state = state_from_atoms(starts)
         return maxwell_boltzmann(state, self.config.temperature_K, self.config.seed, exact=True)
 
@@ -293,7 +291,7 @@ class StableTrainer:
         if len(frames) < 2:
             raise InputError("StABlE: fewer than two finite samples; lower the time step")
         n_frames, n_atoms = frames.shape[:2]
-        numbers = like.numbers[like.system_index == 0]
+        numbers = replica_numbers(like)
         cell = like.cell[:1].expand(n_frames, 3, 3)
         pbc = like.pbc[:1].expand(n_frames, 3)
         periodic = bool(pbc.any())
