@@ -3,6 +3,8 @@
 ``predict(forces=True)`` (neighbour list, forward and backward) on 1, 16 and 64 replicas of
 aspirin (21 atoms) in one batch, float32 and float64, untrained models with default
 hyperparameters. Reported as atom-steps per second (atoms in the batch / median wall time).
+PaiNN is timed twice, side by side: as ``predict`` runs it (the fused message kernel) and
+through the plain autograd path that training uses (``path: autograd``).
 """
 
 from __future__ import annotations
@@ -38,13 +40,23 @@ def aspirin_replicas(n: int, seed: int = 0, noise: float = 0.05) -> list[Atoms]:
     ]
 
 
-def median_seconds(model, batch: Batch, repeats: int, warmup: int = 2) -> float:
+def autograd_path_forces(model, batch: Batch) -> torch.Tensor:
+    """Forces through the model's differentiable-twice path (no fused kernel)."""
+    positions = batch.positions.detach().requires_grad_(True)
+    work = Batch(positions, batch.numbers, batch.system_index, batch.cell, batch.pbc)
+    return -torch.autograd.grad(model(work)["energies"].sum(), positions)[0]
+
+
+PATHS = {"predict": lambda model, batch: predict(model, batch), "autograd": autograd_path_forces}
+
+
+def median_seconds(forces, model, batch: Batch, repeats: int, warmup: int = 2) -> float:
     for _ in range(warmup):
-        predict(model, batch)
+        forces(model, batch)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        predict(model, batch)
+        forces(model, batch)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -60,19 +72,22 @@ def main(out_dir: Path, quick: bool) -> dict:
     for dtype_name, dtype in DTYPES.items():
         for kind, model in models.items():
             model.to(dtype)
+            paths = ["predict", "autograd"] if kind == "painn" else ["predict"]
             for n in REPLICAS:
                 batch = Batch.from_atoms(replicas[:n], dtype=dtype)
-                seconds = median_seconds(model, batch, repeats)
-                rows.append(
-                    {
-                        "model": kind,
-                        "dtype": dtype_name,
-                        "replicas": n,
-                        "atoms": batch.n_atoms,
-                        "median_s": seconds,
-                        "atom_steps_per_s": batch.n_atoms / seconds,
-                    }
-                )
+                for path in paths:
+                    seconds = median_seconds(PATHS[path], model, batch, repeats)
+                    rows.append(
+                        {
+                            "model": kind,
+                            "path": path,
+                            "dtype": dtype_name,
+                            "replicas": n,
+                            "atoms": batch.n_atoms,
+                            "median_s": seconds,
+                            "atom_steps_per_s": batch.n_atoms / seconds,
+                        }
+                    )
     result = {
         "benchmark": "model_throughput",
         "description": "predict(forces=True) on aspirin replicas in one batch, median wall time",
@@ -93,6 +108,6 @@ if __name__ == "__main__":
     out = main(Path(__file__).resolve().parent / "results", quick=False)
     for row in out["results"]:
         print(
-            f"{row['model']:6s} {row['dtype']:8s} {row['replicas']:3d} replicas "
+            f"{row['model']:6s} {row['path']:9s} {row['dtype']:8s} {row['replicas']:3d} replicas "
             f"{row['atom_steps_per_s']:10.0f} atom-steps/s"
         )

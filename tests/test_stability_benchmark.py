@@ -32,7 +32,7 @@ class HarmonicBonds(Potential):
     def hyperparameters(self):
         return {}
 
-    def raw_outputs(self, batch, neighbors, direct_forces, features):
+    def raw_outputs(self, batch, neighbors, direct_forces, features, once_differentiable=False):
         n = len(batch.positions) // batch.n_systems
         offsets = torch.arange(batch.n_systems)[:, None, None] * n
         i, j = (self.bonds[None] + offsets).reshape(-1, 2).T

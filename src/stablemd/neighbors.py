@@ -32,6 +32,18 @@ class NeighborList:
         """Pair vectors r_j - r_i (+ periodic shift) [n_pairs, 3] Å."""
         return positions[self.neighbors] - positions[self.centers] + self.shifts
 
+    def one_direction(self) -> NeighborList:
+        """Each unordered pair once: i < j, and of a periodic image pair (i, i, ±S) the one whose
+        shift has a positive first non-zero component."""
+        s = self.shifts
+        first_nonzero = torch.where(
+            s[:, 0] != 0, s[:, 0], torch.where(s[:, 1] != 0, s[:, 1], s[:, 2])
+        )
+        keep = (self.centers < self.neighbors) | (
+            (self.centers == self.neighbors) & (first_nonzero > 0)
+        )
+        return NeighborList(self.centers[keep], self.neighbors[keep], self.shifts[keep])
+
 
 def _dense_pairs(n_atoms: torch.Tensor, first_atom: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """All ordered pairs i != j inside each system, grouped by system size for speed."""

@@ -113,7 +113,12 @@ class MACEPotential(Potential):
         return {"elements": list(self.elements), "cutoff": self.cutoff, **self.config}
 
     def raw_outputs(
-        self, batch: Batch, neighbors: NeighborList, direct_forces: bool, features: bool
+        self,
+        batch: Batch,
+        neighbors: NeighborList,
+        direct_forces: bool,
+        features: bool,
+        once_differentiable: bool = False,
     ) -> dict[str, torch.Tensor]:
         positions = batch.positions
         if not positions.requires_grad:

@@ -18,8 +18,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from stablemd.batch import Batch
+from stablemd.models.painn_fused import fused_message
 from stablemd.models.potential import N_ELEMENTS, Potential
 from stablemd.neighbors import NeighborList
 
@@ -57,7 +59,11 @@ class Message(nn.Module):
         super().__init__()
         self.phi = _mlp(n_features, n_features, 3 * n_features)
 
-    def forward(self, s, v, filters, directions, centers, neighbors):
+    def forward(self, s, v, filters, directions, centers, neighbors, fused: bool = False):
+        """``filters`` W(r_ij) [n_pairs, 3F]; ``fused`` uses the first-derivative-only kernel."""
+        if fused:
+            ds, dv = fused_message(self.phi(s), v, filters, directions, centers, neighbors)
+            return s + ds, dv if v is None else v + dv
         x = self.phi(s)[neighbors] * filters
         ds, dvv, dvs = torch.chunk(x, 3, dim=-1)
         dv = dvs[:, None, :] * directions[:, :, None]
@@ -145,18 +151,28 @@ class PaiNN(Potential):
         }
 
     def raw_outputs(
-        self, batch: Batch, neighbors: NeighborList, direct_forces: bool, features: bool
+        self,
+        batch: Batch,
+        neighbors: NeighborList,
+        direct_forces: bool,
+        features: bool,
+        once_differentiable: bool = False,
     ) -> dict[str, torch.Tensor]:
+        fused = once_differentiable and batch.positions.device.type == "cpu"
+        if fused:  # the fused kernel sends each pair's message both ways
+            neighbors = neighbors.one_direction()
         centers, others = neighbors.centers, neighbors.neighbors
         vectors = neighbors.vectors(batch.positions)
         r = torch.linalg.vector_norm(vectors, dim=1)
         directions = vectors / r[:, None]
-        filters = torch.chunk(self.filters(self.radial_basis(r)), self.n_interactions, dim=-1)
+        basis = self.radial_basis(r)
+        # Each interaction's filters as their own contiguous [n_pairs, 3F] block.
+        filters = [F.linear(basis, w) for w in self.filters.weight.chunk(self.n_interactions)]
 
         s = self.embedding(self.element_index[batch.numbers])
         v = None
         for message, update, w in zip(self.messages, self.updates, filters, strict=True):
-            s, v = message(s, v, w, directions, centers, others)
+            s, v = message(s, v, w, directions, centers, others, fused)
             s, v = update(s, v)
 
         out = {"raw_energies": self.energy_head(s)[:, 0]}

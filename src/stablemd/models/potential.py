@@ -64,10 +64,18 @@ class Potential(nn.Module, ABC):
 
     @abstractmethod
     def raw_outputs(
-        self, batch: Batch, neighbors: NeighborList, direct_forces: bool, features: bool
+        self,
+        batch: Batch,
+        neighbors: NeighborList,
+        direct_forces: bool,
+        features: bool,
+        once_differentiable: bool = False,
     ) -> dict[str, torch.Tensor]:
         """``raw_energies`` [n_atoms] in units of ``scale``; optionally ``raw_direct_forces``
-        [n_atoms, 3] (same units per Å) and ``features`` [n_atoms, n_features]."""
+        [n_atoms, 3] (same units per Å) and ``features`` [n_atoms, n_features].
+
+        ``once_differentiable``: the caller takes one derivative at most, outside ``vmap``, so
+        the model may use faster kernels whose backward is not itself differentiable."""
 
     def check_elements(self, numbers: torch.Tensor) -> None:
         """Raise :class:`InputError` naming the first atom whose element the model lacks."""
@@ -87,13 +95,14 @@ class Potential(nn.Module, ABC):
         neighbors: NeighborList | None = None,
         direct_forces: bool = False,
         features: bool = False,
+        once_differentiable: bool = False,
     ) -> dict[str, torch.Tensor]:
         self.check_elements(batch.numbers)
         if direct_forces and not self.supports_direct_forces:
             raise ValueError(f"{self.kind} has no direct-force head")
         if neighbors is None:
             neighbors = build_neighbor_list(batch, self.cutoff)
-        raw = self.raw_outputs(batch, neighbors, direct_forces, features)
+        raw = self.raw_outputs(batch, neighbors, direct_forces, features, once_differentiable)
         out = {"energies": self.energy_scaling(raw["raw_energies"], batch.numbers)}
         if direct_forces:
             out["direct_forces"] = self.energy_scaling.scale * raw["raw_direct_forces"]
@@ -131,7 +140,12 @@ def predict(
         positions = torch.einsum("ai,aij->aj", positions, deform[batch.system_index])
         cell = torch.bmm(cell, deform)
     work = Batch(positions, batch.numbers, batch.system_index, cell, batch.pbc)
-    out = potential(work, direct_forces=direct_forces, features=features)
+    out = potential(
+        work,
+        direct_forces=direct_forces,
+        features=features,
+        once_differentiable=not create_graph,
+    )
     energy = work.sum_per_system(out["energies"])
     result = {"energy": energy, **out}
     if need_grad:

@@ -1,0 +1,85 @@
+"""The fused PaiNN message kernel (force-only inference) against the PyTorch autograd path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ase.build import bulk
+from test_models import copper, ethanol, make_model, rattled
+
+from stablemd.batch import Batch
+from stablemd.models.potential import predict
+from stablemd.neighbors import build_neighbor_list
+
+
+def copper_primitive():
+    """One atom in a 2.55 Å fcc cell: with a 4 Å cutoff every neighbour is its own image."""
+    return bulk("Cu", "fcc", a=3.6)
+
+
+def systems():
+    return [ethanol(), rattled(ethanol(), 5), copper(), copper_primitive()]
+
+
+def both_paths(model, batch, **kwargs):
+    """(fused, reference): ``create_graph=True`` keeps the autograd path."""
+    return predict(model, batch, **kwargs), predict(model, batch, create_graph=True, **kwargs)
+
+
+def parameter_gradients(model, batch, create_graph):
+    model.zero_grad()
+    predict(model, batch, forces=False, create_graph=create_graph)["energy"].sum().backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_fused_equals_autograd_path():
+    model = make_model("painn")
+    batch = Batch.from_atoms(systems(), dtype=torch.float64)
+    fused, reference = both_paths(model, batch, stress=True, direct_forces=True)
+    for key in ("energy", "forces", "stress", "direct_forces"):
+        assert reference[key].abs().max() > 1e-4, key
+        torch.testing.assert_close(fused[key], reference[key].detach(), rtol=1e-12, atol=1e-13)
+
+
+def test_fused_parameter_gradients_equal_autograd_path():
+    model = make_model("painn")
+    batch = Batch.from_atoms(systems(), dtype=torch.float64)
+    fused = parameter_gradients(model, batch, create_graph=False)
+    reference = parameter_gradients(model, batch, create_graph=True)
+    assert fused.keys() == reference.keys()
+    assert "filters.weight" in fused and "messages.0.phi.0.weight" in fused
+    for name, gradient in fused.items():
+        torch.testing.assert_close(gradient, reference[name], rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_result_does_not_depend_on_thread_count(threads):
+    """Each thread scatters into its own buffers; the sum must not change with their number."""
+    model = make_model("painn")
+    batch = Batch.from_atoms(systems(), dtype=torch.float64)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        out = predict(model, batch)
+    finally:
+        torch.set_num_threads(before)
+    reference = predict(model, batch, create_graph=True)
+    torch.testing.assert_close(out["forces"], reference["forces"].detach(), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("system", [ethanol, copper, copper_primitive])
+def test_one_direction_keeps_each_pair_once(system):
+    full = build_neighbor_list(Batch.from_atoms([system()], dtype=torch.float64), 4.0)
+    half = full.one_direction()
+    assert 2 * len(half.centers) == len(full.centers)
+
+    def rows(centers, neighbors, shifts):
+        shifts = shifts.round(decimals=6).tolist()
+        return sorted(zip(centers.tolist(), neighbors.tolist(), shifts, strict=True))
+
+    both_ways = rows(
+        torch.cat([half.centers, half.neighbors]),
+        torch.cat([half.neighbors, half.centers]),
+        torch.cat([half.shifts, -half.shifts]),
+    )
+    assert both_ways == rows(full.centers, full.neighbors, full.shifts)
