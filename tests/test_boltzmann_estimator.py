@@ -134,7 +134,9 @@ class MorseDimer(Potential):
     def hyperparameters(self):
         return {}
 
-    def forward(self, batch, neighbors=None, direct_forces=False, features=False):
+    def forward(
+        self, batch, neighbors=None, direct_forces=False, features=False, once_differentiable=False
+    ):
         pairs = batch.positions.reshape(-1, 2, 3)
         r = (pairs[:, 1] - pairs[:, 0]).norm(dim=-1)
         energy = morse(r, self.depth, self.width, self.r0)

@@ -10,7 +10,7 @@ pair-sized arrays it touches are the filters W and their gradient.
 No library ships such a kernel for PaiNN on the CPU (``torch.compile`` fused too little:
 1.1× on the same call). The backward is first-order only (``once_differentiable``): force
 matching during training, which differentiates the forces again, keeps the PyTorch path.
-Both paths are tested equal (energies, forces and parameter gradients).
+Both paths are tested equal (energies, forces, stress, direct forces, parameter gradients).
 
 The kernel takes each unordered pair once (``NeighborList.one_direction``) and sends its
 message both ways, i ← j along r̂_ij and j ← i along −r̂_ij: the filters W(r_ij) are symmetric,

@@ -113,7 +113,7 @@ def jacobian_vector_product(
     step = frames_per_pass or samples.n_systems
     for first in range(0, samples.n_systems, step):
         chunk, atoms = _frames(samples, first, first + step)
-        energies = potential(chunk)["energies"]
+        energies = potential(chunk, once_differentiable=True)["energies"]
         surrogate = (coefficients[atoms].to(energies.dtype) * energies).sum()
         for total, part in zip(
             gradient,
