@@ -12,6 +12,7 @@ from md_support import single_thread  # noqa: F401
 from stablemd.cli.main import main
 from stablemd.data.database import write_frames
 from stablemd.errors import InputError
+from stablemd.models.potential import predict
 from stablemd.models.registry import build_potential, load_potential, save_potential
 from stablemd.oracles import registry as oracle_registry
 from stablemd.oracles.spcfw import SPCFwCalculator
@@ -78,6 +79,12 @@ def test_loop_learns_from_observables_without_new_labels(ethanol_frames, tmp_pat
     steps = [row for row in result.history if not math.isnan(row["obs_loss"])]
     assert steps and all(row["n_samples"] >= 8 and row["qm_loss"] > 0 for row in steps)
     assert not torch.equal(before, _flat(result.potential))
+    # the mean energy, which L_obs cannot see, is re-centred on the training frames
+    frames = FrameSet(ethanol_frames[:20])
+    batch = frames.batch(range(len(frames)))
+    energy = predict(result.potential, batch, forces=False)["energy"].detach()
+    assert abs(float(((batch.energy - energy) / batch.atoms_per_system).mean())) < 1e-3
+    assert abs(result.energy_recentred_eV) > 1e-3
     assert len(trainer.qm_frames) == 20  # L_QM sees the fixed training frames only
     for name in ("log.csv", "stable_training.png", "checkpoint.pt"):
         assert (tmp_path / "run" / name).is_file()

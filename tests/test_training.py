@@ -10,9 +10,14 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from stablemd.errors import InputError
 from stablemd.evaluation import error_metrics
+from stablemd.models.potential import predict
 from stablemd.training.config import TrainConfig
 from stablemd.training.frames import FrameSet
-from stablemd.training.statistics import fit_reference_energies
+from stablemd.training.statistics import (
+    fit_energy_scaling,
+    fit_reference_energies,
+    recentre_energies,
+)
 from stablemd.training.trainer import Trainer, new_potential
 
 SMALL_MODEL = {"n_features": 16, "n_interactions": 2, "cutoff": 4.0}
@@ -31,6 +36,26 @@ def test_reference_energies_recover_a_linear_composition_model():
     fitted = fit_reference_energies(FrameSet(frames, torch.float64))
     for z, value in e0.items():
         assert fitted[z] == pytest.approx(value, abs=1e-8)
+
+
+def test_recentring_zeroes_the_mean_energy_error_and_moves_no_force(ethanol_frames):
+    frames = FrameSet(ethanol_frames[:20], torch.float64)
+    model = new_potential(_config(), frames.elements()).double()
+    fit_energy_scaling(model, frames)
+    model.energy_scaling.shift += 0.3  # an offset of 0.3 eV per atom
+    batch = frames.batch(range(len(frames)))
+    before = predict(model, batch)
+    error_before = (batch.energy - before["energy"].detach()) / batch.atoms_per_system
+    buffers = {k: v.clone() for k, v in model.state_dict().items() if k != "energy_scaling.shift"}
+
+    change = recentre_energies(model, frames, batch_size=7)
+
+    after = predict(model, batch)
+    per_atom_error = (batch.energy - after["energy"]) / batch.atoms_per_system
+    assert abs(float(per_atom_error.mean())) < 1e-10
+    assert change == pytest.approx(float(error_before.mean()), abs=1e-10)
+    assert torch.equal(before["forces"], after["forces"])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in buffers.items())
 
 
 def _config(**overrides) -> TrainConfig:

@@ -74,5 +74,6 @@ def stable_train(
     console.print(f"reference: {reference.source}{effective}")
     console.print(
         f"StABlE: {len(result.history)} epochs ({learning} learning) in {result.elapsed_s:.0f} s; "
-        f"last unstable fraction {last['unstable_fraction']:.2f}; model written to {out}"
+        f"last unstable fraction {last['unstable_fraction']:.2f}; energies re-centred by "
+        f"{1000 * result.energy_recentred_eV:+.1f} meV/atom; model written to {out}"
     )

@@ -54,6 +54,7 @@ from stablemd.systems.system import System
 from stablemd.training.checkpoint import save_checkpoint
 from stablemd.training.frames import FrameSet
 from stablemd.training.loss import energy_force_loss
+from stablemd.training.statistics import recentre_energies
 
 FORMAT = "stablemd-stable-checkpoint/1"
 LOG_FIELDS = (
@@ -88,12 +89,14 @@ class _Flags:
 
 @dataclass
 class StableResult:
-    """The trained potential, one log row per epoch, wall time (s), the reference used."""
+    """The trained potential, one log row per epoch, wall time (s), the reference used, and
+    the change of the per-atom energy shift that re-centred the energies (eV/atom)."""
 
     potential: Potential
     history: list[dict]
     elapsed_s: float
     reference: ReferenceValue
+    energy_recentred_eV: float
 
 
 def training_criterion(system: System, config: StableConfig):
@@ -391,6 +394,9 @@ class StableTrainer:
                 bar.update(task, completed=self.epoch, cycle=self.cycle, phase=self.phase,
                            unstable=f"{row['unstable_fraction']:.2f}")  # fmt: skip
         self._save()
+        # L_obs cannot see a constant energy per atom (its weights sum to zero) and L_QM weighs
+        # energies lightly, so the mean energy drifts; re-centre it on the training frames.
+        recentred = recentre_energies(self.potential.eval(), self.qm_frames)
         return StableResult(
-            self.potential.eval(), self.history, self._elapsed(), self.reference_info
+            self.potential, self.history, self._elapsed(), self.reference_info, recentred
         )

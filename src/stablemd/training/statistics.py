@@ -2,13 +2,14 @@
 
 E0[Z] is the least-squares solution of E_frame ≈ Σ_atoms E0[Z_atom]; the scale is the RMS of the
 force components, so that the network's raw outputs are O(1) (the choice MACE makes).
+:func:`recentre_energies` refits only the per-atom shift, which leaves every force unchanged.
 """
 
 from __future__ import annotations
 
 import torch
 
-from stablemd.models.potential import Potential
+from stablemd.models.potential import Potential, predict
 from stablemd.training.frames import FrameSet
 
 
@@ -42,3 +43,19 @@ def fit_energy_scaling(potential: Potential, frames: FrameSet) -> None:
             scaling.reference_energies[z] = e0
         scaling.scale.fill_(max(force_rms(frames), 1e-3))
         scaling.shift.zero_()
+
+
+def recentre_energies(potential: Potential, frames: FrameSet, batch_size: int = 64) -> float:
+    """Move the potential's per-atom shift so that its mean per-atom energy error on ``frames``
+    is zero (the least-squares shift of the per-atom energy loss); returns the change, eV/atom.
+
+    A constant per atom moves no force, so dynamics and force errors are untouched.
+    """
+    residuals = []
+    with torch.no_grad():
+        for batch in frames.batches(batch_size):
+            energy = predict(potential, batch, forces=False)["energy"]
+            residuals.append((batch.energy - energy) / batch.atoms_per_system)
+        change = float(torch.cat(residuals).to(torch.float64).mean())
+        potential.energy_scaling.shift += change
+    return change
