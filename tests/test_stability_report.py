@@ -37,6 +37,9 @@ def test_summary_counts_never_failing_replicas_at_the_run_length():
 
     all_stable = summarize([None, None], run_length_ps=12.0)
     assert all_stable.median_ps == 12.0 and all_stable.fraction_stable == 1.0
+    # a median that half the replicas outlived is only a lower bound, and says so
+    assert summary.median_text == "≥ 45" and all_stable.median_text == "≥ 12"
+    assert summarize([1.0, 2.0, None], run_length_ps=5.0).median_text == "2"
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,12 @@ class StabilitySummary:
     fraction_stable: float
     stable_times_ps: tuple[float | None, ...]
 
+    @property
+    def median_text(self) -> str:
+        """The median for people: "≥ x" when half or more never failed (a lower bound)."""
+        bound = "≥ " if self.fraction_stable >= 0.5 else ""
+        return f"{bound}{self.median_ps:.3g}"
+
 
 def summarize(stable_times_ps: Sequence[float | None], run_length_ps: float) -> StabilitySummary:
     """Mean, median and fraction still stable at the end, from per-replica stable times (ps)."""
@@ -89,7 +95,7 @@ def plot_survival(
     ax = fig.add_subplot()
     for k, (name, summary) in enumerate(per_model.items()):
         t, fraction = survival_curve(summary)
-        label = f"{name}: median {summary.median_ps:.3g} ps (n = {summary.n_replicas})"
+        label = f"{name}: median {summary.median_text} ps (n = {summary.n_replicas})"
         colour = MODEL_COLOURS[k % len(MODEL_COLOURS)]
         ax.step(t, fraction, where="post", lw=2, color=colour, label=label)
     ax.set_xlabel("Simulation time (ps)")
@@ -152,7 +158,7 @@ def stability_table(
             str(s.n_replicas),
             f"{s.run_length_ps:.3g}",
             f"{s.mean_ps:.3g}",
-            f"{s.median_ps:.3g}",
+            s.median_text,
             f"{100 * s.fraction_stable:.0f} %",
         )
     return table
