@@ -4,7 +4,8 @@ Reference data for ethanol with GFN2-xTB → the built-in PaiNN model trained on
 errors on held-out frames → its stability in MD → StABlE fine-tuning without new labels → the
 stability and errors of the fine-tuned model, with the survival plot of both. The baseline is
 trained on few frames on purpose: the low-data regime where StABlE helps. Every stage resumes:
-rerunning after an interruption continues.
+rerunning after an interruption continues. Budgets are counted in epochs, not minutes, so that
+one seed gives the same models on a fast machine and a slow one.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ def quickstart(
     steps: int = typer.Option(1500, help="MD steps of 0.5 fs per reference trajectory."),
     trajectories: int = typer.Option(2, help="Independent reference trajectories."),
     n_train: int = typer.Option(40, help="Training frames of the baseline (few on purpose)."),
-    train_minutes: float = typer.Option(1.5, help="Training wall-time budget in minutes."),
+    train_epochs: int = typer.Option(300, help="Training epochs of the baseline."),
+    replicas: int = typer.Option(64, help="Replicas of each stability run."),
     stability_ps: float = typer.Option(2.0, help="Simulated time of each stability run in ps."),
-    stable_minutes: float = typer.Option(4.0, help="StABlE wall-time budget in minutes."),
+    stable_epochs: int = typer.Option(100, help="StABlE epochs (simulation and learning)."),
     seed: int = typer.Option(0, help="Seed of the MD, the split and the model."),
 ):
     """Ethanol end to end: xTB data, a baseline model, its stability, StABlE, stability again."""
@@ -62,7 +64,7 @@ def quickstart(
     n_train = min(n_train, len(frames) - 2 * n_val)
 
     console.rule(f"2/6 training the built-in PaiNN model on {n_train} frames")
-    config = TrainConfig(model_options=QUICK_MODEL, max_time_minutes=train_minutes, seed=seed)
+    config = TrainConfig(model_options=QUICK_MODEL, max_epochs=train_epochs, seed=seed)
     baseline = train_from_database(data_path, n_train, n_val, config, out / "model.pt")
     held_out = held_out_indices(baseline.metadata, data_path, len(frames))
     train_frames = [frames[i] for i in baseline.metadata["training"]["train_indices"]]
@@ -73,16 +75,16 @@ def quickstart(
     system = get_system("ethanol")
     starts = [frames[i] for i in held_out]
     settings = StabilitySettings(
-        replicas=16, temperature_K=temperature, time_ps=stability_ps, seed=seed
+        replicas=replicas, temperature_K=temperature, time_ps=stability_ps, seed=seed
     )
-    console.rule(f"4/6 stability of the baseline: 16 replicas, {stability_ps:g} ps")
+    console.rule(f"4/6 stability of the baseline: {replicas} replicas, {stability_ps:g} ps")
     models = {"baseline": baseline.path}
     compare_models(models, system, starts, train_frames, settings, out / "stability")
 
-    console.rule(f"5/6 StABlE fine-tuning for {stable_minutes:g} min, no new labels")
+    console.rule(f"5/6 StABlE fine-tuning for {stable_epochs} epochs, no new labels")
     # learning starts early (a quarter unstable): the demo has minutes, not hours
     stable_config = StableConfig(
-        temperature_K=temperature, max_minutes=stable_minutes, f_max=0.25, f_min=0.1, seed=seed
+        temperature_K=temperature, max_epochs=stable_epochs, f_max=0.25, f_min=0.1, seed=seed
     )
     stable_path = out / "model-stable.pt"
     stable_train(baseline.path, data_path, stable_path, stable_config, system_name="ethanol")
