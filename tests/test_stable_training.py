@@ -84,7 +84,7 @@ def test_loop_learns_from_observables_without_new_labels(ethanol_frames, tmp_pat
     batch = frames.batch(range(len(frames)))
     energy = predict(result.potential, batch, forces=False)["energy"].detach()
     assert abs(float(((batch.energy - energy) / batch.atoms_per_system).mean())) < 1e-3
-    assert abs(result.energy_recentred_eV) > 1e-3
+    assert abs(result.energy_recentred_eV_per_atom) > 1e-3
     assert len(trainer.qm_frames) == 20  # L_QM sees the fixed training frames only
     for name in ("log.csv", "stable_training.png", "checkpoint.pt"):
         assert (tmp_path / "run" / name).is_file()

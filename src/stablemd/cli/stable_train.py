@@ -75,5 +75,5 @@ def stable_train(
     console.print(
         f"StABlE: {len(result.history)} epochs ({learning} learning) in {result.elapsed_s:.0f} s; "
         f"last unstable fraction {last['unstable_fraction']:.2f}; energies re-centred by "
-        f"{1000 * result.energy_recentred_eV:+.1f} meV/atom; model written to {out}"
+        f"{1000 * result.energy_recentred_eV_per_atom:+.1f} meV/atom; model written to {out}"
     )

@@ -96,7 +96,7 @@ class StableResult:
     history: list[dict]
     elapsed_s: float
     reference: ReferenceValue
-    energy_recentred_eV: float
+    energy_recentred_eV_per_atom: float
 
 
 def training_criterion(system: System, config: StableConfig):

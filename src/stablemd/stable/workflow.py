@@ -79,7 +79,7 @@ def stable_train(
             "epochs": len(result.history),
             "cycles": trainer.cycle,
             "wall_time_s": round(result.elapsed_s, 1),
-            "energy_recentred_eV_per_atom": result.energy_recentred_eV,
+            "energy_recentred_eV_per_atom": result.energy_recentred_eV_per_atom,
         },
     }
     save_potential(result.potential, out, metadata)
