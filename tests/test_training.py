@@ -102,7 +102,7 @@ def test_interrupted_run_resumes_to_the_same_weights(ethanol_frames, tmp_path):
 def test_resuming_with_another_configuration_is_refused(ethanol_frames, tmp_path):
     train, val = FrameSet(ethanol_frames[:20]), FrameSet(ethanol_frames[20:30])
     Trainer(_config(max_epochs=1), train, val, tmp_path, progress=False).run()
-    with pytest.raises(InputError, match="another configuration"):
+    with pytest.raises(InputError, match=r"this run used learning_rate=0\.003, not 0\.01"):
         Trainer(
             _config(max_epochs=1, learning_rate=1e-2), train, val, tmp_path, progress=False
         ).run()

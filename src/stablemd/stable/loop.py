@@ -51,12 +51,14 @@ from stablemd.stable.neighbourhoods import molecule_neighbourhoods, select, stra
 from stablemd.stable.observables import ReferenceValue, TrainingObservable, make_observable
 from stablemd.stable.plots import plot_stable_training
 from stablemd.systems.system import System
-from stablemd.training.checkpoint import save_checkpoint
+from stablemd.training.checkpoint import check_same_run, save_checkpoint
 from stablemd.training.frames import FrameSet
 from stablemd.training.loss import energy_force_loss
 from stablemd.training.statistics import recentre_energies
 
 FORMAT = "stablemd-stable-checkpoint/1"
+#: Options that may change when a run is resumed.
+BUDGET_FIELDS = ("max_cycles", "max_epochs", "max_learning_epochs", "max_minutes")
 LOG_FIELDS = (
     "epoch", "cycle", "phase", "unstable_fraction", "obs_loss", "qm_loss", "gradient_norm",
     "learning_rate", "n_samples", "simulated_ps", "elapsed_s",
@@ -208,15 +210,7 @@ class StableTrainer:
 
     def _restore(self) -> None:
         saved = load_tagged_torch_file(self.checkpoint_path, FORMAT, "StABlE checkpoint")
-        budget = {"max_cycles", "max_epochs", "max_learning_epochs", "max_minutes"}
-        for key, value in self.config.model_dump().items():
-            # options added after a checkpoint was written count as their default
-            before = saved["config"].get(key, StableConfig.model_fields[key].default)
-            if key not in budget and before != value:
-                raise InputError(
-                    f"{self.checkpoint_path}: this run used {key}={before!r}, not {value!r}; "
-                    "use another output or delete the run directory"
-                )
+        check_same_run(self.checkpoint_path, saved["config"], self.config, BUDGET_FIELDS)
         self.potential.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel
+
+from stablemd.errors import InputError
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
@@ -19,3 +23,17 @@ def load_checkpoint(path: Path) -> dict | None:
     if not path.is_file():
         return None
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def check_same_run(path: Path, saved: dict, config: BaseModel, budget: Collection[str]) -> None:
+    """Refuse to resume the run checkpointed at ``path`` (``saved``: its options) with other
+    options than ``config``'s. Options in ``budget`` may change; options added since the
+    checkpoint was written count as their defaults."""
+    fields = type(config).model_fields
+    for key, value in config.model_dump().items():
+        before = saved.get(key, fields[key].get_default(call_default_factory=True))
+        if key not in budget and before != value:
+            raise InputError(
+                f"{path}: this run used {key}={before!r}, not {value!r}; "
+                "use another output or delete the run directory"
+            )

@@ -19,11 +19,10 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from stablemd.errors import InputError
 from stablemd.evaluation import error_metrics
 from stablemd.models.potential import Potential, predict
 from stablemd.models.registry import build_potential
-from stablemd.training.checkpoint import load_checkpoint, save_checkpoint
+from stablemd.training.checkpoint import check_same_run, load_checkpoint, save_checkpoint
 from stablemd.training.config import TrainConfig
 from stablemd.training.frames import FrameSet
 from stablemd.training.loss import energy_force_loss
@@ -55,11 +54,6 @@ BUDGET_FIELDS = (
     "early_stopping_patience",
     "checkpoint_every_seconds",
 )
-
-
-def _without_budget(config: dict) -> dict:
-    """The options that decide what is computed; the budget may change between resumes."""
-    return {k: v for k, v in config.items() if k not in BUDGET_FIELDS}
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -149,11 +143,7 @@ class Trainer:
         }
 
     def _restore(self, state: dict) -> None:
-        if _without_budget(state["config"]) != _without_budget(self.config.model_dump()):
-            raise InputError(
-                f"{self.checkpoint_path}: this run directory holds a run with another "
-                "configuration; use a new --out or delete the directory to start again"
-            )
+        check_same_run(self.checkpoint_path, state["config"], self.config, BUDGET_FIELDS)
         self.potential.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
