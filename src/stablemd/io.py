@@ -1,8 +1,10 @@
-"""Small file helpers: atomic JSON writing, checked loading of tagged torch files."""
+"""Small file helpers: atomic JSON writing, checked loading of tagged torch files, and the check
+that a resumed run keeps its options."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -36,6 +38,19 @@ def load_tagged_torch_file(path: Path, file_format: str, description: str) -> di
     return payload
 
 
+def check_same_options(
+    path: Path, previous: dict, options: dict, may_change: Collection[str] = ()
+) -> None:
+    """Refuse to continue the run recorded at ``path`` with ``previous`` options under other
+    ``options``, naming the first that differs; keys in ``may_change`` may differ."""
+    for key, value in options.items():
+        if key not in may_change and previous.get(key) != value:
+            raise InputError(
+                f"{path}: this run used {key}={previous.get(key)!r}, not {value!r}; "
+                "use another output or delete the run directory"
+            )
+
+
 def record_run_options(options: dict, path: Path, may_change: frozenset = frozenset()) -> None:
     """Write ``options`` to ``path``, refusing to continue a run recorded there with others.
 
@@ -43,12 +58,6 @@ def record_run_options(options: dict, path: Path, may_change: frozenset = frozen
     """
     path = Path(path)
     if path.is_file():
-        previous = json.loads(path.read_text())
-        for key, value in options.items():
-            if key not in may_change and previous.get(key) != value:
-                raise InputError(
-                    f"{path}: this directory holds a run with {key}={previous.get(key)!r}, not "
-                    f"{value!r}; choose another output directory"
-                )
+        check_same_options(path, json.loads(path.read_text()), options, may_change)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(options, path)

@@ -26,6 +26,7 @@ from rich.progress import Progress
 
 from stablemd.data.database import connect, open_database, partial_path
 from stablemd.errors import InputError
+from stablemd.io import check_same_options
 from stablemd.oracles import get_oracle, label, level_of_theory
 from stablemd.systems import System, get_system
 from stablemd.units import FS_IN_ASE_TIME
@@ -74,12 +75,7 @@ def _open_run(out: Path, settings: dict):
 def _check_same_settings(path: Path, old: dict | None, new: dict) -> None:
     if old is None:
         raise InputError(f"{path} exists and was not made by data generate; use another --out")
-    for key, value in new.items():
-        if old.get(key) != value:
-            raise InputError(
-                f"{path} was made with {key} = {old.get(key)!r}, not {value!r}; "
-                "use the same options or another --out"
-            )
+    check_same_options(path, old, new)
 
 
 def _start(system: System, state: dict | None, temperature_K: float, seed: int, trajectory: int):

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
-from stablemd.errors import InputError
+from stablemd.io import check_same_options
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
@@ -30,10 +30,5 @@ def check_same_run(path: Path, saved: dict, config: BaseModel, budget: Collectio
     options than ``config``'s. Options in ``budget`` may change; options added since the
     checkpoint was written count as their defaults."""
     fields = type(config).model_fields
-    for key, value in config.model_dump().items():
-        before = saved.get(key, fields[key].get_default(call_default_factory=True))
-        if key not in budget and before != value:
-            raise InputError(
-                f"{path}: this run used {key}={before!r}, not {value!r}; "
-                "use another output or delete the run directory"
-            )
+    defaults = {key: field.get_default(call_default_factory=True) for key, field in fields.items()}
+    check_same_options(path, {**defaults, **saved}, config.model_dump(), budget)
