@@ -3,20 +3,26 @@
 Every stage is a ``stablemd`` command run in a subprocess on one thread; a stage whose output
 exists is not rerun (the commands resume), and the wall time of each stage is read back from
 the files it wrote. Data: STABLEMD_BENCH_DATA, an xTB aspirin database of 8 trajectories
-(``stablemd data generate aspirin --oracle xtb --temperature 500 --steps 12500 --every 10
---trajectories 8 --seed 1``, about an hour); STABLEMD_BENCH_STARTS, held-out start structures
-(frames of a trajectory no model trains on); STABLEMD_BENCH_WORK, the working directory.
+(default: made by this script with ``stablemd data generate aspirin --oracle xtb --temperature
+500 --steps 12500 --every 10 --trajectories 8 --seed 1``, 18 minutes on one core);
+STABLEMD_BENCH_WORK, the working directory.
+
+Frames (``split_files``): the baseline's 50 labelled frames (``train-frames.db``); 1000 test
+frames of trajectories 5–6, which no model sees (``test-frames.db``); 64 held-out starts, evenly
+spaced over trajectory 7 (``starts64.db``); and the reference simulation, the positions of
+trajectories 0–4 without their labels (``reference-sim.db``, 31 ps), whose h(r) is StABlE's
+reference and the stability runs' h(r) reference.
 
 Models (PaiNN, 32 features, 3 interactions, float32):
 - ``baseline``: 50 frames (``--split-by trajectory``: 0.25 ps of one trajectory), 8 min;
 - ``labels10x``: 500 frames of the same trajectory, 20 min;
-- ``stable``: StABlE from the baseline, no new labels (``stable-aspirin.yaml`` below);
+- ``stable``: StABlE from the baseline, no new labels (``STABLE_CONFIG`` below);
 - ``control``: the same run with the observable loss switched off (``obs_weight: 0``), so that
   what the energy-and-force regulariser alone does to the under-trained baseline is measured.
 
-Stability: 16 replicas from the held-out starts, Nosé–Hoover, 0.5 fs, 0.5 Å bond criterion,
+Stability: 64 replicas from the 64 held-out starts, Nosé–Hoover, 0.5 fs, 0.5 Å bond criterion,
 10 ps at 500 K; 5 ps at 350 K and 700 K for the baseline and the StABlE model. Force errors on
-1000 frames of trajectories 5–6, which no model saw. Writes ``stable_aspirin.json``.
+the test frames. Writes ``stable_aspirin.json``.
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
+from ase import Atoms  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 from stablemd.data.database import read_frames, write_frames  # noqa: E402
+from stablemd.data.generate import generate_reference_data  # noqa: E402
 from stablemd.models.registry import read_model_file  # noqa: E402
 
 MODEL_CONFIG = """model_options: {n_features: 32, n_interactions: 3, cutoff: 5.0}
@@ -46,7 +54,7 @@ STABLE_CONFIG = """optimizer: adam
 learning_rate: 0.0003
 gradient_clip: 10.0
 estimate_per: all
-max_epochs: 55
+max_epochs: 150
 """
 TEMPERATURES = {500.0: 10.0, 350.0: 5.0, 700.0: 5.0}
 
@@ -72,19 +80,21 @@ def stable_train(work: Path, data: Path, name: str, extra: str) -> None:
     config.write_text(STABLE_CONFIG + extra)
     stablemd("stable-train", "--model", str(work / "baseline.pt"), "--data", str(data),
              "--out", str(work / f"{name}.pt"), "--system", "aspirin", "--config", str(config),
-             "--max-time", "120", log=work / f"{name}.log")  # fmt: skip
+             "--max-time", "120", "--reference", str(work / "reference-sim.db"),
+             log=work / f"{name}.log")  # fmt: skip
 
 
 KEPT = ("median_ps", "mean_ps", "fraction_stable", "h_r_mae", "steps_per_s", "stable_times_ps")
 
 
-def stability(work: Path, starts: Path, models: list[str], temperature: float, ps: float):
+def stability(work: Path, models: list[str], temperature: float, ps: float):
     """Per model: stable times, h(r) MAE, speed and wall time of the run."""
     out = work / f"stability-{temperature:g}K"
     model_args = [a for m in models for a in ("--model", str(work / f"{m}.pt"))]
-    stablemd("stability", *model_args, "--system", "aspirin", "--replicas", "16",
-             "--temperature", str(temperature), "--time-ps", str(ps), "--starts", str(starts),
-             "--reference", str(work / "train-frames.db"), "--out", str(out),
+    stablemd("stability", *model_args, "--system", "aspirin", "--replicas", "64",
+             "--temperature", str(temperature), "--time-ps", str(ps),
+             "--starts", str(work / "starts64.db"),
+             "--reference", str(work / "reference-sim.db"), "--out", str(out),
              log=work / "stability.log")  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     rows = {}
@@ -105,25 +115,33 @@ def test_errors(work: Path, data: Path, name: str) -> dict:
 
 
 def split_files(work: Path, data: Path) -> None:
-    """``train-frames.db``: the baseline's 50 frames (reference h(r)); ``test-frames.db``:
-    1000 frames of trajectories 5–6, seen by no model."""
-    if (work / "test-frames.db").is_file():
+    """The frame files of the protocol (module docstring), made once."""
+    if (work / "reference-sim.db").is_file():
         return
     frames = read_frames(data)
     used = read_model_file(work / "baseline.pt")["metadata"]["training"]["train_indices"]
     write_frames(work / "train-frames.db", [frames[i] for i in used])
-    pool = [i for i, a in enumerate(frames) if a.info.get("trajectory") in (5, 6)]
-    chosen = np.random.default_rng(0).choice(pool, size=min(1000, len(pool)), replace=False)
-    write_frames(work / "test-frames.db", [frames[int(i)] for i in sorted(chosen)])
+
+    def trajectory(*numbers: int) -> list[int]:
+        return [i for i, a in enumerate(frames) if a.info.get("trajectory") in numbers]
+
+    test = np.random.default_rng(0).choice(trajectory(5, 6), size=1000, replace=False)
+    write_frames(work / "test-frames.db", [frames[int(i)] for i in sorted(test)])
+    held_out = trajectory(7)
+    spaced = np.linspace(0, len(held_out) - 1, 64).round().astype(int)
+    write_frames(work / "starts64.db", [frames[held_out[k]] for k in spaced])
+    positions = [Atoms(frames[i].numbers, frames[i].positions) for i in trajectory(0, 1, 2, 3, 4)]
+    write_frames(work / "reference-sim.db", positions)
 
 
 def main(out_dir: Path, quick: bool = False) -> dict:
-    if quick or not {"STABLEMD_BENCH_DATA", "STABLEMD_BENCH_STARTS"} <= set(os.environ):
-        return {"skipped": "hours of work: set STABLEMD_BENCH_DATA and STABLEMD_BENCH_STARTS"}
-    data = Path(os.environ["STABLEMD_BENCH_DATA"])
-    starts = Path(os.environ["STABLEMD_BENCH_STARTS"])
+    if quick:
+        return {"skipped": "hours of work; run it without --quick"}
     work = Path(os.environ.get("STABLEMD_BENCH_WORK", HERE / "data" / "stable-aspirin"))
     work.mkdir(parents=True, exist_ok=True)
+    data = Path(os.environ.get("STABLEMD_BENCH_DATA", work / "aspirin-xtb-500K.db"))
+    if not data.is_file():
+        generate_reference_data("aspirin", "xtb", 500.0, 12500, 10, data, n_trajectories=8, seed=1)
     (work / "painn-small.yaml").write_text(MODEL_CONFIG)
     started = time.perf_counter()
     train(work, data, "baseline", 50, 8)
@@ -147,7 +165,7 @@ def main(out_dir: Path, quick: bool = False) -> dict:
         models = ["baseline", "labels10x", "stable", "control"]
         if temperature != 500:
             models = ["baseline", "stable"]
-        result["stability"][f"{temperature:g}K"] = stability(work, starts, models, temperature, ps)
+        result["stability"][f"{temperature:g}K"] = stability(work, models, temperature, ps)
     result["wall_time_s"] = time.perf_counter() - started
     (out_dir / "stable_aspirin.json").write_text(json.dumps(result, indent=2))
     return result

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
+from itertools import groupby
 
+import ase.io
 import numpy as np
 import pytest
 import torch
+from ase import Atoms
+from ase.build import molecule
 from md_support import single_thread  # noqa: F401
 
 from stablemd.cli.main import main
-from stablemd.data.database import write_frames
+from stablemd.data.database import read_frames, write_frames
 from stablemd.errors import InputError
 from stablemd.models.potential import predict
 from stablemd.models.registry import build_potential, load_potential, save_potential
@@ -24,7 +28,7 @@ from stablemd.stable.observables import (
     reference_from_file,
     reference_from_frames,
 )
-from stablemd.stable.workflow import system_of
+from stablemd.stable.workflow import reference_value, system_of
 from stablemd.training.frames import FrameSet
 from stablemd.training.statistics import fit_energy_scaling
 
@@ -101,6 +105,27 @@ def test_interrupted_run_resumes_to_the_same_weights(ethanol_frames, tmp_path):
         _trainer(frames, tmp_path / "parts", max_epochs=7, replicas=6).run()
 
 
+def test_each_learning_phase_restarts_its_schedule_and_ends_on_it(ethanol_frames, tmp_path):
+    """As in the authors' code: the rate is cut when the learning runs' unstable fraction stops
+    falling, the phase ends at the cut after ``max_lr_cuts``, and the next starts afresh."""
+    options = dict(lr_patience=0, max_lr_cuts=1, f_min=0.0, max_learning_epochs=50)
+    result = _trainer(ethanol_frames[:20], tmp_path, max_epochs=14, **options).run()
+    phases = [list(rows) for learning, rows in groupby(result.history, _is_learning) if learning]
+    assert len(phases) >= 2
+    for rows in phases:
+        rates = [row["learning_rate"] for row in rows]
+        assert rates[0] == QUICK["learning_rate"]
+        assert rates == sorted(rates, reverse=True)
+        assert all(not math.isnan(row["obs_loss"]) for row in rows[:-1])
+    for *_, end in phases[:-1]:  # an ended phase: no step at its last epoch, two cuts made
+        assert math.isnan(end["obs_loss"]) and end["unstable_fraction"] > 0
+        assert end["learning_rate"] == pytest.approx(QUICK["learning_rate"] * 0.2**2)
+
+
+def _is_learning(row: dict) -> bool:
+    return row["phase"] == "learning"
+
+
 def test_observable_must_suit_the_estimator(ethanol_frames, tmp_path):
     with pytest.raises(InputError, match="local"):
         _trainer(ethanol_frames[:4], tmp_path, observable="molecule_bond_length")
@@ -131,6 +156,29 @@ def test_reference_reweighting_and_files(ethanol_frames, tmp_path):
     np.savez(tmp_path / "other.npz", values=plain.value.numpy())
     with pytest.raises(InputError, match="'reference'"):
         reference_from_file(tmp_path / "other.npz", len(plain.value))
+
+
+def test_reference_from_a_simulation_file(ethanol_frames, tmp_path):
+    """Unlabelled frames of a reference simulation give g_ref; a wrong molecule is refused."""
+    system = system_of(None, ethanol_frames)
+    config = StableConfig()
+    observable = make_observable("h_r", system)
+    simulation = [Atoms(a.numbers, a.positions) for a in ethanol_frames[20:]]  # no labels
+    expected = reference_from_frames(observable, simulation).value
+    write_frames(tmp_path / "sim.db", simulation)
+    ase.io.write(tmp_path / "sim.extxyz", simulation)
+    for name in ("sim.db", "sim.extxyz"):
+        got = reference_value(observable, system, ethanol_frames[:20], config, tmp_path / name)
+        assert torch.allclose(got.value, expected) and got.effective_samples == 40
+    own = reference_value(observable, system, ethanol_frames[:20], config)
+    assert not torch.allclose(own.value, expected)
+    with pytest.raises(InputError, match="has no energy"):
+        read_frames(tmp_path / "sim.db")
+
+    water = molecule("H2O")
+    ase.io.write(tmp_path / "mixed.extxyz", [simulation[0], water])
+    with pytest.raises(InputError, match=r"mixed.extxyz: frame 1 is H2O"):
+        reference_value(observable, system, ethanol_frames[:20], config, tmp_path / "mixed.extxyz")
 
 
 def test_stable_train_command(ethanol_frames, tmp_path, capsys, no_oracle):

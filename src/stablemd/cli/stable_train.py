@@ -28,7 +28,9 @@ def stable_train(
         None, help="h_r, bond_lengths, rdf, molecule_bond_length or module:function."
     ),
     reference: Path = typer.Option(
-        None, help=".npz file with a 'reference' array (default: the training frames' average)."
+        None,
+        help="Reference observable: frames of a reference simulation (.db, .xyz, .extxyz; "
+        "positions only) or an .npz file with a 'reference' array. (default: the training frames)",
     ),
     reference_temperature: float = typer.Option(
         None, help="Temperature (K) of the training frames; reweights the reference."

@@ -74,7 +74,8 @@ def check_new_output(path: Path, overwrite: bool) -> None:
 def write_frames(
     path: str | Path, frames: Iterable[Atoms], metadata: dict | None = None, overwrite: bool = False
 ) -> int:
-    """Write labelled ``frames`` to a new database at ``path`` atomically; returns their number.
+    """Write ``frames`` (with their labels, if any) to a new database at ``path`` atomically;
+    returns their number.
 
     The storable entries of each ``atoms.info`` become the row's key-value pairs."""
     path = Path(path)
@@ -93,12 +94,12 @@ def write_frames(
     return count
 
 
-def _check_row(path: Path, row: AtomsRow) -> None:
+def _check_row(path: Path, row: AtomsRow, labelled: bool) -> None:
     where = f"{path}: row id {row.id}"
-    for name in ("energy", "forces"):
+    for name in ("energy", "forces") if labelled else ():
         if row.get(name) is None:
             raise InputError(f"{where} has no {name}")
-    if np.shape(row.forces) != (row.natoms, 3):
+    if row.get("forces") is not None and np.shape(row.forces) != (row.natoms, 3):
         raise InputError(
             f"{where}: forces have shape {np.shape(row.forces)} but the frame has "
             f"{row.natoms} atoms"
@@ -109,7 +110,7 @@ def _check_row(path: Path, row: AtomsRow) -> None:
             raise InputError(f"{where} has non-finite {name}")
 
 
-def _rows(path: str | Path, indices: Sequence[int] | None) -> list[AtomsRow]:
+def _rows(path: str | Path, indices: Sequence[int] | None, labelled: bool = True) -> list[AtomsRow]:
     path = Path(path)
     rows = list(open_database(path).select())
     if not rows:
@@ -122,18 +123,21 @@ def _rows(path: str | Path, indices: Sequence[int] | None) -> list[AtomsRow]:
             )
         rows = [rows[i] for i in indices]
     for row in rows:
-        _check_row(path, row)
+        _check_row(path, row, labelled)
     return rows
 
 
-def read_frames(path: str | Path, indices: Sequence[int] | None = None) -> list[Atoms]:
+def read_frames(
+    path: str | Path, indices: Sequence[int] | None = None, labelled: bool = True
+) -> list[Atoms]:
     """Frames of the database at ``path`` (all, or the ``indices``-th in insertion order).
 
     Each carries a single-point calculator with energy (eV), forces (eV/Å) and stress when
-    stored, and has its key-value pairs in ``atoms.info``.
+    stored, and has its key-value pairs in ``atoms.info``. Every frame must have an energy and
+    forces unless ``labelled`` is false.
     """
     frames = []
-    for row in _rows(path, indices):
+    for row in _rows(path, indices, labelled):
         atoms = row.toatoms()
         atoms.info.update(row.key_value_pairs)
         frames.append(atoms)

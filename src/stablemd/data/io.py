@@ -145,6 +145,10 @@ def read_npz(path: str | Path, energy_unit: str | None = None) -> list[Atoms]:
 def read_extxyz(path: str | Path) -> list[Atoms]:
     """Labelled frames from an extended XYZ file with energy (eV) and forces (eV/Å) per frame."""
     path = Path(path)
+    return [_check_labels(path, i, atoms) for i, atoms in enumerate(_read_extxyz(path))]
+
+
+def _read_extxyz(path: Path) -> list[Atoms]:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
@@ -155,7 +159,7 @@ def read_extxyz(path: str | Path) -> list[Atoms]:
         ) from None
     if not frames:
         raise InputError(f"{path}: no frames")
-    return [_check_labels(path, i, atoms) for i, atoms in enumerate(frames)]
+    return frames
 
 
 def read_any(path: str | Path, energy_unit: str | None = None) -> list[Atoms]:
@@ -171,6 +175,22 @@ def read_any(path: str | Path, energy_unit: str | None = None) -> list[Atoms]:
     if suffix == ".db":
         return read_frames(path)
     raise InputError(f"{path}: unknown file type {suffix!r}; use .npz, .xyz, .extxyz or .db")
+
+
+def read_positions(path: str | Path) -> list[Atoms]:
+    """Frames of a .db, .xyz or .extxyz file whose labels, if any, are optional: the structures
+    of a reference simulation, for instance. Positions must be finite."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".db":
+        return read_frames(path, labelled=False)
+    if suffix not in (".xyz", ".extxyz"):
+        raise InputError(f"{path}: unknown file type {suffix!r}; use .db, .xyz or .extxyz")
+    frames = _read_extxyz(path)
+    for index, atoms in enumerate(frames):
+        if not np.all(np.isfinite(atoms.positions)):
+            raise InputError(f"{path}: frame {index} has non-finite positions")
+    return frames
 
 
 def import_file(

@@ -51,8 +51,13 @@ class StableConfig(BaseModel):
     optimizer: Literal["sgd", "adam"] = "adam"
     learning_rate: float = Field(3e-4, gt=0)
     gradient_clip: float = Field(10.0, gt=0, description="max norm of the total gradient")
-    lr_factor: float = Field(0.2, gt=0, lt=1, description="plateau schedule on L_obs")
+    lr_factor: float = Field(
+        0.2, gt=0, lt=1, description="plateau schedule on the learning runs' unstable fraction"
+    )
     lr_patience: int = Field(10, ge=0)
+    max_lr_cuts: int = Field(
+        2, ge=0, description="a learning phase ends when the schedule cuts the rate once more"
+    )
     qm_weight: float = Field(10.0, ge=0, description="λ in L_obs + λ·L_QM")
     obs_weight: float = Field(
         1.0, ge=0, description="weight of L_obs; 0 is the energy-and-force-only control"

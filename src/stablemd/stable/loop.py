@@ -56,7 +56,7 @@ from stablemd.training.frames import FrameSet
 from stablemd.training.loss import energy_force_loss
 from stablemd.training.statistics import recentre_energies
 
-FORMAT = "stablemd-stable-checkpoint/1"
+FORMAT = "stablemd-stable-checkpoint/2"
 #: Options that may change when a run is resumed.
 BUDGET_FIELDS = ("max_cycles", "max_epochs", "max_learning_epochs", "max_minutes")
 LOG_FIELDS = (
@@ -158,17 +158,26 @@ class StableTrainer:
         )  # fmt: skip
         self.forces = ModelForces(potential)
         self.parameters = [p for p in potential.parameters() if p.requires_grad]
+        self._new_optimizer()
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.state = self._starting_state(train_frames)
+        self.anchor: MDState | None = None
+        self.phase, self.epoch, self.cycle, self.learning_epochs = "simulation", 0, 0, 0
+        self.lr_cuts = 0
+        self.simulated_ps, self.elapsed_before = 0.0, 0.0
+        self.history: list[dict] = []
+
+    def _new_optimizer(self) -> None:
+        """A fresh optimiser at the configured learning rate, with a plateau schedule on the
+        unstable fraction of the learning runs: every learning phase starts anew, as in the
+        authors' code (a schedule carried across phases would compare unrelated states)."""
+        config = self.config
         optimizer = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam
         self.optimizer = optimizer(self.parameters, lr=config.learning_rate)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, factor=config.lr_factor, patience=config.lr_patience
         )
-        self.generator = torch.Generator().manual_seed(config.seed)
-        self.state = self._starting_state(train_frames)
-        self.anchor: MDState | None = None
-        self.phase, self.epoch, self.cycle, self.learning_epochs = "simulation", 0, 0, 0
-        self.simulated_ps, self.elapsed_before = 0.0, 0.0
-        self.history: list[dict] = []
+        self.lr_cuts = 0
 
     def _starting_state(self, frames: list[Atoms]) -> MDState:
         """Replicas drawn from the training frames as the stability benchmark draws its starts,
@@ -200,6 +209,7 @@ class StableTrainer:
                     "epoch": self.epoch,
                     "cycle": self.cycle,
                     "learning_epochs": self.learning_epochs,
+                    "lr_cuts": self.lr_cuts,
                     "simulated_ps": self.simulated_ps,
                     "elapsed": self._elapsed(),
                 },  # fmt: skip
@@ -220,7 +230,7 @@ class StableTrainer:
         self.anchor = None if saved["anchor"] is None else state_from_dict(saved["anchor"])
         counters = saved["counters"]
         self.phase, self.epoch, self.cycle = counters["phase"], counters["epoch"], counters["cycle"]
-        self.learning_epochs = counters["learning_epochs"]
+        self.learning_epochs, self.lr_cuts = counters["learning_epochs"], counters["lr_cuts"]
         self.simulated_ps, self.elapsed_before = counters["simulated_ps"], counters["elapsed"]
         self.history = saved["history"]
 
@@ -249,6 +259,7 @@ class StableTrainer:
         unstable = 1.0 - float(self.state.active.double().mean())
         if unstable >= self.config.f_max:
             self.phase, self.learning_epochs = "learning", 0
+            self._new_optimizer()
         return {"phase": "simulation", "unstable_fraction": unstable, "learning_rate": 0.0}
 
     def _learning_epoch(self) -> dict:
@@ -269,12 +280,18 @@ class StableTrainer:
         fraction = float(unstable.double().mean())
         row = {"phase": "learning", "unstable_fraction": fraction}
         row["learning_rate"] = self.optimizer.param_groups[0]["lr"]
-        if fraction <= config.f_min or self.learning_epochs >= config.max_learning_epochs:
+        if (
+            fraction <= config.f_min
+            or self.learning_epochs >= config.max_learning_epochs
+            or self.lr_cuts > config.max_lr_cuts
+        ):
             self.state = replace(result.state, active=~unstable)
             self.phase, self.cycle = "simulation", self.cycle + 1
             return row
         step = self._gradient_step(sampler, start)
         self.learning_epochs += 1
+        self.scheduler.step(fraction)
+        self.lr_cuts += self.optimizer.param_groups[0]["lr"] < row["learning_rate"]
         return {**row, **step}
 
     def _samples(self, sampler: _Sampler, like: MDState):
@@ -327,7 +344,6 @@ class StableTrainer:
         norm = torch.nn.utils.clip_grad_norm_(self.parameters, config.gradient_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step(estimate.loss)
         return {
             "obs_loss": estimate.loss, "qm_loss": float(qm_loss.detach()),
             "gradient_norm": float(norm), "n_samples": estimate.n_samples,

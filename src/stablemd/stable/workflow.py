@@ -8,11 +8,17 @@ import numpy as np
 from ase import Atoms
 
 from stablemd.data.database import read_frames
+from stablemd.data.io import read_positions
 from stablemd.errors import InputError
 from stablemd.models.registry import load_potential, save_potential
 from stablemd.stable.config import StableConfig
 from stablemd.stable.loop import StableResult, StableTrainer, training_observable
-from stablemd.stable.observables import reference_from_file, reference_from_frames
+from stablemd.stable.observables import (
+    ReferenceValue,
+    TrainingObservable,
+    reference_from_file,
+    reference_from_frames,
+)
 from stablemd.systems import get_system
 from stablemd.systems.system import System, bond_lengths
 
@@ -39,6 +45,39 @@ def system_of(name: str | None, frames: list[Atoms]) -> System:
     return system
 
 
+def reference_value(
+    observable: TrainingObservable,
+    system: System,
+    train_frames: list[Atoms],
+    config: StableConfig,
+    reference_file: Path | None = None,
+) -> ReferenceValue:
+    """g_ref: the ``reference`` array of an ``.npz`` file; the observable averaged over the
+    frames of a ``.db``/``.xyz``/``.extxyz`` file (a reference simulation: positions only, its
+    labels are never used for training); or, without a file, over the training frames. Frames are
+    reweighted to ``config.temperature_K`` when ``config.reference_temperature_K`` is set."""
+    if reference_file is not None and Path(reference_file).suffix.lower() == ".npz":
+        size = len(reference_from_frames(observable, train_frames[:1]).value)
+        return reference_from_file(reference_file, size)
+    frames = train_frames
+    if reference_file is not None:
+        frames = read_positions(reference_file)
+        for index, atoms in enumerate(frames):
+            if not np.array_equal(atoms.numbers, system.atoms.numbers):
+                raise InputError(
+                    f"{reference_file}: frame {index} is {atoms.get_chemical_formula()}, not "
+                    f"the trained system's atoms in their order "
+                    f"({system.atoms.get_chemical_formula()}: {list(system.atoms.numbers)})"
+                )
+    reweight_to = config.temperature_K if config.reference_temperature_K else None
+    reference = reference_from_frames(
+        observable, frames, config.reference_temperature_K, reweight_to
+    )
+    if reference_file is not None:
+        reference.source = f"{reference.source} of {reference_file}"
+    return reference
+
+
 def stable_train(
     model: Path,
     data: Path,
@@ -51,22 +90,15 @@ def stable_train(
 ) -> StableResult:
     """StABlE-train the model at ``model`` on its training frames in ``data``; save to ``out``.
 
-    The reference observable comes from ``reference_file`` (``.npz``) or from the training frames
-    (reweighted when ``config.reference_temperature_K`` is set). The saved model keeps the base
+    The reference observable comes from ``reference_file`` or from the training frames (see
+    :func:`reference_value`). The saved model keeps the base
     model's training record, so ``stablemd evaluate`` still holds its training frames out.
     """
     potential = load_potential(model)
     frames = training_frames(potential.metadata, data)
     system = system_of(system_name, frames)
     observable = training_observable(system, config)
-    if reference_file is not None:
-        size = len(reference_from_frames(observable, frames[:1]).value)
-        reference = reference_from_file(reference_file, size)
-    else:
-        reweight_to = config.temperature_K if config.reference_temperature_K else None
-        reference = reference_from_frames(
-            observable, frames, config.reference_temperature_K, reweight_to
-        )
+    reference = reference_value(observable, system, frames, config, reference_file)
     run_dir = run_dir or Path(out).with_name(Path(out).stem + "_run")
     trainer = StableTrainer(potential, system, frames, reference, config, run_dir, progress)
     result = trainer.run()
