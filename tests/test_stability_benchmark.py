@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import ase.io
 import numpy as np
 import pytest
 import torch
@@ -69,12 +70,19 @@ def test_stability_command_compares_two_models(tmp_path, capsys):
         with torch.no_grad():  # tiny outputs: the reference geometry stays nearly at rest
             model.energy_scaling.scale.fill_(1e-3)
         save_potential(model, tmp_path / f"model{seed}.pt")
+    # starts without labels, as from another program's trajectory; their h(r) is the reference
+    rng = np.random.default_rng(0)
+    starts = [get_system("ethanol").atoms.copy() for _ in range(3)]
+    for atoms in starts:
+        atoms.positions += rng.normal(scale=0.02, size=atoms.positions.shape)
+    ase.io.write(tmp_path / "starts.extxyz", starts)
     out = tmp_path / "bench"
     with pytest.raises(SystemExit) as exit_info:
         main(
             ["stability", "--model", str(tmp_path / "model0.pt"), "--model",
              str(tmp_path / "model1.pt"), "--system", "ethanol", "--replicas", "3",
-             "--temperature", "300", "--time-ps", "0.02", "--out", str(out), "--no-progress"]
+             "--temperature", "300", "--time-ps", "0.02", "--out", str(out), "--no-progress",
+             "--starts", str(tmp_path / "starts.extxyz")]
         )  # fmt: skip
     assert exit_info.value.code in (0, None)
     summary = json.loads((out / "summary.json").read_text())
@@ -85,3 +93,4 @@ def test_stability_command_compares_two_models(tmp_path, capsys):
     assert (out / "survival.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "median" in capsys.readouterr().out
     assert np.isfinite(summary["model0"]["mean_ps"])
+    assert 0 < summary["model0"]["h_r_mae"] < 1

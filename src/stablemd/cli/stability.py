@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from stablemd.data.database import read_frames
+from stablemd.data.io import read_positions
 from stablemd.errors import InputError
 from stablemd.stability.benchmark import StabilitySettings
 from stablemd.stability.compare import compare_models
@@ -27,10 +27,11 @@ def stability(
     temperature: float = typer.Option(500.0, help="Temperature in K."),
     time_ps: float = typer.Option(50.0, help="Simulated time per replica in ps."),
     starts: Path = typer.Option(
-        None, help="ASE database of held-out start structures (default: the relaxed structure)."
+        None, help="Held-out start structures, .db/.xyz/.extxyz (default: the relaxed structure)."
     ),
     reference: Path = typer.Option(
-        None, help="ASE database whose h(r) is the reference (default: the --starts frames)."
+        None, help="Frames (.db/.xyz/.extxyz, positions only) whose h(r) is the reference "
+        "(default: the --starts frames)."
     ),
     timestep: float = typer.Option(None, help="Time step in fs (default: the system's)."),
     thermostat: str = typer.Option("nose-hoover", help="nve, langevin, nose-hoover or csvr."),
@@ -57,8 +58,8 @@ def stability(
         max_bond_deviation_A=max_bond_deviation, min_intermolecular_A=min_distance,
         check_every=check_every, seed=seed,
     )  # fmt: skip
-    start_frames = read_frames(starts) if starts is not None else [target.atoms]
+    start_frames = read_positions(starts) if starts is not None else [target.atoms]
     reference_path = reference if reference is not None else starts
-    reference_frames = read_frames(reference_path) if reference_path is not None else None
+    reference_frames = read_positions(reference_path) if reference_path is not None else None
     labelled = dict(zip(_labels(model), model, strict=True))
     compare_models(labelled, target, start_frames, reference_frames, settings, out, progress)
