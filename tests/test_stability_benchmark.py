@@ -63,6 +63,26 @@ def test_a_broken_replica_is_frozen_and_reported_while_the_others_finish(tmp_pat
         run_stability(potential, ethanol, starts, hotter, tmp_path, progress=False)
 
 
+def test_a_finished_run_extends_to_a_longer_one_as_if_run_at_once(tmp_path):
+    ethanol = get_system("ethanol")
+    soft = HarmonicBonds(ethanol.bonds, ethanol.reference_bond_lengths, k=6.0)  # bonds break
+    short, long = (
+        StabilitySettings(replicas=6, temperature_K=3000, time_ps=t, check_every=10)
+        for t in (0.05, 0.25)
+    )
+    starts = [ethanol.atoms]
+    first = run_stability(soft, ethanol, starts, short, tmp_path / "parts", progress=False)
+    extended = run_stability(soft, ethanol, starts, long, tmp_path / "parts", progress=False)
+    whole = run_stability(soft, ethanol, starts, long, tmp_path / "whole", progress=False)
+    assert extended.summary == whole.summary and extended.h_r == whole.h_r
+    assert extended.summary.run_length_ps == 0.25
+    times = extended.summary.stable_times_ps
+    assert any(t is not None and t > 0.05 for t in times)  # failures inside the extension
+    assert extended.wall_time_s > first.wall_time_s
+    with pytest.raises(InputError, match="already 0.25 ps long"):
+        run_stability(soft, ethanol, starts, short, tmp_path / "parts", progress=False)
+
+
 def test_stability_command_compares_two_models(tmp_path, capsys):
     for seed in (0, 1):
         torch.manual_seed(seed)

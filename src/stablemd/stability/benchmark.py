@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from ase import Atoms
 
+from stablemd.errors import InputError
 from stablemd.io import record_run_options, write_json
 from stablemd.md.criteria import BondLengthDeviation, MinIntermolecularDistance, NonFinite
 from stablemd.md.forces import ModelForces
@@ -123,17 +124,23 @@ def run_stability(
     """Simulate one model; resumes from ``out_dir/checkpoint.pt`` when it exists.
 
     The finished result is kept in ``out_dir/result.json``, so a rerun reports it without
-    simulating again; a rerun with other settings is refused (``out_dir/settings.json``).
+    simulating again, and a rerun with a longer ``time_ps`` extends it from its last state. A
+    rerun with other settings is refused (``out_dir/settings.json``).
     """
-    record_run_options(asdict(settings), out_dir / "settings.json")
     done = out_dir / "result.json"
-    if done.is_file():
-        saved = json.loads(done.read_text())
+    earlier = json.loads(done.read_text()) if done.is_file() else None
+    if earlier is not None and earlier["summary"]["run_length_ps"] > settings.time_ps:
+        raise InputError(
+            f"{done}: the run is already {earlier['summary']['run_length_ps']:g} ps long; "
+            f"a shorter one ({settings.time_ps:g} ps) needs another output directory"
+        )
+    record_run_options(asdict(settings), out_dir / "settings.json", frozenset({"time_ps"}))
+    if earlier is not None and earlier["summary"]["run_length_ps"] == settings.time_ps:
         summary = {
-            **saved["summary"],
-            "stable_times_ps": tuple(saved["summary"]["stable_times_ps"]),
+            **earlier["summary"],
+            "stable_times_ps": tuple(earlier["summary"]["stable_times_ps"]),
         }
-        return ModelStability(StabilitySummary(**summary), **saved["run"])
+        return ModelStability(StabilitySummary(**summary), **earlier["run"])
     state = state_from_atoms(start_structures(starts, settings.replicas, settings.seed))
     state = maxwell_boltzmann(state, settings.temperature_K, settings.seed, exact=True)
     integrator = make_integrator(
@@ -154,7 +161,7 @@ def run_stability(
         summary=summarize(stable_ps, settings.time_ps),
         h_r=None if pooled is None else pooled.tolist(),
         steps_per_s=result.steps / max(result.wall_time_s, 1e-9),
-        wall_time_s=result.wall_time_s,
+        wall_time_s=result.wall_time_s + (earlier["run"]["wall_time_s"] if earlier else 0.0),
     )
     run_fields = {k: v for k, v in asdict(outcome).items() if k != "summary"}
     write_json({"summary": asdict(outcome.summary), "run": run_fields}, done)
