@@ -30,8 +30,9 @@ def stability(
         None, help="Held-out start structures, .db/.xyz/.extxyz (default: the relaxed structure)."
     ),
     reference: Path = typer.Option(
-        None, help="Frames (.db/.xyz/.extxyz, positions only) whose h(r) is the reference "
-        "(default: the --starts frames)."
+        None,
+        help="Frames (.db/.xyz/.extxyz, positions only) whose h(r) is the reference "
+        "(default: the --starts frames).",
     ),
     timestep: float = typer.Option(None, help="Time step in fs (default: the system's)."),
     thermostat: str = typer.Option("nose-hoover", help="nve, langevin, nose-hoover or csvr."),

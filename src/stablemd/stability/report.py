@@ -91,7 +91,7 @@ def plot_survival(
     per_model: Mapping[str, StabilitySummary], path: str | Path, title: str | None = None
 ) -> Path:
     """Fraction of unstable replicas against simulation time, one line per model (PNG)."""
-    fig = Figure(figsize=(5.5, 4.0))
+    fig = Figure(figsize=(5.5, 4.0 + 0.25 * len(per_model)))
     ax = fig.add_subplot()
     for k, (name, summary) in enumerate(per_model.items()):
         t, fraction = survival_curve(summary)
@@ -103,7 +103,8 @@ def plot_survival(
     ax.set_xlim(left=0)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", framealpha=0.9, edgecolor="none")
+    # below the axes: survival curves fill every corner of them sooner or later
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     if title:
         ax.set_title(title)
     return _save(fig, path)
