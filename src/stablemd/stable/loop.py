@@ -163,7 +163,6 @@ class StableTrainer:
         self.state = self._starting_state(train_frames)
         self.anchor: MDState | None = None
         self.phase, self.epoch, self.cycle, self.learning_epochs = "simulation", 0, 0, 0
-        self.lr_cuts = 0
         self.simulated_ps, self.elapsed_before = 0.0, 0.0
         self.history: list[dict] = []
 
