@@ -117,23 +117,24 @@ def test_errors(work: Path, data: Path, name: str) -> dict:
 
 
 def split_files(work: Path, data: Path) -> None:
-    """The frame files of the protocol (module docstring), made once."""
+    """The frame files of the protocol (module docstring), made once (rewritten whole after an
+    interruption)."""
     if (work / "reference-sim.db").is_file():
         return
     frames = read_frames(data)
     used = read_model_file(work / "baseline.pt")["metadata"]["training"]["train_indices"]
-    write_frames(work / "train-frames.db", [frames[i] for i in used])
+    write_frames(work / "train-frames.db", [frames[i] for i in used], overwrite=True)
 
     def trajectory(*numbers: int) -> list[int]:
         return [i for i, a in enumerate(frames) if a.info.get("trajectory") in numbers]
 
     test = np.random.default_rng(0).choice(trajectory(5, 6), size=1000, replace=False)
-    write_frames(work / "test-frames.db", [frames[int(i)] for i in sorted(test)])
+    write_frames(work / "test-frames.db", [frames[int(i)] for i in sorted(test)], overwrite=True)
     held_out = trajectory(7)
     spaced = np.linspace(0, len(held_out) - 1, 64).round().astype(int)
-    write_frames(work / "starts64.db", [frames[held_out[k]] for k in spaced])
+    write_frames(work / "starts64.db", [frames[held_out[k]] for k in spaced], overwrite=True)
     positions = [Atoms(frames[i].numbers, frames[i].positions) for i in trajectory(0, 1, 2, 3, 4)]
-    write_frames(work / "reference-sim.db", positions)
+    write_frames(work / "reference-sim.db", positions, overwrite=True)
 
 
 def main(out_dir: Path, quick: bool = False) -> dict:
