@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ase.io
+import numpy as np
 import pytest
 import torch
 import typer
@@ -13,17 +15,23 @@ from stablemd.errors import InputError
 from stablemd.md.trajectory import read_replica
 from stablemd.models.painn import PaiNN
 from stablemd.models.registry import save_potential
+from stablemd.systems import get_system
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def test_simulate_runs_resumes_and_extends(tmp_path):
+def _model_and_app(tmp_path) -> typer.Typer:
     torch.manual_seed(0)
     model = PaiNN([1, 6, 8], n_features=8, n_interactions=1)
     model.energy_scaling.scale.fill_(0.1)
     save_potential(model, tmp_path / "model.pt")
     app = typer.Typer()
     app.command()(simulate)
+    return app
+
+
+def test_simulate_runs_resumes_and_extends(tmp_path):
+    app = _model_and_app(tmp_path)
     out = tmp_path / "run"
     args = ["--model", str(tmp_path / "model.pt"), "--system", "ethanol", "--out", str(out),
             "--replicas", "3", "--every", "5", "--thermostat", "csvr", "--no-progress"]  # fmt: skip
@@ -40,3 +48,28 @@ def test_simulate_runs_resumes_and_extends(tmp_path):
     other = CliRunner().invoke(app, [*args, "--time-ps", "0.02", "--temperature", "500"])
     assert isinstance(other.exception, InputError)
     assert "temperature_K" in str(other.exception)
+
+
+def test_simulate_starts_from_unlabelled_frames_of_the_system_only(tmp_path):
+    app = _model_and_app(tmp_path)
+    ethanol = get_system("ethanol").atoms  # C H H H C H H O H
+    starts = [ethanol.copy(), ethanol.copy()]
+    starts[1].positions += 0.05
+    ase.io.write(tmp_path / "starts.extxyz", starts)
+    args = ["--model", str(tmp_path / "model.pt"), "--system", "ethanol", "--replicas", "3",
+            "--time-ps", "0.005", "--every", "5", "--no-progress"]  # fmt: skip
+    result = CliRunner().invoke(
+        app, [*args, "--out", str(tmp_path / "run"), "--starts", str(tmp_path / "starts.extxyz")]
+    )
+    assert result.exit_code == 0, result.output
+    for replica, start in ((0, 0), (1, 1), (2, 0)):  # replica k from frame k mod 2
+        first = read_replica(tmp_path / "run" / "trajectory.h5", replica)["positions"][0]
+        np.testing.assert_allclose(first, starts[start].positions, atol=1e-12)
+
+    ase.io.write(tmp_path / "reversed.extxyz", [ethanol[::-1]])
+    refused = CliRunner().invoke(
+        app, [*args, "--out", str(tmp_path / "no"), "--starts", str(tmp_path / "reversed.extxyz")]
+    )
+    assert isinstance(refused.exception, InputError)
+    assert "reversed.extxyz: frame 0, atom 0 is H" in str(refused.exception)
+    assert not (tmp_path / "no").exists()

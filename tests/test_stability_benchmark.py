@@ -114,3 +114,22 @@ def test_stability_command_compares_two_models(tmp_path, capsys):
     assert "median" in capsys.readouterr().out
     assert np.isfinite(summary["model0"]["mean_ps"])
     assert 0 < summary["model0"]["h_r_mae"] < 1
+
+
+def test_stability_command_refuses_starts_in_another_atom_order(tmp_path, capsys):
+    """Starts whose atoms are not the system's, in its order, are refused before any MD."""
+    torch.manual_seed(0)
+    save_potential(PaiNN(elements=[1, 6, 8], n_features=8, n_interactions=1), tmp_path / "m.pt")
+    ethanol = get_system("ethanol").atoms  # C H H H C H H O H
+    ase.io.write(tmp_path / "starts.extxyz", [ethanol, ethanol[::-1]])
+    out = tmp_path / "bench"
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["stability", "--model", str(tmp_path / "m.pt"), "--system", "ethanol",
+             "--replicas", "2", "--time-ps", "0.01", "--out", str(out), "--no-progress",
+             "--starts", str(tmp_path / "starts.extxyz")]
+        )  # fmt: skip
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "starts.extxyz: frame 1, atom 0 is H" in err and "where the ethanol system has" in err
+    assert not out.exists()

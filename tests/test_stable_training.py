@@ -29,6 +29,7 @@ from stablemd.stable.observables import (
     reference_from_frames,
 )
 from stablemd.stable.workflow import reference_value, system_of
+from stablemd.systems import get_system
 from stablemd.training.frames import FrameSet
 from stablemd.training.statistics import fit_energy_scaling
 
@@ -177,7 +178,7 @@ def test_reference_from_a_simulation_file(ethanol_frames, tmp_path):
 
     water = molecule("H2O")
     ase.io.write(tmp_path / "mixed.extxyz", [simulation[0], water])
-    with pytest.raises(InputError, match=r"mixed.extxyz: frame 1 is H2O"):
+    with pytest.raises(InputError, match=r"mixed.extxyz: frame 1 has 3 atoms \(H2O\)"):
         reference_value(observable, system, ethanol_frames[:20], config, tmp_path / "mixed.extxyz")
 
 
@@ -202,3 +203,15 @@ def test_stable_train_command(ethanol_frames, tmp_path, capsys, no_oracle):
         main([*args, "--config", str(tmp_path / "quick.yaml"), "--temperature", "300"])
     assert exit_info.value.code == 2
     assert "temperature_K" in capsys.readouterr().err
+
+
+def test_training_frames_must_be_the_named_system(ethanol_frames):
+    """Frames of another molecule, or in another atom order, are refused with a clear message."""
+    ethanol = get_system("ethanol").atoms  # C H H H C H H O H
+    assert system_of("ethanol", [ethanol, ethanol.copy()]).name == "ethanol"
+    with pytest.raises(InputError, match="the training frames: frame 0 has 9 atoms"):
+        system_of("aspirin", [ethanol])
+    with pytest.raises(InputError, match="the training frames: frame 1, atom 0 is H where"):
+        system_of("ethanol", [ethanol, ethanol[::-1]])
+    with pytest.raises(InputError, match="frame 0, atom 1 is C where the ethanol system has H"):
+        system_of("ethanol", ethanol_frames)  # ASE's CH3CH2OH lists its atoms in another order

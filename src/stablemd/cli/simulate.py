@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from stablemd.cli.output import console
-from stablemd.data.database import read_frames
+from stablemd.data.io import read_positions
 from stablemd.errors import InputError
 from stablemd.io import record_run_options
 from stablemd.md.forces import ModelForces
@@ -41,8 +41,8 @@ def simulate(
     tau: float = typer.Option(100.0, help="Nosé–Hoover or CSVR time constant in fs."),
     starts: Path = typer.Option(
         None,
-        help="ASE database of start structures; replica k starts from frame k mod n. "
-        "(default: the system's relaxed structure)",
+        help="Start structures (.db/.xyz/.extxyz, positions only); replica k starts from frame "
+        "k mod n. (default: the system's relaxed structure)",
     ),
     every: int = typer.Option(100, help="Write a trajectory frame every this many steps."),
     checkpoint_every: int = typer.Option(1000, help="Write the checkpoint every this many steps."),
@@ -60,7 +60,10 @@ def simulate(
         raise InputError(f"--timestep must be positive, got {timestep} fs")
     integrator = make_integrator(thermostat, timestep, temperature, friction, tau, seed + 1)
     potential = load_potential(model)
-    structures = read_frames(starts) if starts is not None else [reference.atoms]
+    structures = [reference.atoms]
+    if starts is not None:
+        structures = read_positions(starts)
+        reference.check_frames(structures, str(starts))
     options = {
         "model": str(model.resolve()), "system": system, "replicas": replicas,
         "temperature_K": temperature, "time_ps": time_ps, "timestep_fs": timestep,

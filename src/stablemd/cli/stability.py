@@ -62,5 +62,8 @@ def stability(
     start_frames = read_positions(starts) if starts is not None else [target.atoms]
     reference_path = reference if reference is not None else starts
     reference_frames = read_positions(reference_path) if reference_path is not None else None
+    for path, frames in ((starts, start_frames), (reference, reference_frames)):
+        if path is not None:
+            target.check_frames(frames, str(path))
     labelled = dict(zip(_labels(model), model, strict=True))
     compare_models(labelled, target, start_frames, reference_frames, settings, out, progress)

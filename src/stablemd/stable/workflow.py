@@ -9,7 +9,6 @@ from ase import Atoms
 
 from stablemd.data.database import read_frames
 from stablemd.data.io import read_positions
-from stablemd.errors import InputError
 from stablemd.models.registry import load_potential, save_potential
 from stablemd.stable.config import StableConfig
 from stablemd.stable.loop import StableResult, StableTrainer, training_observable
@@ -37,11 +36,11 @@ def system_of(name: str | None, frames: list[Atoms]) -> System:
     reference bond lengths averaged over all frames."""
     if name is not None:
         system = get_system(name)
-        if not np.array_equal(system.atoms.numbers, frames[0].numbers):
-            raise InputError(f"the training frames are not the built-in system {name!r}")
-        return system
-    system = System.from_atoms("data", frames[0], default_oracle="", timestep_fs=0.5)
-    system.reference_bond_lengths = np.mean([bond_lengths(a, system.bonds) for a in frames], 0)
+    else:
+        system = System.from_atoms("data", frames[0], default_oracle="", timestep_fs=0.5)
+    system.check_frames(frames, "the training frames")
+    if name is None:
+        system.reference_bond_lengths = np.mean([bond_lengths(a, system.bonds) for a in frames], 0)
     return system
 
 
@@ -62,13 +61,7 @@ def reference_value(
     frames = train_frames
     if reference_file is not None:
         frames = read_positions(reference_file)
-        for index, atoms in enumerate(frames):
-            if not np.array_equal(atoms.numbers, system.atoms.numbers):
-                raise InputError(
-                    f"{reference_file}: frame {index} is {atoms.get_chemical_formula()}, not "
-                    f"the trained system's atoms in their order "
-                    f"({system.atoms.get_chemical_formula()}: {list(system.atoms.numbers)})"
-                )
+        system.check_frames(frames, str(reference_file))
     reweight_to = config.temperature_K if config.reference_temperature_K else None
     reference = reference_from_frames(
         observable, frames, config.reference_temperature_K, reweight_to

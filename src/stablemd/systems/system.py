@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,6 +11,8 @@ from ase.geometry import find_mic
 from ase.neighborlist import natural_cutoffs, neighbor_list
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+
+from stablemd.errors import InputError
 
 #: Scale on the sum of covalent radii below which two atoms count as bonded.
 BOND_SCALE = 1.2
@@ -62,6 +65,26 @@ class System:
     @property
     def periodic(self) -> bool:
         return bool(self.atoms.pbc.any())
+
+    def check_frames(self, frames: Sequence[Atoms], source: str) -> None:
+        """Raise :class:`InputError` naming ``source``, the frame and the atom, unless every
+        frame has this system's elements in this system's atom order."""
+        expected = self.atoms.numbers
+        for index, atoms in enumerate(frames):
+            if len(atoms) != len(expected):
+                raise InputError(
+                    f"{source}: frame {index} has {len(atoms)} atoms "
+                    f"({atoms.get_chemical_formula()}); the {self.name} system has "
+                    f"{len(expected)} ({self.atoms.get_chemical_formula()})"
+                )
+            differ = np.flatnonzero(atoms.numbers != expected)
+            if differ.size:
+                k = int(differ[0])
+                raise InputError(
+                    f"{source}: frame {index}, atom {k} is {atoms.get_chemical_symbols()[k]} "
+                    f"where the {self.name} system has {self.atoms.get_chemical_symbols()[k]} "
+                    "(atoms must come in the system's order)"
+                )
 
 
 def find_bonds(atoms: Atoms, scale: float = BOND_SCALE) -> np.ndarray:
