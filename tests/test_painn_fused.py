@@ -9,7 +9,6 @@ from test_models import copper, ethanol, make_model, rattled
 
 from stablemd.batch import Batch
 from stablemd.models.potential import predict
-from stablemd.neighbors import build_neighbor_list
 
 
 def copper_primitive():
@@ -65,21 +64,3 @@ def test_fused_result_does_not_depend_on_thread_count(threads):
         torch.set_num_threads(before)
     reference = predict(model, batch, create_graph=True)
     torch.testing.assert_close(out["forces"], reference["forces"].detach(), rtol=1e-12, atol=1e-13)
-
-
-@pytest.mark.parametrize("system", [ethanol, copper, copper_primitive])
-def test_one_direction_keeps_each_pair_once(system):
-    full = build_neighbor_list(Batch.from_atoms([system()], dtype=torch.float64), 4.0)
-    half = full.one_direction()
-    assert 2 * len(half.centers) == len(full.centers)
-
-    def rows(centers, neighbors, shifts):
-        shifts = shifts.round(decimals=6).tolist()
-        return sorted(zip(centers.tolist(), neighbors.tolist(), shifts, strict=True))
-
-    both_ways = rows(
-        torch.cat([half.centers, half.neighbors]),
-        torch.cat([half.neighbors, half.centers]),
-        torch.cat([half.shifts, -half.shifts]),
-    )
-    assert both_ways == rows(full.centers, full.neighbors, full.shifts)

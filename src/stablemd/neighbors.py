@@ -1,13 +1,15 @@
 """Neighbour lists over a :class:`~stablemd.batch.Batch`.
 
-Isolated molecules (no periodic direction) use a dense all-pairs list built per system, which is
-the fastest choice for a few dozen atoms; periodic systems use vesin's cell list. The list is
+Isolated molecules (no periodic direction) test every pair i < j of each system, the fastest
+choice for a few dozen atoms, and keep that one-direction list for kernels that visit each pair
+once; periodic systems use vesin's cell list. The list is
 built on detached coordinates; the pair vectors are then formed in torch, so that they carry
 gradients with respect to positions and cell (forces and stress by autograd).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,11 +24,13 @@ class NeighborList:
     """Full (both-direction) pair list: ``vectors[k] = r[j] - r[i] + shift`` for pair k.
 
     ``centers`` [n_pairs] (i), ``neighbors`` [n_pairs] (j), ``shifts`` [n_pairs, 3] Å.
+    ``half``: the same pairs taken once each, when the builder already has them.
     """
 
     centers: torch.Tensor
     neighbors: torch.Tensor
     shifts: torch.Tensor
+    half: NeighborList | None = None
 
     def vectors(self, positions: torch.Tensor) -> torch.Tensor:
         """Pair vectors r_j - r_i (+ periodic shift) [n_pairs, 3] Å."""
@@ -35,6 +39,8 @@ class NeighborList:
     def one_direction(self) -> NeighborList:
         """Each unordered pair once: i < j, and of a periodic image pair (i, i, ±S) the one whose
         shift has a positive first non-zero component."""
+        if self.half is not None:
+            return self.half
         s = self.shifts
         first_nonzero = torch.where(
             s[:, 0] != 0, s[:, 0], torch.where(s[:, 1] != 0, s[:, 1], s[:, 2])
@@ -45,42 +51,46 @@ class NeighborList:
         return NeighborList(self.centers[keep], self.neighbors[keep], self.shifts[keep])
 
 
-def _dense_pairs(n_atoms: torch.Tensor, first_atom: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """All ordered pairs i != j inside each system, grouped by system size for speed."""
-    centers, neighbors = [], []
+@functools.lru_cache(maxsize=64)
+def _upper_pairs(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index pairs i < j of ``size`` atoms."""
+    i, j = torch.triu_indices(size, size, offset=1)
+    return i, j
+
+
+def _molecule_pairs(batch: Batch, cutoff: float) -> NeighborList:
+    """Pairs closer than ``cutoff`` inside each molecule, built once per unordered pair (each
+    system's atoms are contiguous, which :class:`Batch` guarantees)."""
+    n_atoms = batch.atoms_per_system.cpu()
+    first_atom = torch.cumsum(n_atoms, 0) - n_atoms
+    firsts, seconds = [], []
     for size in torch.unique(n_atoms).tolist():
         if size < 2:
             continue
-        idx = torch.arange(size)
-        ii, jj = torch.meshgrid(idx, idx, indexing="ij")
-        keep = ii != jj
-        ii, jj = ii[keep], jj[keep]
-        starts = first_atom[n_atoms == size]
-        centers.append((starts[:, None] + ii[None, :]).reshape(-1))
-        neighbors.append((starts[:, None] + jj[None, :]).reshape(-1))
-    if not centers:
-        empty = torch.zeros(0, dtype=torch.long)
-        return empty, empty
-    return torch.cat(centers), torch.cat(neighbors)
+        i, j = _upper_pairs(size)
+        starts = first_atom[n_atoms == size][:, None]
+        firsts.append((starts + i).reshape(-1))
+        seconds.append((starts + j).reshape(-1))
+    device = batch.positions.device
+    first = torch.cat(firsts).to(device) if firsts else torch.zeros(0, dtype=torch.long)
+    second = torch.cat(seconds).to(device) if seconds else torch.zeros(0, dtype=torch.long)
+    with torch.no_grad():
+        positions = batch.positions.detach()
+        keep = torch.linalg.vector_norm(positions[second] - positions[first], dim=1) < cutoff
+    first, second = first[keep], second[keep]
+    shifts = batch.positions.new_zeros((len(first), 3))
+    half = NeighborList(first, second, shifts)
+    both = torch.cat([shifts, shifts])
+    return NeighborList(torch.cat([first, second]), torch.cat([second, first]), both, half)
 
 
 def build_neighbor_list(batch: Batch, cutoff: float) -> NeighborList:
     """Pairs closer than ``cutoff`` (Å) in every system of the batch."""
+    if not bool(batch.pbc.any()):
+        return _molecule_pairs(batch, cutoff)
     device = batch.positions.device
     n_atoms = batch.atoms_per_system.cpu()
     first_atom = torch.cumsum(n_atoms, 0) - n_atoms
-    periodic = batch.pbc.any(dim=1).cpu()
-    if not bool(periodic.any()):
-        # Molecules need the atoms of each system to be contiguous, which Batch guarantees.
-        centers, neighbors = _dense_pairs(n_atoms, first_atom)
-        centers, neighbors = centers.to(device), neighbors.to(device)
-        with torch.no_grad():
-            d = (batch.positions[neighbors] - batch.positions[centers]).norm(dim=1)
-        keep = d < cutoff
-        centers, neighbors = centers[keep], neighbors[keep]
-        shifts = batch.positions.new_zeros((len(centers), 3))
-        return NeighborList(centers, neighbors, shifts)
-
     centers, neighbors, shifts = [], [], []
     calculator = vesin.NeighborList(cutoff=cutoff, full_list=True)
     positions = batch.positions.detach().cpu().double().numpy()
