@@ -56,6 +56,7 @@ def test_a_broken_replica_is_frozen_and_reported_while_the_others_finish(tmp_pat
     assert sum(t == 0.0 for t in times) == 1  # the broken replica, found at the first check
     assert sum(t is None for t in times) == 3  # the others ran to the end
     assert result.summary.fraction_stable == pytest.approx(0.75)
+    assert result.diffusivity_cm2_per_s is None  # molecules do not diffuse
     again = run_stability(potential, ethanol, starts, settings, tmp_path, progress=False)
     assert again.summary == result.summary  # a finished run is reported, not rerun
     hotter = StabilitySettings(replicas=4, temperature_K=600, time_ps=0.1, check_every=10)
@@ -133,3 +134,14 @@ def test_stability_command_refuses_starts_in_another_atom_order(tmp_path, capsys
     err = capsys.readouterr().err
     assert "starts.extxyz: frame 1, atom 0 is H" in err and "where the ethanol system has" in err
     assert not out.exists()
+
+
+def test_periodic_runs_report_diffusivity_per_element(tmp_path):
+    """A water box gets D per element; a run shorter than the MSD window reports none."""
+    water = get_system("water", n_molecules=8)
+    potential = HarmonicBonds(water.bonds, water.reference_bond_lengths)
+    settings = StabilitySettings(replicas=2, temperature_K=300, time_ps=0.02, timestep_fs=1.0)
+    result = run_stability(potential, water, [water.atoms], settings, tmp_path, progress=False)
+    assert result.diffusivity_cm2_per_s == {"H": None, "O": None}
+    again = run_stability(potential, water, [water.atoms], settings, tmp_path, progress=False)
+    assert again.diffusivity_cm2_per_s == result.diffusivity_cm2_per_s  # kept in result.json

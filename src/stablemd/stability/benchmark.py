@@ -3,7 +3,9 @@
 For each model, R replicas run in one batch until ``time_ps`` or until every replica is unstable
 (bond-length deviation for molecules, minimum intermolecular distance for periodic systems,
 non-finite numbers always). The h(r) of each replica is accumulated over its stable part only
-and compared with a reference h(r) (e.g. of the training data).
+and compared with a reference h(r) (e.g. of the training data); for periodic systems so is the
+mean-squared displacement of each element, which gives its diffusivity
+(:mod:`stablemd.stability.diffusion`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from stablemd.md.starts import state_from_atoms
 from stablemd.md.state import MDState
 from stablemd.md.velocities import maxwell_boltzmann
 from stablemd.models.potential import Potential
+from stablemd.stability.diffusion import DIFFUSION_WINDOW_PS, StableDisplacement
 from stablemd.stability.report import StabilitySummary, summarize
 from stablemd.systems.system import System
 
@@ -105,12 +108,21 @@ def start_structures(starts: list[Atoms], replicas: int, seed: int) -> list[Atom
 
 @dataclass
 class ModelStability:
-    """Stable times, the pooled h(r) of the stable parts and the speed of the run."""
+    """Stable times, the pooled h(r) of the stable parts, the speed of the run and, for periodic
+    systems, the diffusivity of each element over the stable parts (cm²/s)."""
 
     summary: StabilitySummary
     h_r: list[float] | None
     steps_per_s: float
     wall_time_s: float
+    diffusivity_cm2_per_s: dict[str, float | None] | None = None
+
+
+def displacement_observer(system: System, settings: StabilitySettings):
+    """The MSD observer of a periodic system (None for molecules, or a window under 2 checks)."""
+    interval_fs = settings.check_every * settings.timestep_fs
+    window = round(DIFFUSION_WINDOW_PS * 1000 / interval_fs)
+    return StableDisplacement(window, interval_fs) if system.periodic and window >= 2 else None
 
 
 def run_stability(
@@ -148,10 +160,13 @@ def run_stability(
         settings.friction_per_fs, settings.tau_fs, settings.seed + 1,
     )  # fmt: skip
     histogram = StableHistogram(settings.replicas)
+    displacement = displacement_observer(system, settings)
+    observers = [*criteria_for(system, settings), histogram]
+    observers += [] if displacement is None else [displacement]
     n_steps = round(settings.time_ps * 1000 / settings.timestep_fs)
     result = run(
         state, integrator, ModelForces(potential), n_steps,
-        observers=[*criteria_for(system, settings), histogram], every=settings.check_every,
+        observers=observers, every=settings.check_every,
         checkpoint=out_dir / "checkpoint.pt", checkpoint_every=max(settings.check_every, 2000),
         progress=progress,
     )  # fmt: skip
@@ -162,6 +177,7 @@ def run_stability(
         h_r=None if pooled is None else pooled.tolist(),
         steps_per_s=result.steps / max(result.wall_time_s, 1e-9),
         wall_time_s=result.wall_time_s + (earlier["run"]["wall_time_s"] if earlier else 0.0),
+        diffusivity_cm2_per_s=None if displacement is None else displacement.diffusivity(),
     )
     run_fields = {k: v for k, v in asdict(outcome).items() if k != "summary"}
     write_json({"summary": asdict(outcome.summary), "run": run_fields}, done)

@@ -11,6 +11,7 @@ from stablemd.cli.output import console
 from stablemd.md.observables import reference_observables
 from stablemd.models.registry import load_potential
 from stablemd.stability.benchmark import H_R_MAX_A, StabilitySettings, h_r_mae, run_stability
+from stablemd.stability.diffusion import DIFFUSION_WINDOW_PS
 from stablemd.stability.report import (
     plot_h_r_comparison,
     plot_survival,
@@ -52,6 +53,8 @@ def compare_models(
             "steps_per_s": result.steps_per_s,
             "atom_steps_per_s": result.steps_per_s * settings.replicas * len(system.atoms),
         }
+        if result.diffusivity_cm2_per_s is not None:
+            rows[label]["diffusivity_cm2_per_s"] = result.diffusivity_cm2_per_s
         if result.h_r is not None and reference_h_r is not None:
             curves[label] = result.h_r
             dr = float(reference_h_r.r[1] - reference_h_r.r[0])
@@ -72,5 +75,15 @@ def compare_models(
             console.print(
                 f"{label}: h(r) MAE {row['h_r_mae']:.4f}, {row['steps_per_s']:.1f} steps/s"
             )
+        if "diffusivity_cm2_per_s" in row:
+            console.print(f"{label}: {_diffusivity_text(row['diffusivity_cm2_per_s'])}")
     console.print(f"summary: {out / 'summary.json'}   plots: {out / 'survival.png'}")
     return rows
+
+
+def _diffusivity_text(values: dict[str, float | None]) -> str:
+    parts = [f"D({symbol}) {'n/a' if d is None else f'{d:.3g}'}" for symbol, d in values.items()]
+    return (
+        ", ".join(parts) + f" cm²/s (MSD over lags of {DIFFUSION_WINDOW_PS / 2:g}–"
+        f"{DIFFUSION_WINDOW_PS:g} ps, stable parts; n/a: no replica stable that long)"
+    )
