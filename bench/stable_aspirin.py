@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
+import stages  # noqa: E402
 from ase import Atoms  # noqa: E402
 from machine import machine_info  # noqa: E402
 
@@ -61,59 +61,23 @@ max_epochs: 150
 TEMPERATURES = {500.0: 30.0, 350.0: 5.0, 700.0: 5.0}
 
 
-def stablemd(*args: str, log: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    with open(log, "a") as handle:
-        subprocess.run(["stablemd", *args, "--no-progress"], check=True, env=env,
-                       stdout=handle, stderr=subprocess.STDOUT)  # fmt: skip
-
-
-def train(work: Path, data: Path, name: str, n_train: int, minutes: float) -> None:
-    if (work / f"{name}.pt").is_file():
-        return
-    stablemd("train", "--data", str(data), "--n-train", str(n_train), "--n-val", "50",
-             "--out", str(work / f"{name}.pt"), "--config", str(work / "painn-small.yaml"),
-             "--max-time", str(minutes), "--split-by", "trajectory", "--seed", "0",
-             log=work / f"{name}.log")  # fmt: skip
-
-
 def stable_train(work: Path, data: Path, name: str, extra: str) -> None:
     config = work / f"{name}.yaml"
     config.write_text(STABLE_CONFIG + extra)
-    stablemd("stable-train", "--model", str(work / "baseline.pt"), "--data", str(data),
-             "--out", str(work / f"{name}.pt"), "--system", "aspirin", "--config", str(config),
-             "--max-time", "120", "--reference", str(work / "reference-sim.db"),
-             log=work / f"{name}.log")  # fmt: skip
+    stages.stablemd(
+        "stable-train", "--model", str(work / "baseline.pt"), "--data", str(data),
+        "--out", str(work / f"{name}.pt"), "--system", "aspirin", "--config", str(config),
+        "--max-time", "120", "--reference", str(work / "reference-sim.db"),
+        log=work / f"{name}.log",
+    )  # fmt: skip
 
 
-KEPT = ("median_ps", "mean_ps", "fraction_stable", "h_r_mae", "steps_per_s", "stable_times_ps")
-
-
-def stability(work: Path, models: list[str], temperature: float, ps: float):
-    """Per model: stable times, h(r) MAE, speed and wall time of the run."""
-    out = work / f"stability-{temperature:g}K"
-    model_args = [a for m in models for a in ("--model", str(work / f"{m}.pt"))]
-    stablemd("stability", *model_args, "--system", "aspirin", "--replicas", "64",
-             "--temperature", str(temperature), "--time-ps", str(ps),
-             "--starts", str(work / "starts64.db"),
-             "--reference", str(work / "reference-sim.db"), "--out", str(out),
-             log=work / "stability.log")  # fmt: skip
-    summary = json.loads((out / "summary.json").read_text())
-    rows = {}
-    for name in models:
-        run = json.loads((out / name / "result.json").read_text())["run"]
-        rows[name] = {k: summary[name][k] for k in KEPT if k in summary[name]}
-        rows[name]["wall_time_s"] = run["wall_time_s"]
-    return rows
-
-
-def test_errors(work: Path, data: Path, name: str) -> dict:
-    path = work / f"{name}-test.json"
-    if not path.is_file():
-        test = str(work / "test-frames.db")
-        stablemd("evaluate", "--model", str(work / f"{name}.pt"), "--data", test,
-                 "--json", str(path), log=work / "evaluate.log")  # fmt: skip
-    return json.loads(path.read_text())
+def stability(work: Path, models: list[str], temperature: float, ps: float) -> dict:
+    return stages.stability(
+        work, models, f"stability-{temperature:g}K", "--system", "aspirin", "--replicas", "64",
+        "--temperature", str(temperature), "--time-ps", str(ps),
+        "--starts", str(work / "starts64.db"), "--reference", str(work / "reference-sim.db"),
+    )  # fmt: skip
 
 
 def split_files(work: Path, data: Path) -> None:
@@ -125,16 +89,14 @@ def split_files(work: Path, data: Path) -> None:
     used = read_model_file(work / "baseline.pt")["metadata"]["training"]["train_indices"]
     write_frames(work / "train-frames.db", [frames[i] for i in used], overwrite=True)
 
-    def trajectory(*numbers: int) -> list[int]:
-        return [i for i, a in enumerate(frames) if a.info.get("trajectory") in numbers]
+    def trajectory(*numbers: int) -> list[Atoms]:
+        return [a for a in frames if a.info.get("trajectory") in numbers]
 
-    test = np.random.default_rng(0).choice(trajectory(5, 6), size=1000, replace=False)
-    write_frames(work / "test-frames.db", [frames[int(i)] for i in sorted(test)], overwrite=True)
-    held_out = trajectory(7)
-    spaced = np.linspace(0, len(held_out) - 1, 64).round().astype(int)
-    write_frames(work / "starts64.db", [frames[held_out[k]] for k in spaced], overwrite=True)
-    positions = [Atoms(frames[i].numbers, frames[i].positions) for i in trajectory(0, 1, 2, 3, 4)]
-    write_frames(work / "reference-sim.db", positions, overwrite=True)
+    test = trajectory(5, 6)
+    chosen = np.random.default_rng(0).choice(len(test), size=1000, replace=False)
+    write_frames(work / "test-frames.db", [test[int(i)] for i in sorted(chosen)], overwrite=True)
+    write_frames(work / "starts64.db", stages.spaced(trajectory(7), 64), overwrite=True)
+    stages.write_positions(work / "reference-sim.db", trajectory(0, 1, 2, 3, 4))
 
 
 def main(out_dir: Path, quick: bool = False) -> dict:
@@ -147,23 +109,14 @@ def main(out_dir: Path, quick: bool = False) -> dict:
         generate_reference_data("aspirin", "xtb", 500.0, 12500, 10, data, n_trajectories=8, seed=1)
     (work / "painn-small.yaml").write_text(MODEL_CONFIG)
     started = time.perf_counter()
-    train(work, data, "baseline", 50, 8)
-    train(work, data, "labels10x", 500, 20)
+    stages.train(work, data, "baseline", 50, 50, 8)
+    stages.train(work, data, "labels10x", 500, 50, 20)
     split_files(work, data)
     stable_train(work, data, "stable", "")
     stable_train(work, data, "control", "obs_weight: 0.0\n")
     result = {"machine": machine_info(), "data": str(data), "models": {}, "stability": {}}
     for name in ("baseline", "labels10x", "stable", "control"):
-        metadata = read_model_file(work / f"{name}.pt")["metadata"]
-        errors = test_errors(work, data, name)
-        result["models"][name] = {
-            "train_time_s": metadata["training"]["train_time_s"],
-            "n_train": len(metadata["training"]["train_indices"]),
-            "stable_time_s": metadata.get("stable", {}).get("wall_time_s"),
-            "stable_epochs": metadata.get("stable", {}).get("epochs"),
-            "test_force_mae_meV_per_A": 1000 * errors["forces_eV_per_A"]["mae"],
-            "test_energy_mae_per_atom_meV": 1000 * errors["energy_per_atom_eV"]["mae"],
-        }
+        result["models"][name] = stages.model_row(work, name)
     for temperature, ps in TEMPERATURES.items():
         models = ["baseline", "labels10x", "stable", "control"]
         if temperature != 500:
