@@ -51,3 +51,21 @@ def test_pairs_match_ase_and_one_direction_halves_them(structures):
         torch.cat([half.shifts, -half.shifts]).numpy(),
     )
     assert both_ways == got
+
+
+@pytest.mark.parametrize("periodic", [False, True], ids=["molecules", "periodic"])
+def test_a_system_with_non_finite_positions_gets_no_pairs(periodic):
+    """A replica that blew up between two checks must not stop the neighbour list of the rest."""
+    good = bulk("Cu", "fcc", a=3.6).repeat((2, 2, 2)) if periodic else molecule("CH3CH2OH")
+    broken = good.copy()
+    broken.positions[1] = np.nan
+    pairs = build_neighbor_list(Batch.from_atoms([broken, good], dtype=torch.float64), CUTOFF)
+    assert 1 not in pairs.centers and 1 not in pairs.neighbors
+    second = pairs.centers >= len(good)
+    got = _rows(
+        pairs.centers[second] - len(good), pairs.neighbors[second] - len(good),
+        pairs.shifts[second].numpy(),
+    )  # fmt: skip
+    assert got == _ase_rows([good])
+    if periodic:
+        assert not bool((~second).any())  # the broken box gets no pairs at all

@@ -136,12 +136,17 @@ def test_stability_command_refuses_starts_in_another_atom_order(tmp_path, capsys
     assert not out.exists()
 
 
-def test_periodic_runs_report_diffusivity_per_element(tmp_path):
-    """A water box gets D per element; a run shorter than the MSD window reports none."""
+def test_periodic_runs_report_diffusivity_and_survive_a_blown_up_replica(tmp_path):
+    """A water box gets D per element (none from a run shorter than the MSD window), and a
+    replica with non-finite positions is frozen at the next check while the others go on."""
     water = get_system("water", n_molecules=8)
     potential = HarmonicBonds(water.bonds, water.reference_bond_lengths)
+    blown_up = water.atoms.copy()
+    blown_up.positions[4] = np.nan
     settings = StabilitySettings(replicas=2, temperature_K=300, time_ps=0.02, timestep_fs=1.0)
-    result = run_stability(potential, water, [water.atoms], settings, tmp_path, progress=False)
+    starts = [water.atoms, blown_up]
+    result = run_stability(potential, water, starts, settings, tmp_path, progress=False)
+    assert sorted(result.summary.stable_times_ps, key=str) == [0.0, None]
     assert result.diffusivity_cm2_per_s == {"H": None, "O": None}
-    again = run_stability(potential, water, [water.atoms], settings, tmp_path, progress=False)
+    again = run_stability(potential, water, starts, settings, tmp_path, progress=False)
     assert again.diffusivity_cm2_per_s == result.diffusivity_cm2_per_s  # kept in result.json

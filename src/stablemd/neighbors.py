@@ -85,18 +85,24 @@ def _molecule_pairs(batch: Batch, cutoff: float) -> NeighborList:
 
 
 def build_neighbor_list(batch: Batch, cutoff: float) -> NeighborList:
-    """Pairs closer than ``cutoff`` (Å) in every system of the batch."""
+    """Pairs closer than ``cutoff`` (Å) in every system of the batch. No pair touches an atom
+    with non-finite positions (a periodic system with one gets no pairs at all): an MD replica
+    that blew up between two stability checks must not stop the others, and the non-finite
+    criterion freezes it at the next check."""
     if not bool(batch.pbc.any()):
-        return _molecule_pairs(batch, cutoff)
+        return _molecule_pairs(batch, cutoff)  # NaN distances fail the cutoff test by themselves
     device = batch.positions.device
     n_atoms = batch.atoms_per_system.cpu()
     first_atom = torch.cumsum(n_atoms, 0) - n_atoms
-    centers, neighbors, shifts = [], [], []
     calculator = vesin.NeighborList(cutoff=cutoff, full_list=True)
     positions = batch.positions.detach().cpu().double().numpy()
     cells = batch.cell.detach().cpu().double().numpy()
+    no_pairs = torch.zeros(0, dtype=torch.long)
+    centers, neighbors, shifts = [no_pairs], [no_pairs], [batch.cell.new_zeros((0, 3))]
     for s in range(batch.n_systems):
         start, size = int(first_atom[s]), int(n_atoms[s])
+        if not np.isfinite(positions[start : start + size]).all():
+            continue
         pbc = batch.pbc[s].cpu().numpy()
         box = cells[s] if pbc.any() else np.zeros((3, 3))
         i, j, cell_shift = calculator.compute(
