@@ -28,8 +28,6 @@ the test frames. Writes ``stable_aspirin.json``.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -45,12 +43,7 @@ from stablemd.data.database import read_frames, write_frames  # noqa: E402
 from stablemd.data.generate import generate_reference_data  # noqa: E402
 from stablemd.models.registry import read_model_file  # noqa: E402
 
-MODEL_CONFIG = """model_options: {n_features: 32, n_interactions: 3, cutoff: 5.0}
-batch_size: 8
-lr_patience: 8
-early_stopping_patience: 40
-max_epochs: 10000
-"""
+MODEL_CONFIG = stages.painn_config(n_interactions=3, cutoff=5.0, batch_size=8)
 STABLE_CONFIG = """optimizer: adam
 learning_rate: 0.0003
 gradient_clip: 10.0
@@ -102,11 +95,10 @@ def split_files(work: Path, data: Path) -> None:
 def main(out_dir: Path, quick: bool = False) -> dict:
     if quick:
         return {"skipped": "hours of work; run it without --quick"}
-    work = Path(os.environ.get("STABLEMD_BENCH_WORK", HERE / "data" / "stable-aspirin"))
-    work.mkdir(parents=True, exist_ok=True)
-    data = Path(os.environ.get("STABLEMD_BENCH_DATA", work / "aspirin-xtb-500K.db"))
-    if not data.is_file():
-        generate_reference_data("aspirin", "xtb", 500.0, 12500, 10, data, n_trajectories=8, seed=1)
+    work, data = stages.workspace(
+        "stable-aspirin", "aspirin-xtb-500K.db",
+        lambda path: generate_reference_data("aspirin", "xtb", 500.0, 12500, 10, path, 8, 1),
+    )  # fmt: skip
     (work / "painn-small.yaml").write_text(MODEL_CONFIG)
     started = time.perf_counter()
     stages.train(work, data, "baseline", 50, 50, 8)
@@ -122,12 +114,4 @@ def main(out_dir: Path, quick: bool = False) -> dict:
         if temperature != 500:
             models = ["baseline", "stable"]
         result["stability"][f"{temperature:g}K"] = stability(work, models, temperature, ps)
-    result["wall_time_s"] = time.perf_counter() - started
-    (out_dir / "stable_aspirin.json").write_text(json.dumps(result, indent=2))
-    return result
-
-
-if __name__ == "__main__":
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    print(json.dumps(main(out), indent=1)[:3000])
+    return stages.finish(out_dir, "stable_aspirin", result, started)

@@ -22,8 +22,6 @@ Writes ``stable_water.json``.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -50,12 +48,7 @@ from stablemd.stability.benchmark import (  # noqa: E402
 )
 from stablemd.systems import get_system  # noqa: E402
 
-MODEL_CONFIG = """model_options: {n_features: 32, n_interactions: 2, cutoff: 4.5}
-batch_size: 4
-lr_patience: 8
-early_stopping_patience: 40
-max_epochs: 10000
-"""
+MODEL_CONFIG = stages.painn_config(n_interactions=2, cutoff=4.5, batch_size=4)
 STABLE_CONFIG = """optimizer: sgd
 learning_rate: 0.003
 gradient_clip: 1.0
@@ -66,6 +59,9 @@ STABLE_OPTIONS = (
     "--criterion", "min_intermolecular_distance", "--temperature", "300", "--timestep", "1",
     "--replicas", "8", "--steps-per-epoch", "300", "--f-max", "0.75", "--f-min", "0",
     "--qm-weight", "0", "--max-time", "40",
+)  # fmt: skip
+STABILITY_OPTIONS = (
+    "--system", "water", "--replicas", "16", "--temperature", "300", "--time-ps", "5",
 )  # fmt: skip
 
 
@@ -105,11 +101,10 @@ def reference_diffusivity(work: Path) -> dict[str, float | None]:
 def main(out_dir: Path, quick: bool = False) -> dict:
     if quick:
         return {"skipped": "an hour of work; run it without --quick"}
-    work = Path(os.environ.get("STABLEMD_BENCH_WORK", HERE / "data" / "stable-water"))
-    work.mkdir(parents=True, exist_ok=True)
-    data = Path(os.environ.get("STABLEMD_BENCH_DATA", work / "water-spcfw-300K.db"))
-    if not data.is_file():
-        generate_reference_data("water", None, 300.0, 5000, 10, data, n_trajectories=2)
+    work, data = stages.workspace(
+        "stable-water", "water-spcfw-300K.db",
+        lambda path: generate_reference_data("water", None, 300.0, 5000, 10, path, 2),
+    )  # fmt: skip
     (work / "painn-small.yaml").write_text(MODEL_CONFIG)
     started = time.perf_counter()
     stages.train(work, data, "baseline", 100, 20, 6)
@@ -131,26 +126,11 @@ def main(out_dir: Path, quick: bool = False) -> dict:
             work,
             ["baseline", "stable"],
             "stability-300K",
-            "--system",
-            "water",
-            "--replicas",
-            "16",
-            "--temperature",
-            "300",
-            "--time-ps",
-            "5",
+            *STABILITY_OPTIONS,
             "--starts",
             str(work / "starts.db"),
             "--reference",
             str(work / "reference-sim.db"),
-        ),  # fmt: skip
+        ),
     }
-    result["wall_time_s"] = time.perf_counter() - started
-    (out_dir / "stable_water.json").write_text(json.dumps(result, indent=2))
-    return result
-
-
-if __name__ == "__main__":
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    print(json.dumps(main(out), indent=1)[:3000])
+    return stages.finish(out_dir, "stable_water", result, started)

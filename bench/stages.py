@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +19,33 @@ from ase import Atoms
 from stablemd.data.database import write_frames
 from stablemd.models.registry import read_model_file
 
+HERE = Path(__file__).resolve().parent
 #: Figures of a stability summary kept in the experiments' results.
 KEPT = (
     "median_ps", "mean_ps", "fraction_stable", "h_r_mae", "steps_per_s", "stable_times_ps",
     "diffusivity_cm2_per_s",
 )  # fmt: skip
+
+
+def workspace(name: str, data_file: str, generate: Callable[[Path], object]) -> tuple[Path, Path]:
+    """The working directory (STABLEMD_BENCH_WORK, default ``bench/data/name``) and the data
+    (STABLEMD_BENCH_DATA, default ``data_file`` there, made by ``generate(path)`` if missing)."""
+    work = Path(os.environ.get("STABLEMD_BENCH_WORK", HERE / "data" / name))
+    work.mkdir(parents=True, exist_ok=True)
+    data = Path(os.environ.get("STABLEMD_BENCH_DATA", work / data_file))
+    if not data.is_file():
+        generate(data)
+    return work, data
+
+
+def painn_config(n_interactions: int, cutoff: float, batch_size: int) -> str:
+    """``stablemd train`` config of the experiments' small PaiNN (32 features), trained until
+    the validation loss stops improving."""
+    return (
+        f"model_options: {{n_features: 32, n_interactions: {n_interactions}, cutoff: {cutoff}}}\n"
+        f"batch_size: {batch_size}\nlr_patience: 8\nearly_stopping_patience: 40\n"
+        "max_epochs: 10000\n"
+    )
 
 
 def stablemd(*args: str, log: Path) -> None:
@@ -89,3 +113,10 @@ def model_row(work: Path, name: str) -> dict:
         "test_force_mae_meV_per_A": 1000 * errors["forces_eV_per_A"]["mae"],
         "test_energy_mae_per_atom_meV": 1000 * errors["energy_per_atom_eV"]["mae"],
     }
+
+
+def finish(out_dir: Path, name: str, result: dict, started: float) -> dict:
+    """Add the wall time since ``started`` (perf_counter) and write ``out_dir/name.json``."""
+    result["wall_time_s"] = time.perf_counter() - started
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
+    return result
