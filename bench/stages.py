@@ -48,10 +48,15 @@ def painn_config(n_interactions: int, cutoff: float, batch_size: int) -> str:
     )
 
 
-def stablemd(*args: str, log: Path) -> None:
+#: Commands with a progress bar, which a log file does not want.
+WITH_PROGRESS = frozenset({"train", "stable-train", "stability"})
+
+
+def stablemd(command: str, *args: str, log: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    quiet = ["--no-progress"] if command in WITH_PROGRESS else []
     with open(log, "a") as handle:
-        subprocess.run(["stablemd", *args, "--no-progress"], check=True, env=env,
+        subprocess.run(["stablemd", command, *args, *quiet], check=True, env=env,
                        stdout=handle, stderr=subprocess.STDOUT)  # fmt: skip
 
 
