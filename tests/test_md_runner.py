@@ -9,6 +9,7 @@ import pytest
 import torch
 from md_support import ClusterLJ, argon_state, single_thread  # noqa: F401
 
+from stablemd.errors import InputError
 from stablemd.md.integrators import Langevin, VelocityVerlet
 from stablemd.md.runner import run
 from stablemd.md.snapshots import rewind, take_replicas
@@ -72,6 +73,10 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     np.testing.assert_array_equal(resumed.unstable_time_fs, reference.unstable_time_fs)
     assert resumed.unstable_time_fs[1] == 150 * DT_FS
     assert resumed.snapshots.steps == reference.snapshots.steps == [150, 200]
+    with pytest.raises(InputError, match="written with 3 observers, this run has 1"):
+        run(start(), Langevin(DT_FS, 20.0, friction=1 / 200, seed=7), ClusterLJ(), 10,
+            observers=[FlagAfter(150, [1])], checkpoint=tmp_path / "resumed.pt",
+            progress=False)  # fmt: skip
     for k in range(4):
         ours, theirs = (
             read_replica(tmp_path / "resumed.h5", k),

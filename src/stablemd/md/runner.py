@@ -70,11 +70,17 @@ def _observe(state: MDState, observers: Sequence[Callable], unstable_time_fs: to
     return replace(state, active=state.active & ~newly)
 
 
-def _check_resumable(saved: MDState, fresh: MDState, path: Path) -> None:
-    if saved.n_systems != fresh.n_systems or saved.n_atoms != fresh.n_atoms:
+def _check_resumable(saved: dict, fresh: MDState, observers: Sequence, path: Path) -> None:
+    state = saved["state"]
+    if state.n_systems != fresh.n_systems or state.n_atoms != fresh.n_atoms:
         raise InputError(
-            f"{path}: checkpoint has {saved.n_systems} replicas of {saved.n_atoms} atoms in "
+            f"{path}: checkpoint has {state.n_systems} replicas of {state.n_atoms} atoms in "
             f"all, this run {fresh.n_systems} of {fresh.n_atoms}; use a new output location"
+        )
+    if len(saved["observers"]) != len(observers):
+        raise InputError(
+            f"{path}: checkpoint was written with {len(saved['observers'])} observers, this run "
+            f"has {len(observers)} (another version or setting); use a new output location"
         )
 
 
@@ -119,7 +125,7 @@ def run(
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     saved = load_md_checkpoint(checkpoint) if checkpoint is not None else None
     if saved is not None:
-        _check_resumable(saved["state"], state, checkpoint)
+        _check_resumable(saved, state, observers, checkpoint)
         state, unstable_time_fs = saved["state"], saved["unstable_time_fs"]
         integrator.load_state_dict(saved["integrator"])
         for observer, observer_state in zip(observers, saved["observers"], strict=True):

@@ -118,7 +118,7 @@ class ModelStability:
     diffusivity_cm2_per_s: dict[str, float | None] | None = None
 
 
-def displacement_observer(system: System, settings: StabilitySettings):
+def displacement_observer(system: System, settings: StabilitySettings) -> StableDisplacement | None:
     """The MSD observer of a periodic system (None for molecules, or a window under 2 checks)."""
     interval_fs = settings.check_every * settings.timestep_fs
     window = round(DIFFUSION_WINDOW_PS * 1000 / interval_fs)
