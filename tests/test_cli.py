@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from stablemd.cli.main import main
-from stablemd.data.database import write_frames
+from stablemd.data.database import read_frames, write_frames
 
 
 def run(argv, capsys):
@@ -57,6 +58,16 @@ def test_train_then_evaluate_on_held_out_frames(ethanol_db, tmp_path, capsys):
     )
     metrics = json.loads(metrics_path.read_text())
     assert metrics["n_frames"] == 60 - 30 - 10  # the held-out frames only
+    # a copy of the data elsewhere is recognised by its training frames; another file is not
+    moved = tmp_path / "moved" / "ethanol.db"
+    moved.parent.mkdir()
+    shutil.copy(ethanol_db, moved)
+    frames = read_frames(ethanol_db)
+    write_frames(tmp_path / "reversed.db", frames[::-1])
+    for data, expected in ((moved, 20), (tmp_path / "reversed.db", 60)):
+        run(["evaluate", "--model", str(model), "--data", str(data), "--json", str(metrics_path)],
+            capsys)  # fmt: skip
+        assert json.loads(metrics_path.read_text())["n_frames"] == expected, data
     assert set(metrics["forces_per_element_eV_per_A"]) == {"C", "H", "O"}
 
 

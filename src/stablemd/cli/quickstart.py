@@ -66,7 +66,7 @@ def quickstart(
     console.rule(f"2/6 training the built-in PaiNN model on {n_train} frames")
     config = TrainConfig(model_options=QUICK_MODEL, max_epochs=train_epochs, seed=seed)
     baseline = train_from_database(data_path, n_train, n_val, config, out / "model.pt")
-    held_out = held_out_indices(baseline.metadata, data_path, len(frames))
+    held_out = held_out_indices(baseline.metadata, data_path, frames)
     train_frames = [frames[i] for i in baseline.metadata["training"]["train_indices"]]
 
     console.rule("3/6 errors on held-out frames")

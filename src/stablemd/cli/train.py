@@ -75,7 +75,7 @@ def evaluate(
     indices = (
         list(range(len(frames)))
         if include_training
-        else held_out_indices(potential.metadata, data, len(frames))
+        else held_out_indices(potential.metadata, data, frames)
     )
     if not indices:
         raise InputError(f"{data}: every frame was used in training; pass --include-training")

@@ -20,15 +20,15 @@ from stablemd.stable.observables import (
 )
 from stablemd.systems import get_system
 from stablemd.systems.system import System, bond_lengths
+from stablemd.training.workflow import is_training_file
 
 
 def training_frames(model_metadata: dict, data: Path) -> list[Atoms]:
     """The frames of ``data`` the base model was trained on (all of them for another file)."""
     frames = read_frames(data)
-    training = model_metadata.get("training", {})
-    if training.get("data") != str(Path(data).resolve()):
+    if not is_training_file(model_metadata, data, frames):
         return frames
-    return [frames[i] for i in training["train_indices"]]
+    return [frames[i] for i in model_metadata["training"]["train_indices"]]
 
 
 def system_of(name: str | None, frames: list[Atoms]) -> System:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from ase import Atoms
 
 from stablemd.data.database import read_frames
 from stablemd.data.splits import split_indices
@@ -56,6 +60,7 @@ def train_from_database(
     metadata = {
         "training": {
             "data": str(Path(data_path).resolve()),
+            "train_fingerprint": frames_fingerprint(frames, split.train),
             "train_indices": [int(i) for i in split.train],
             "val_indices": [int(i) for i in split.val],
             "config": config.model_dump(),
@@ -70,10 +75,31 @@ def train_from_database(
     return TrainedModel(result.potential, Path(out), metadata)
 
 
-def held_out_indices(model_metadata: dict, data: Path, n_frames: int) -> list[int]:
-    """Frames of ``data`` not used to train or validate the model (all when it is another file)."""
+def frames_fingerprint(frames: Sequence[Atoms], indices: Sequence[int]) -> str:
+    """SHA-256 of the atomic numbers and positions of ``frames[indices]``."""
+    digest = hashlib.sha256()
+    for i in indices:
+        digest.update(np.asarray(frames[i].numbers, dtype=np.int64).tobytes())
+        digest.update(np.asarray(frames[i].positions, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def is_training_file(model_metadata: dict, data: Path, frames: Sequence[Atoms]) -> bool:
+    """Whether ``data`` (read as ``frames``) is the file the model was trained on: its recorded
+    path, or a moved or copied file whose frames at the training indices are the same."""
     training = model_metadata.get("training", {})
-    if training.get("data") != str(data.resolve()):
-        return list(range(n_frames))
+    if training.get("data") == str(Path(data).resolve()):
+        return True
+    indices, fingerprint = training.get("train_indices", []), training.get("train_fingerprint")
+    if fingerprint is None or not indices or max(indices) >= len(frames):
+        return False
+    return frames_fingerprint(frames, indices) == fingerprint
+
+
+def held_out_indices(model_metadata: dict, data: Path, frames: Sequence[Atoms]) -> list[int]:
+    """Frames of ``data`` not used to train or validate the model (all when it is another file)."""
+    if not is_training_file(model_metadata, data, frames):
+        return list(range(len(frames)))
+    training = model_metadata["training"]
     used = set(training["train_indices"]) | set(training["val_indices"])
-    return [i for i in range(n_frames) if i not in used]
+    return [i for i in range(len(frames)) if i not in used]
