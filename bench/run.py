@@ -18,8 +18,12 @@ from stablemd.runtime import tune_memory_allocator
 HERE = Path(__file__).resolve().parent
 
 
+#: Modules of bench/ that are helpers, not benchmarks.
+HELPERS = {"run", "machine", "stages"}
+
+
 def available() -> list[str]:
-    return sorted(p.stem for p in HERE.glob("*.py") if p.stem not in {"run", "machine"})
+    return sorted(p.stem for p in HERE.glob("*.py") if p.stem not in HELPERS)
 
 
 def load(name: str):
