@@ -60,10 +60,11 @@ def stability(
         check_every=check_every, seed=seed,
     )  # fmt: skip
     start_frames = read_positions(starts) if starts is not None else [target.atoms]
-    reference_path = reference if reference is not None else starts
-    reference_frames = read_positions(reference_path) if reference_path is not None else None
+    reference_frames = read_positions(reference) if reference is not None else None
     for path, frames in ((starts, start_frames), (reference, reference_frames)):
         if path is not None:
             target.check_frames(frames, str(path))
+    if reference is None and starts is not None:
+        reference_frames = start_frames  # the starts' h(r) is the reference
     labelled = dict(zip(_labels(model), model, strict=True))
     compare_models(labelled, target, start_frames, reference_frames, settings, out, progress)
