@@ -35,17 +35,8 @@ from stablemd.data.database import read_frames, write_frames  # noqa: E402
 from stablemd.data.generate import generate_reference_data  # noqa: E402
 from stablemd.data.io import read_positions  # noqa: E402
 from stablemd.md.forces import CalculatorForces  # noqa: E402
-from stablemd.md.integrators import make_integrator  # noqa: E402
-from stablemd.md.runner import run  # noqa: E402
-from stablemd.md.starts import state_from_atoms  # noqa: E402
-from stablemd.md.velocities import maxwell_boltzmann  # noqa: E402
 from stablemd.oracles import get_oracle  # noqa: E402
-from stablemd.stability.benchmark import (  # noqa: E402
-    StabilitySettings,
-    criteria_for,
-    displacement_observer,
-    start_structures,
-)
+from stablemd.stability.benchmark import StabilitySettings, run_stability  # noqa: E402
 from stablemd.systems import get_system  # noqa: E402
 
 MODEL_CONFIG = stages.painn_config(n_interactions=2, cutoff=4.5, batch_size=4)
@@ -76,26 +67,14 @@ def split_files(work: Path, data: Path) -> None:
 
 
 def reference_diffusivity(work: Path) -> dict[str, float | None]:
-    """D (cm²/s) of O and H under SPC/Fw itself, run exactly as the models' stability runs are
-    (same starts, velocities, thermostat and MSD observer), so the figures compare directly."""
-    settings = StabilitySettings(
-        replicas=16, temperature_K=300.0, time_ps=5.0, timestep_fs=1.0, seed=0
-    )
-    starts = start_structures(read_positions(work / "starts.db"), settings.replicas, 0)
-    state = maxwell_boltzmann(state_from_atoms(starts), settings.temperature_K, 0, exact=True)
-    integrator = make_integrator(
-        settings.thermostat, settings.timestep_fs, settings.temperature_K,
-        settings.friction_per_fs, settings.tau_fs, settings.seed + 1,
-    )  # fmt: skip
+    """D (cm²/s) of O and H under SPC/Fw itself, run by the models' stability benchmark (same
+    starts, velocities, thermostat and MSD observer), so the figures compare directly."""
     water = get_system("water")
-    displacement = displacement_observer(water, settings)
-    run(
-        state, integrator, CalculatorForces(get_oracle(water.default_oracle)),
-        round(settings.time_ps * 1000 / settings.timestep_fs),
-        observers=[*criteria_for(water, settings), displacement], every=settings.check_every,
-        checkpoint=work / "reference-md.pt", progress=False,
-    )  # fmt: skip
-    return displacement.diffusivity()
+    settings = StabilitySettings(replicas=16, temperature_K=300.0, time_ps=5.0, timestep_fs=1.0)
+    reference = CalculatorForces(get_oracle(water.default_oracle))
+    starts = read_positions(work / "starts.db")
+    result = run_stability(reference, water, starts, settings, work / "reference-md", False)
+    return result.diffusivity_cm2_per_s
 
 
 def main(out_dir: Path, quick: bool = False) -> dict:

@@ -21,7 +21,7 @@ from ase import Atoms
 from stablemd.errors import InputError
 from stablemd.io import record_run_options, write_json
 from stablemd.md.criteria import BondLengthDeviation, MinIntermolecularDistance, NonFinite
-from stablemd.md.forces import ModelForces
+from stablemd.md.forces import ForceTerm, ModelForces
 from stablemd.md.integrators import make_integrator
 from stablemd.md.observables import distance_histogram_h_r
 from stablemd.md.runner import run
@@ -118,7 +118,9 @@ class ModelStability:
     diffusivity_cm2_per_s: dict[str, float | None] | None = None
 
 
-def displacement_observer(system: System, settings: StabilitySettings) -> StableDisplacement | None:
+def _displacement_observer(
+    system: System, settings: StabilitySettings
+) -> StableDisplacement | None:
     """The MSD observer of a periodic system (None for molecules, or a window under 2 checks)."""
     interval_fs = settings.check_every * settings.timestep_fs
     window = round(DIFFUSION_WINDOW_PS * 1000 / interval_fs)
@@ -126,14 +128,15 @@ def displacement_observer(system: System, settings: StabilitySettings) -> Stable
 
 
 def run_stability(
-    potential: Potential,
+    model: Potential | ForceTerm,
     system: System,
     starts: list[Atoms],
     settings: StabilitySettings,
     out_dir: Path,
     progress: bool = True,
 ) -> ModelStability:
-    """Simulate one model; resumes from ``out_dir/checkpoint.pt`` when it exists.
+    """Simulate one model (a potential, or any force term, e.g. a reference method through
+    :class:`~stablemd.md.forces.CalculatorForces`); resumes from ``out_dir/checkpoint.pt``.
 
     The finished result is kept in ``out_dir/result.json``, so a rerun reports it without
     simulating again, and a rerun with a longer ``time_ps`` extends it from its last state. A
@@ -160,12 +163,12 @@ def run_stability(
         settings.friction_per_fs, settings.tau_fs, settings.seed + 1,
     )  # fmt: skip
     histogram = StableHistogram(settings.replicas)
-    displacement = displacement_observer(system, settings)
+    displacement = _displacement_observer(system, settings)
     observers = [*criteria_for(system, settings), histogram]
     observers += [] if displacement is None else [displacement]
     n_steps = round(settings.time_ps * 1000 / settings.timestep_fs)
     result = run(
-        state, integrator, ModelForces(potential), n_steps,
+        state, integrator, ModelForces(model) if isinstance(model, Potential) else model, n_steps,
         observers=observers, every=settings.check_every,
         checkpoint=out_dir / "checkpoint.pt", checkpoint_every=max(settings.check_every, 2000),
         progress=progress,
