@@ -26,13 +26,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
 
+from stablemd.core.runtime import tune_memory_allocator  # noqa: E402
 from stablemd.data.database import read_frames  # noqa: E402
+from stablemd.data.frames import FrameSet  # noqa: E402
 from stablemd.data.generate import generate_reference_data  # noqa: E402
-from stablemd.evaluation import error_metrics  # noqa: E402
 from stablemd.models.registry import save_potential  # noqa: E402
-from stablemd.runtime import tune_memory_allocator  # noqa: E402
 from stablemd.training.config import TrainConfig  # noqa: E402
-from stablemd.training.frames import FrameSet  # noqa: E402
+from stablemd.training.metrics import error_metrics  # noqa: E402
 from stablemd.training.trainer import Trainer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine_info  # noqa: E402
 
+from stablemd.core.runtime import tune_memory_allocator  # noqa: E402
 from stablemd.data.generate import generate_reference_data  # noqa: E402
 from stablemd.oracles import get_oracle  # noqa: E402
-from stablemd.runtime import tune_memory_allocator  # noqa: E402
 from stablemd.systems import get_system  # noqa: E402
 
 SYSTEMS = ("ethanol", "aspirin")

@@ -26,11 +26,11 @@ import torch
 from machine import machine_info
 from model_throughput import aspirin_replicas
 
-from stablemd.batch import Batch
-from stablemd.md.observables import distance_histogram_h_r
+from stablemd.analysis.structure import distance_histogram_h_r
+from stablemd.core.batch import Batch
+from stablemd.core.runtime import tune_memory_allocator
+from stablemd.fix.stable_training.estimator import boltzmann_gradient, per_sample_gradient
 from stablemd.models.registry import build_potential
-from stablemd.runtime import tune_memory_allocator
-from stablemd.stable.estimator import boltzmann_gradient, per_sample_gradient
 
 MODEL = {"n_features": 64, "n_interactions": 3, "cutoff": 5.0}
 PATHS = {

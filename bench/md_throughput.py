@@ -27,16 +27,18 @@ from ase.md.langevinbaoab import LangevinBAOAB
 from machine import machine_info
 
 from stablemd.ase import Calculator
-from stablemd.md.criteria import BondLengthDeviation
+from stablemd.core.runtime import tune_memory_allocator
 from stablemd.md.forces import ModelForces
-from stablemd.md.integrators import Langevin, VelocityVerlet
+from stablemd.md.integrators import BAOAB, VelocityVerlet
+from stablemd.md.monitor import Observer
 from stablemd.md.runner import run
 from stablemd.md.starts import state_from_atoms
-from stablemd.md.trajectory import TrajectoryWriter
+from stablemd.md.thermostats import LangevinNoise
 from stablemd.md.velocities import maxwell_boltzmann
 from stablemd.models.painn import PaiNN
 from stablemd.models.registry import load_potential
-from stablemd.runtime import tune_memory_allocator
+from stablemd.monitors.criteria import BondLengthDeviation
+from stablemd.monitors.trajectory import TrajectoryWriter
 from stablemd.systems import get_system
 
 REPLICAS = 64
@@ -61,10 +63,14 @@ def aspirin_state(n_replicas: int, seed: int = 0):
     return maxwell_boltzmann(state_from_atoms([atoms] * n_replicas), TEMPERATURE_K, seed)
 
 
+def langevin(timestep_fs: float, seed: int) -> BAOAB:
+    return BAOAB(timestep_fs, LangevinNoise(TEMPERATURE_K, FRICTION_PER_FS, seed=seed))
+
+
 def batched_vs_sequential(model, n_steps: int) -> dict:
     """(a): one batch of 64 replicas vs 64 ASE runs in turn, each path warmed up first."""
     state = aspirin_state(REPLICAS)
-    integrator = Langevin(TIMESTEP_FS, TEMPERATURE_K, FRICTION_PER_FS, seed=0)
+    integrator = langevin(TIMESTEP_FS, seed=0)
     run(state.clone(), integrator, ModelForces(model), WARMUP_STEPS, progress=False)
     result = run(state, integrator, ModelForces(model), n_steps, progress=False)
     batched = state.n_atoms * n_steps / result.wall_time_s
@@ -107,15 +113,14 @@ def engine_overhead(model, n_steps: int, out_dir: Path) -> dict:
     """(b): share of wall time outside force evaluation, with writer and criterion on."""
     system = get_system("aspirin")
     state = aspirin_state(REPLICAS, seed=1)
-    integrator = Langevin(TIMESTEP_FS, TEMPERATURE_K, FRICTION_PER_FS, seed=1)
-    criterion = BondLengthDeviation(system.bonds, system.reference_bond_lengths)
-    path = out_dir / "md_throughput_trajectory.h5"
+    integrator = langevin(TIMESTEP_FS, seed=1)
     every = 10
-    with TrajectoryWriter(path, integrator) as writer:
+    criterion = BondLengthDeviation(system.bonds, system.reference_bond_lengths, every=every)
+    path = out_dir / "md_throughput_trajectory.h5"
+    with TrajectoryWriter(path, integrator, every=every) as writer:
         result = run(
-            state, integrator, ModelForces(model), n_steps, observers=[criterion, writer],
-            every=every, progress=False,
-        )  # fmt: skip
+            state, integrator, ModelForces(model), n_steps, [criterion, writer], progress=False
+        )
     path.unlink()
     overhead = result.wall_time_s - result.force_time_s
     return {
@@ -135,7 +140,7 @@ def water_scaling(model, n_steps: int) -> dict:
     for n_molecules in WATER_SIZES:
         system = get_system("water", n_molecules=n_molecules)
         state = maxwell_boltzmann(state_from_atoms([system.atoms]), TEMPERATURE_K, 0)
-        integrator = Langevin(system.timestep_fs, TEMPERATURE_K, FRICTION_PER_FS, seed=0)
+        integrator = langevin(system.timestep_fs, seed=0)
         forces = ModelForces(model)
         integrator.prepare(state, forces)  # warm-up
         result = run(state, integrator, forces, n_steps, progress=False)
@@ -171,10 +176,10 @@ def nve_drift(time_ps: float, n_replicas: int) -> dict:
     integrator = VelocityVerlet(TIMESTEP_FS)
     n_steps = round(time_ps * 1000 / TIMESTEP_FS)
     every = 10
-    samples = Samples(integrator)
+    samples = Samples(integrator, every)
     result = run(
-        aspirin_state(n_replicas, seed=2), integrator, ModelForces(model), n_steps,
-        observers=[samples], every=every, progress=False,
+        aspirin_state(n_replicas, seed=2), integrator, ModelForces(model), n_steps, [samples],
+        progress=False,
     )  # fmt: skip
     total, kinetic = np.array(samples.total), np.array(samples.kinetic)
     times = np.arange(len(total)) * every * TIMESTEP_FS
@@ -192,10 +197,13 @@ def nve_drift(time_ps: float, n_replicas: int) -> dict:
     }
 
 
-class Samples:
+class Samples(Observer):
     """Total and kinetic energy per replica at every call."""
 
-    def __init__(self, integrator):
+    name = "energy_samples"
+
+    def __init__(self, integrator, every: int):
+        super().__init__(every)
         self.integrator = integrator
         self.total, self.kinetic = [], []
 

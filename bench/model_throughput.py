@@ -19,10 +19,10 @@ import torch
 from ase import Atoms
 from machine import machine_info
 
-from stablemd.batch import Batch
+from stablemd.core.batch import Batch
+from stablemd.core.runtime import tune_memory_allocator
 from stablemd.models.potential import predict
 from stablemd.models.registry import build_potential
-from stablemd.runtime import tune_memory_allocator
 from stablemd.systems import get_system
 
 REPLICAS = [1, 16, 64]

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from stablemd.runtime import tune_memory_allocator
+from stablemd.core.runtime import tune_memory_allocator
 
 HERE = Path(__file__).resolve().parent
 

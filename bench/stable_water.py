@@ -13,8 +13,8 @@ with ``stablemd data generate water --temperature 300 --steps 5000 --every 10 --
 holds the baseline's 100 training frames (1 ps); trajectory 1 gives the test frames (every 5th),
 16 held-out starts and the reference simulation (its 500 positions, 5 ps), whose h(r) is the
 reference. The reference diffusivities come from SPC/Fw itself run like the models (same
-starts, velocities, Nosé–Hoover thermostat and MSD observer, ``stablemd.stability.diffusion``):
-the data's Langevin friction would slow diffusion.
+starts, velocities, Nosé–Hoover thermostat and MSD observer,
+``stablemd.diagnose.stability.diffusion``): the data's Langevin friction would slow diffusion.
 
 Stability: 16 replicas from the held-out starts, Nosé–Hoover, 1 fs, 5 ps, contacts under 1.2 Å.
 Writes ``stable_water.json``.
@@ -32,11 +32,11 @@ import stages  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 from stablemd.data.database import read_frames, write_frames  # noqa: E402
+from stablemd.data.formats import read_positions  # noqa: E402
 from stablemd.data.generate import generate_reference_data  # noqa: E402
-from stablemd.data.io import read_positions  # noqa: E402
+from stablemd.diagnose.stability.benchmark import StabilitySettings, run_stability  # noqa: E402
 from stablemd.md.forces import CalculatorForces  # noqa: E402
 from stablemd.oracles import get_oracle  # noqa: E402
-from stablemd.stability.benchmark import StabilitySettings, run_stability  # noqa: E402
 from stablemd.systems import get_system  # noqa: E402
 
 MODEL_CONFIG = stages.painn_config(n_interactions=2, cutoff=4.5, batch_size=4)
@@ -73,7 +73,9 @@ def reference_diffusivity(work: Path) -> dict[str, float | None]:
     settings = StabilitySettings(replicas=16, temperature_K=300.0, time_ps=5.0, timestep_fs=1.0)
     reference = CalculatorForces(get_oracle(water.default_oracle))
     starts = read_positions(work / "starts.db")
-    result = run_stability(reference, water, starts, settings, work / "reference-md", False)
+    result = run_stability(
+        reference, water, starts, settings, work / "reference-md", "SPC/Fw", progress=False
+    )
     return result.diffusivity_cm2_per_s
 
 

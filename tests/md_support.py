@@ -14,6 +14,7 @@ from ase.cluster import Icosahedron
 from ase.optimize import LBFGS
 from torch import nn
 
+from stablemd.md.forces import ForceResult
 from stablemd.md.starts import state_from_atoms
 from stablemd.models.potential import Potential
 
@@ -85,7 +86,7 @@ class ClusterLJ:
         magnitude = 24 * self.epsilon * (2 * x6.square() - x6) / r2
         forces = (magnitude[..., None] * d).sum(dim=2).reshape(-1, 3)
         active = state.active
-        return energy * active, forces * state.active_atoms[:, None]
+        return ForceResult(energy * active, forces * state.active_atoms[:, None])
 
 
 @pytest.fixture

@@ -9,23 +9,23 @@ from ase.build import molecule
 from md_support import rattled
 from torch import nn
 
-from stablemd.batch import Batch
-from stablemd.errors import InputError
-from stablemd.md.observables import distance_histogram_h_r
-from stablemd.models.potential import Potential
-from stablemd.models.registry import build_potential
-from stablemd.stable.estimator import (
+from stablemd.analysis.structure import distance_histogram_h_r
+from stablemd.core.batch import Batch
+from stablemd.core.errors import InputError
+from stablemd.core.units import KB_EV_PER_K
+from stablemd.fix.stable_training.estimator import (
     boltzmann_gradient,
     jacobian_vector_product,
     per_sample_gradient,
 )
-from stablemd.stable.neighbourhoods import (
+from stablemd.fix.stable_training.local_samples import (
     molecule_neighbourhoods,
     radius_neighbourhoods,
     select,
     stratify,
 )
-from stablemd.units import KB_EV_PER_K
+from stablemd.models.potential import Potential
+from stablemd.models.registry import build_potential
 
 
 def _small_painn(elements=(1, 6, 8)) -> Potential:

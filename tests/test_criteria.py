@@ -7,19 +7,17 @@ import pytest
 import torch
 from ase import units as ase_units
 
-from stablemd.batch import Batch
-from stablemd.errors import InputError
-from stablemd.md.criteria import (
+from stablemd.analysis.structure import distance_histogram_h_r, radial_distribution
+from stablemd.core.batch import Batch
+from stablemd.core.errors import InputError
+from stablemd.md.state import MDState
+from stablemd.md.velocities import temperature
+from stablemd.monitors.criteria import (
     BondLengthDeviation,
     MinIntermolecularDistance,
     NonFinite,
     RDFDeviation,
-    TemperatureAbove,
-    any_of,
-    which_fired,
 )
-from stablemd.md.observables import distance_histogram_h_r, radial_distribution
-from stablemd.md.state import MDState
 from stablemd.systems import get_system
 
 
@@ -135,13 +133,8 @@ def test_temperature_matches_ase_with_3n_minus_3_dof(ethanol):
     atoms.set_velocities(state.velocities[:9].numpy() / ase_units.fs)  # Å/fs to ASE units
     n = len(atoms)
     expected = atoms.get_temperature() * 3 * n / (3 * n - 3)  # ASE counts 3N dof
-    temperature = TemperatureAbove(expected).values(state)
     # ASE's k_B is CODATA 2014, ours CODATA 2018: they differ by 3.4e-7 relative
-    assert temperature[0].item() == pytest.approx(expected, rel=1e-6)
-    assert TemperatureAbove(0.5 * (temperature[0] + temperature[1]).item())(state).tolist() == [
-        temperature[0] > temperature[1],
-        temperature[1] > temperature[0],
-    ]
+    assert temperature(state)[0].item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_rdf_deviation_fires_at_window_end_and_restores_from_state_dict(water):
@@ -180,22 +173,28 @@ def test_rdf_deviation_fires_at_window_end_and_restores_from_state_dict(water):
     torch.testing.assert_close(restored.deviation, criterion.deviation)
 
 
-def test_any_of_reports_which_criterion_fired(ethanol):
-    bond = ethanol.bonds[0]
-    broken = ethanol.atoms.copy()
-    broken.positions[3] = np.nan
-    state = make_state([ethanol.atoms, broken, stretched(ethanol.atoms, bond, 0.7)])
-    combined = any_of(
-        NonFinite(),
-        BondLengthDeviation(ethanol.bonds, ethanol.reference_bond_lengths),
-        BondLengthDeviation(ethanol.bonds, ethanol.reference_bond_lengths, 1.0),
-    )
-    assert combined(state).tolist() == [False, True, True]
-    assert which_fired(combined.last_verdicts) == [
-        [],
-        ["non_finite", "bond_length_deviation", "bond_length_deviation_2"],
-        ["bond_length_deviation"],
-    ]
+def test_contacts_count_nonbonded_pairs_inside_a_molecule_only_on_request(water):
+    folded = water.atoms.copy()
+    o, h1, h2 = 0, 1, 2  # molecule 0: its two H atoms brought 1.0 Å apart, O–H bonds kept
+    middle = 0.5 * (folded.positions[h1] + folded.positions[h2])
+    axis = folded.positions[h2] - folded.positions[h1]
+    axis /= np.linalg.norm(axis)
+    for h, sign in ((h1, -1), (h2, 1)):
+        folded.positions[h] = middle + sign * 0.5 * axis
+    bond_length = np.linalg.norm(folded.positions[h1] - folded.positions[o])
+    folded.positions[[h1, h2]] = folded.positions[o] + bond_length * (
+        folded.positions[[h1, h2]] - folded.positions[o]
+    ) / np.linalg.norm(folded.positions[[h1, h2]] - folded.positions[o], axis=1, keepdims=True)
+    state = make_state([water.atoms, folded])
+    h_h = np.linalg.norm(folded.positions[h1] - folded.positions[h2])
+    assert h_h < 1.2
+    between = MinIntermolecularDistance(water.molecule_index)
+    nonbonded = MinIntermolecularDistance(water.molecule_index, bonds=water.bonds)
+    assert between(state).tolist() == [False, False]
+    assert nonbonded(state).tolist() == [False, True]
+    assert nonbonded.values(state)[1].item() == pytest.approx(h_h, abs=1e-9)
+    # the bonded O–H pairs (0.96–1.0 Å) never count
+    assert nonbonded.values(state)[0].item() > 1.4
 
 
 def test_observables_accept_a_state_with_interleaved_replicas(ethanol, water):

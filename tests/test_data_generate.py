@@ -7,10 +7,10 @@ import pytest
 from ase.calculators.calculator import CalculationFailed
 from ase.calculators.emt import EMT
 
+from stablemd.core.errors import InputError
 from stablemd.data import generate
 from stablemd.data.database import read_frames
 from stablemd.data.generate import generate_reference_data
-from stablemd.errors import InputError
 
 KEYS = {"system", "level_of_theory", "temperature_K", "timestep_fs", "trajectory", "step", "seed"}
 

@@ -12,9 +12,9 @@ from ase.units import kcal, kJ, mol
 from typer.testing import CliRunner
 
 from stablemd.cli.data import app
+from stablemd.core.errors import InputError
 from stablemd.data.database import count_frames, read_frames, write_frames
-from stablemd.data.io import export_extxyz, import_file
-from stablemd.errors import InputError
+from stablemd.data.formats import export_extxyz, import_file
 
 N_FRAMES, N_ATOMS = 10, 9
 

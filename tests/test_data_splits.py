@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from stablemd.core.errors import InputError
 from stablemd.data.splits import split_indices
-from stablemd.errors import InputError
 
 
 def test_random_split_is_reproducible_disjoint_and_complete():

@@ -11,10 +11,11 @@ from md_support import single_thread  # noqa: F401
 from typer.testing import CliRunner
 
 from stablemd.cli.simulate import simulate
-from stablemd.errors import InputError
-from stablemd.md.trajectory import read_replica
+from stablemd.core.errors import InputError
+from stablemd.md.starts import choose_starts
 from stablemd.models.painn import PaiNN
 from stablemd.models.registry import save_potential
+from stablemd.monitors.trajectory import read_replica
 from stablemd.systems import get_system
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -56,15 +57,17 @@ def test_simulate_starts_from_unlabelled_frames_of_the_system_only(tmp_path):
     starts = [ethanol.copy(), ethanol.copy()]
     starts[1].positions += 0.05
     ase.io.write(tmp_path / "starts.extxyz", starts)
-    args = ["--model", str(tmp_path / "model.pt"), "--system", "ethanol", "--replicas", "3",
+    args = ["--model", str(tmp_path / "model.pt"), "--system", "ethanol", "--replicas", "2",
             "--time-ps", "0.005", "--every", "5", "--no-progress"]  # fmt: skip
     result = CliRunner().invoke(
         app, [*args, "--out", str(tmp_path / "run"), "--starts", str(tmp_path / "starts.extxyz")]
     )
     assert result.exit_code == 0, result.output
-    for replica, start in ((0, 0), (1, 1), (2, 0)):  # replica k from frame k mod 2
+    drawn = choose_starts(starts, 2, seed=0)  # the stability benchmark's draw
+    assert {id(a) for a in drawn} == {id(a) for a in starts}  # without replacement
+    for replica, start in enumerate(drawn):
         first = read_replica(tmp_path / "run" / "trajectory.h5", replica)["positions"][0]
-        np.testing.assert_allclose(first, starts[start].positions, atol=1e-12)
+        np.testing.assert_allclose(first, start.positions, atol=1e-12)
 
     ase.io.write(tmp_path / "reversed.extxyz", [ethanol[::-1]])
     refused = CliRunner().invoke(

@@ -1,4 +1,6 @@
-"""Integrators: agreement with ASE, canonical sampling, conserved quantities, frozen replicas."""
+"""Integrators: agreement with ASE, canonical sampling (kinetic and configurational, degrees of
+freedom counted here, not taken from the code under test), conserved quantities, frozen
+replicas, multiple time stepping."""
 
 from __future__ import annotations
 
@@ -22,12 +24,12 @@ from md_support import (
 from scipy import stats
 
 from stablemd.ase import Calculator
-from stablemd.md.forces import CalculatorForces, ModelForces
-from stablemd.md.integrators import CSVR, Langevin, NoseHooverChain, VelocityVerlet
+from stablemd.core.units import KB_EV_PER_K
+from stablemd.md.forces import CalculatorForces, ForceLevels, ForceResult, ModelForces
+from stablemd.md.integrators import RESPA, VelocityVerlet, make_integrator
 from stablemd.md.starts import state_from_atoms
-from stablemd.md.velocities import degrees_of_freedom, maxwell_boltzmann
+from stablemd.md.velocities import maxwell_boltzmann
 from stablemd.models.painn import PaiNN
-from stablemd.units import KB_EV_PER_K
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -36,11 +38,25 @@ ARGON_DT_FS = 10.0
 
 
 def thermostats(tau_fs: float = 200.0) -> dict:
+    names = ("langevin", "nose-hoover", "csvr")
     return {
-        "langevin": Langevin(ARGON_DT_FS, ARGON_T_K, friction=1 / tau_fs, seed=1),
-        "nose-hoover": NoseHooverChain(ARGON_DT_FS, ARGON_T_K, tau_fs, chain_length=3),
-        "csvr": CSVR(ARGON_DT_FS, ARGON_T_K, tau_fs, seed=1),
+        name: make_integrator(name, ARGON_DT_FS, ARGON_T_K, 1 / tau_fs, tau_fs, seed=1)
+        for name in names
     }
+
+
+class CentroidSprings:
+    """E = ½ K Σ_i |r_i − c|² per replica, c the replica's centroid: 3N − 3 harmonic modes and
+    no force on the centre of mass, so ⟨Σ_i |r_i − c|²⟩ = (3N − 3) k_B T / K exactly."""
+
+    def __init__(self, stiffness_eV_per_A2: float):
+        self.k = stiffness_eV_per_A2
+
+    def __call__(self, state):
+        centroid = state.sum_per_system(state.positions) / state.atoms_per_system[:, None]
+        offset = state.positions - centroid[state.system_index]
+        energy = 0.5 * self.k * state.sum_per_system(offset.square().sum(-1))
+        return ForceResult(energy * state.active, -self.k * offset * state.active_atoms[:, None])
 
 
 def ase_agreement(atoms, calculator, forces_fn, timestep_fs, temperature_K, n_steps=1000):
@@ -93,7 +109,7 @@ def test_thermostat_samples_canonical_kinetic_energy(name):
         state = run_steps(integrator, state, forces, 40)
         samples.append(state.kinetic_energy())
     kt = KB_EV_PER_K * ARGON_T_K
-    shape = float(degrees_of_freedom(state)[0]) / 2
+    shape = (3 * 13 - 3) / 2  # 13 atoms, total momentum zero
     reduced = (torch.stack(samples) / kt).flatten().numpy()
     assert abs(reduced.mean() / shape - 1) < 0.03
     assert abs(reduced.var() / shape - 1) < 0.15
@@ -144,3 +160,79 @@ def test_frozen_replicas_stay_put_and_cost_nothing(name):
     assert torch.equal(after.potential_energy[1::2], before.potential_energy[1::2])
     for key, value in after.thermostat.items():
         assert torch.equal(value[1::2], before.thermostat.get(key, value)[1::2])
+
+
+@pytest.mark.parametrize("name", ["langevin", "nose-hoover", "csvr"])
+def test_thermostat_samples_canonical_positions_of_a_harmonic_system(name):
+    """64 replicas of 4 argon atoms on centroid springs (3N − 3 = 9 modes of one frequency,
+    period ≈ 200 fs), thermostat time 50 fs: ⟨Σ|r_i − c|²⟩ = 9 k_B T / K. 6400 samples every
+    400 fs after 20 ps; the replicas' means spread by ≈ 4 %, so the standard error is ≈ 0.5 %:
+    tolerance 4 %. Counting 3N instead of 3N − 3 degrees of freedom would give 12/9."""
+    stiffness = 4.0
+    springs = CentroidSprings(stiffness)
+    integrator = thermostats(tau_fs=50.0)[name]
+    atoms = argon_cluster()[:4]
+    atoms.positions = 0.02 * np.random.default_rng(0).normal(size=(4, 3))  # near equilibrium
+    state = maxwell_boltzmann(state_from_atoms([atoms] * 64), ARGON_T_K, 0)
+    state = run_steps(integrator, state, springs, 2000)
+    samples = []
+    for _ in range(100):
+        state = run_steps(integrator, state, springs, 40)
+        centroid = state.sum_per_system(state.positions) / 4
+        offset = state.positions - centroid[state.system_index]
+        samples.append(state.sum_per_system(offset.square().sum(-1)))
+    expected = 9 * KB_EV_PER_K * ARGON_T_K / stiffness
+    assert abs(torch.stack(samples).mean().item() / expected - 1) < 0.04
+
+
+def levels_of_argon():
+    """Lennard-Jones as the fast level, weak centroid springs (period ≈ 30 ps) as the slow one."""
+    return ForceLevels(ClusterLJ(), CentroidSprings(0.0002))
+
+
+def test_respa_with_one_inner_step_is_velocity_verlet_bit_for_bit():
+    levels = levels_of_argon()
+    for name in ("nve", "nose-hoover", "csvr"):
+        plain = make_integrator(name, ARGON_DT_FS, ARGON_T_K, 0.01, 200.0, seed=3)
+        thermostat = plain.thermostat
+        respa = RESPA(
+            ARGON_DT_FS,
+            1,
+            make_integrator(name, ARGON_DT_FS, ARGON_T_K, 0.01, 200.0, seed=3).thermostat,
+        )
+        start = maxwell_boltzmann(argon_state(3), ARGON_T_K, 0)
+        a = run_steps(plain, start, levels, 50)
+        b = run_steps(respa, start, levels, 50)
+        for field in ("positions", "velocities", "forces"):
+            assert torch.equal(getattr(a, field), getattr(b, field)), (name, field, thermostat)
+
+
+def test_respa_without_slow_forces_is_velocity_verlet_at_the_inner_step():
+    no_slow = ForceLevels(ClusterLJ(), CentroidSprings(0.0))
+    start = maxwell_boltzmann(argon_state(3), ARGON_T_K, 0)
+    inner = run_steps(VelocityVerlet(ARGON_DT_FS), start, ClusterLJ(), 40)
+    outer = run_steps(RESPA(ARGON_DT_FS, 8), start, no_slow, 5)
+    assert torch.equal(inner.positions, outer.positions)
+    assert torch.equal(inner.velocities, outer.velocities)
+    assert outer.step == 5 and outer.time_fs == pytest.approx(40 * ARGON_DT_FS)
+
+
+def test_respa_conserves_energy_like_velocity_verlet_at_the_inner_step():
+    """Ar13 with slow springs: 8 inner steps of 10 fs per outer step, 2 ps. The energy error of
+    RESPA stays within twice that of velocity Verlet at 10 fs (RESPA's error is set by the
+    fast forces' step; the slow ones vary little over 80 fs)."""
+    levels = levels_of_argon()
+    start = maxwell_boltzmann(argon_state(4), ARGON_T_K, 0)
+
+    def spread(integrator, steps_per_sample, samples=25):
+        state = integrator.prepare(start, levels)
+        energies = []
+        for _ in range(samples):
+            state = run_steps(integrator, state, levels, steps_per_sample)
+            energies.append(integrator.conserved_energy(state))
+        energies = torch.stack(energies)
+        return (energies - energies[0]).abs().max().item()
+
+    verlet, respa = spread(VelocityVerlet(ARGON_DT_FS), 8), spread(RESPA(ARGON_DT_FS, 8), 1)
+    assert respa < 2 * verlet + 1e-6 * KB_EV_PER_K * ARGON_T_K
+    assert respa < 0.05 * KB_EV_PER_K * ARGON_T_K

@@ -1,4 +1,5 @@
-"""The MD loop: resume equals an uninterrupted run, criteria freeze replicas, rewinding."""
+"""The MD loop: resume equals an uninterrupted run, criteria freeze replicas with their reason,
+monitors keep their own intervals."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import pytest
 import torch
 from md_support import ClusterLJ, argon_state, single_thread  # noqa: F401
 
-from stablemd.errors import InputError
-from stablemd.md.integrators import Langevin, VelocityVerlet
+from stablemd.core.errors import InputError
+from stablemd.md.integrators import BAOAB, VelocityVerlet
+from stablemd.md.monitor import Criterion, Observer
 from stablemd.md.runner import run
-from stablemd.md.snapshots import rewind, take_replicas
-from stablemd.md.trajectory import TrajectoryWriter, read_replica
+from stablemd.md.state import take_replicas
+from stablemd.md.thermostats import LangevinNoise
 from stablemd.md.velocities import maxwell_boltzmann
+from stablemd.monitors.trajectory import TrajectoryWriter, read_replica
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -25,10 +28,17 @@ def start(n_replicas: int = 4):
     return maxwell_boltzmann(argon_state(n_replicas), 20.0, 0)
 
 
-class Interrupt:
-    """An observer that stops the run (like a kill) when it reaches ``step``."""
+def langevin(seed: int = 7, friction: float = 1 / 200):
+    return BAOAB(DT_FS, LangevinNoise(20.0, friction, seed=seed))
 
-    def __init__(self, step: int | None):
+
+class Interrupt(Observer):
+    """Stops the run (like a kill) when it reaches ``step``."""
+
+    name = "interrupt"
+
+    def __init__(self, step: int | None, every: int = 10):
+        super().__init__(every)
         self.step = step
 
     def __call__(self, state):
@@ -36,10 +46,13 @@ class Interrupt:
             raise KeyboardInterrupt
 
 
-class FlagAfter:
-    """A criterion: replicas in ``replicas`` are unstable from ``step`` on."""
+class FlagAfter(Criterion):
+    """Replicas in ``replicas`` are unstable from ``step`` on."""
 
-    def __init__(self, step: int, replicas: list[int]):
+    name = "flag_after"
+
+    def __init__(self, step: int, replicas: list[int], every: int = 10):
+        super().__init__(every)
         self.step, self.replicas = step, replicas
 
     def __call__(self, state):
@@ -49,15 +62,28 @@ class FlagAfter:
         return flags
 
 
+class Calls(Observer):
+    """Records the steps at which it is called."""
+
+    name = "calls"
+
+    def __init__(self, every: int):
+        super().__init__(every)
+        self.steps: list[int] = []
+
+    def __call__(self, state):
+        self.steps.append(state.step)
+
+
 def langevin_run(tmp_path, name: str, interrupt_at: int | None):
-    """A Langevin run with a trajectory, snapshots and a checkpoint every 40 steps."""
-    integrator = Langevin(DT_FS, 20.0, friction=1 / 200, seed=7)
-    with TrajectoryWriter(tmp_path / f"{name}.h5", integrator, velocities=True) as writer:
+    """A Langevin run with a trajectory and a checkpoint every 40 steps."""
+    integrator = langevin()
+    path = tmp_path / f"{name}.h5"
+    with TrajectoryWriter(path, integrator, velocities=True, every=10) as writer:
         return run(
             start(), integrator, ClusterLJ(), 200,
-            observers=[writer, FlagAfter(150, [1]), Interrupt(interrupt_at)], every=10,
-            snapshot_every=50, n_snapshots=2, checkpoint=tmp_path / f"{name}.pt",
-            checkpoint_every=40, progress=False,
+            [writer, FlagAfter(150, [1]), Interrupt(interrupt_at)],
+            checkpoint=tmp_path / f"{name}.pt", checkpoint_every=40, progress=False,
         )  # fmt: skip
 
 
@@ -72,11 +98,10 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert torch.equal(resumed.state.thermostat["heat"], reference.state.thermostat["heat"])
     np.testing.assert_array_equal(resumed.unstable_time_fs, reference.unstable_time_fs)
     assert resumed.unstable_time_fs[1] == 150 * DT_FS
-    assert resumed.snapshots.steps == reference.snapshots.steps == [150, 200]
-    with pytest.raises(InputError, match="written with 3 observers, this run has 1"):
-        run(start(), Langevin(DT_FS, 20.0, friction=1 / 200, seed=7), ClusterLJ(), 10,
-            observers=[FlagAfter(150, [1])], checkpoint=tmp_path / "resumed.pt",
-            progress=False)  # fmt: skip
+    assert resumed.unstable_reason == reference.unstable_reason == [None, "flag_after", None, None]
+    with pytest.raises(InputError, match="resumed.pt: this run used monitors="):
+        run(start(), langevin(), ClusterLJ(), 10, [FlagAfter(150, [1])],
+            checkpoint=tmp_path / "resumed.pt", progress=False)  # fmt: skip
     for k in range(4):
         ours, theirs = (
             read_replica(tmp_path / "resumed.h5", k),
@@ -89,13 +114,13 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
 
 def test_criteria_freeze_replicas_and_record_their_time(tmp_path):
     integrator = VelocityVerlet(DT_FS)
-    with TrajectoryWriter(tmp_path / "t.h5") as writer:
+    with TrajectoryWriter(tmp_path / "t.h5", every=10) as writer:
         result = run(
-            start(), integrator, ClusterLJ(), 60, observers=[FlagAfter(25, [2]), writer],
-            every=10, progress=False,
-        )  # fmt: skip
+            start(), integrator, ClusterLJ(), 60, [FlagAfter(25, [2]), writer], progress=False
+        )
     assert result.unstable_time_fs[2] == 30 * DT_FS
     assert all(math.isnan(t) for t in result.unstable_time_fs[[0, 1, 3]].tolist())
+    assert result.unstable_reason == [None, None, "flag_after", None]
     assert result.state.active.tolist() == [True, True, False, True]
     frozen = read_replica(tmp_path / "t.h5", 2)
     assert frozen["step"].tolist() == [0, 10, 20, 30]  # the unstable frame is still written
@@ -106,42 +131,36 @@ def test_criteria_freeze_replicas_and_record_their_time(tmp_path):
 
 def test_run_stops_when_every_replica_is_frozen():
     result = run(
-        start(), VelocityVerlet(DT_FS), ClusterLJ(), 100,
-        observers=[FlagAfter(20, [0, 1, 2, 3])], every=10, progress=False,
+        start(), VelocityVerlet(DT_FS), ClusterLJ(), 100, [FlagAfter(20, [0, 1, 2, 3])],
+        progress=False,
     )  # fmt: skip
     assert result.steps == 20 and not result.state.active.any()
 
 
-def test_rewind_restores_snapshots():
+def test_each_monitor_keeps_its_own_interval_and_the_first_criterion_names_the_reason():
+    often, seldom = Calls(every=3), Calls(every=7)
     result = run(
-        start(), Langevin(DT_FS, 20.0, 0.01, seed=0), ClusterLJ(), 100, snapshot_every=20,
-        n_snapshots=3, progress=False,
+        start(), VelocityVerlet(DT_FS), ClusterLJ(), 21,
+        [FlagAfter(0, [1], every=7), FlagAfter(0, [0, 1], every=5), often, seldom],
+        progress=False,
     )  # fmt: skip
-    state, snapshots = result.state, result.snapshots
-    assert snapshots.steps == [60, 80, 100]
-    back = rewind(state, snapshots, 40)
-    assert back.step == 60 and back.time_fs == 60 * DT_FS
-    assert not torch.equal(back.positions, state.positions)
-    assert torch.equal(back.positions, snapshots.at_step(60).positions)
-    assert torch.equal(back.thermostat["heat"], snapshots.at_step(60).thermostat["heat"])
+    assert often.steps == [0, 3, 6, 9, 12, 15, 18, 21]
+    assert seldom.steps == [0, 7, 14, 21]
+    # both criteria fire at step 0 on replica 1: the first one listed is its reason
+    assert result.unstable_reason == ["flag_after", "flag_after", None, None]
+    assert result.unstable_time_fs[:2].tolist() == [0.0, 0.0]
 
-    state.active = torch.tensor([True, False, True, True])
-    chosen = torch.tensor([False, True, False, False])
-    partial = rewind(state, snapshots, 20, replicas=chosen)
-    atoms = chosen[state.system_index]
-    assert partial.step == 100 and partial.active.all()
-    assert torch.equal(partial.velocities[atoms], snapshots.at_step(80).velocities[atoms])
-    assert torch.equal(partial.velocities[~atoms], state.velocities[~atoms])
-    assert torch.equal(partial.thermostat["heat"][~chosen], state.thermostat["heat"][~chosen])
-    with pytest.raises(ValueError, match="no snapshot at step 90"):
-        rewind(state, snapshots, 10)
+
+def test_a_monitor_needs_a_positive_interval():
+    with pytest.raises(InputError, match="every must be at least 1"):
+        Calls(every=0)
 
 
 def test_take_replicas_from_a_state_not_yet_evaluated():
     """A fresh state (no forces, no thermostat variables) mixed into a running one: the
     running replicas keep their thermostat, forces are left for the integrator to recompute."""
     fresh = start()
-    running = run(start(), Langevin(DT_FS, 20.0, 0.01, seed=0), ClusterLJ(), 10, progress=False)
+    running = run(start(), langevin(seed=0, friction=0.01), ClusterLJ(), 10, progress=False)
     chosen = torch.tensor([True, False, False, True])
     mixed = take_replicas(running.state, fresh, chosen)
     atoms = chosen[fresh.system_index]

@@ -9,8 +9,8 @@ from md_support import ClusterLJ, argon_state
 
 from stablemd.md.integrators import VelocityVerlet
 from stablemd.md.runner import run
-from stablemd.md.trajectory import TrajectoryWriter, read_replica
 from stablemd.md.velocities import maxwell_boltzmann
+from stablemd.monitors.trajectory import TrajectoryWriter, read_replica
 
 
 def test_h5md_file_has_per_replica_arrays(tmp_path):
@@ -19,8 +19,8 @@ def test_h5md_file_has_per_replica_arrays(tmp_path):
     state.cell[1] = 30.0 * torch.eye(3, dtype=torch.float64)
     state.pbc[1] = True
     integrator = VelocityVerlet(5.0)
-    with TrajectoryWriter(path, integrator, velocities=True) as writer:
-        result = run(state, integrator, ClusterLJ(), 20, [writer], every=5, progress=False)
+    with TrajectoryWriter(path, integrator, velocities=True, every=5) as writer:
+        result = run(state, integrator, ClusterLJ(), 20, [writer], progress=False)
     with h5py.File(path, "r") as f:
         assert f["h5md"].attrs["version"].tolist() == [1, 1]
         assert f["h5md/creator"].attrs["name"] == "stablemd"

@@ -7,8 +7,8 @@ import torch
 from md_support import argon_state
 from scipy import stats
 
+from stablemd.core.units import KB_EV_PER_K
 from stablemd.md.velocities import degrees_of_freedom, maxwell_boltzmann, temperature
-from stablemd.units import KB_EV_PER_K
 
 
 def test_velocities_have_zero_momentum_and_exact_temperature():

@@ -12,8 +12,8 @@ from ase import Atoms
 from ase.build import bulk, molecule
 from scipy.spatial.transform import Rotation
 
-from stablemd.batch import Batch
-from stablemd.errors import InputError
+from stablemd.core.batch import Batch
+from stablemd.core.errors import InputError
 from stablemd.models.potential import predict
 from stablemd.models.registry import build_potential, load_potential, save_potential
 
@@ -56,8 +56,8 @@ def copper():
     return rattled(bulk("Cu", "fcc", a=3.6).repeat((2, 2, 2)), 1, scale=0.1)
 
 
-def evaluate(model, atoms_list, dtype=torch.float64, **kwargs):
-    return predict(model, Batch.from_atoms(atoms_list, dtype=dtype), **kwargs)
+def evaluate(model, atoms_list, dtype=torch.float64, properties=("energy", "forces")):
+    return predict(model, Batch.from_atoms(atoms_list, dtype=dtype), properties)
 
 
 def moved(atoms, positions=None, cell=None):
@@ -77,9 +77,8 @@ def test_rotation_and_translation(kind, dtype):
     rotation = Rotation.random(random_state=3).as_matrix()
     turned = moved(atoms, atoms.positions @ rotation.T + [1.5, -2.0, 0.7])
     direct = model.supports_direct_forces
-    a, b = (
-        evaluate(model, [x], dtype, direct_forces=direct, features=True) for x in (atoms, turned)
-    )
+    properties = ["forces", "features"] + (["direct_forces"] if direct else [])
+    a, b = (evaluate(model, [x], dtype, properties) for x in (atoms, turned))
     rot = torch.as_tensor(rotation, dtype=dtype)
     torch.testing.assert_close(b["energies"], a["energies"], **TOL[dtype])
     torch.testing.assert_close(b["features"], a["features"], **TOL[dtype])
@@ -111,7 +110,7 @@ def test_forces_are_finite_differences_of_energy(kind, system):
             positions = atoms.positions.copy()
             positions.flat[index] += sign * h
             displaced.append(moved(atoms, positions))
-    energy = evaluate(model, displaced, forces=False)["energy"].reshape(-1, 2)
+    energy = evaluate(model, displaced, properties=["energy"])["energy"].reshape(-1, 2)
     numerical = -(energy[:, 0] - energy[:, 1]) / (2 * h)
     forces = evaluate(model, [atoms])["forces"].reshape(-1)
     assert forces.abs().max() > 1e-3
@@ -130,9 +129,9 @@ def test_stress_is_strain_derivative_of_energy(kind):
                 deform[i, j] += sign * h / 2
                 deform[j, i] += sign * h / 2
                 strained.append(moved(atoms, atoms.positions @ deform, atoms.cell[:] @ deform))
-    energy = evaluate(model, strained, forces=False)["energy"].reshape(3, 3, 2)
+    energy = evaluate(model, strained, properties=["energy"])["energy"].reshape(3, 3, 2)
     numerical = (energy[..., 0] - energy[..., 1]) / (2 * h) / atoms.get_volume()
-    stress = evaluate(model, [atoms], stress=True)["stress"][0]
+    stress = evaluate(model, [atoms], properties=["stress"])["stress"][0]
     assert stress.abs().max() > 1e-4
     torch.testing.assert_close(stress, numerical, rtol=1e-6, atol=1e-9)
 
@@ -142,7 +141,7 @@ def test_periodic_replication_keeps_energy_per_atom(kind):
     model = make_model(kind)
     atoms = copper()
     big = atoms.repeat((2, 2, 2))
-    small, large = evaluate(model, [atoms], stress=True), evaluate(model, [big], stress=True)
+    small, large = (evaluate(model, [a], properties=["forces", "stress"]) for a in (atoms, big))
     torch.testing.assert_close(large["energy"] / len(big), small["energy"] / len(atoms))
     torch.testing.assert_close(large["forces"][: len(atoms)], small["forces"])
     torch.testing.assert_close(large["stress"], small["stress"])
@@ -152,8 +151,8 @@ def test_periodic_replication_keeps_energy_per_atom(kind):
 def test_batch_equals_systems_alone(kind):
     model = make_model(kind, torch.float32)
     systems = [ethanol(), rattled(molecule("H2O"), 2), copper()]
-    together = evaluate(model, systems, torch.float32, features=True)
-    alone = [evaluate(model, [s], torch.float32, features=True) for s in systems]
+    together = evaluate(model, systems, torch.float32, ["forces", "features"])
+    alone = [evaluate(model, [s], torch.float32, ["forces", "features"]) for s in systems]
     for key in ("energy", "energies", "forces", "features"):
         expected = torch.cat([out[key] for out in alone])
         torch.testing.assert_close(together[key], expected, rtol=1e-5, atol=1e-5)

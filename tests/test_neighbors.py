@@ -8,8 +8,8 @@ import torch
 from ase.build import bulk, molecule
 from ase.neighborlist import neighbor_list
 
-from stablemd.batch import Batch
-from stablemd.neighbors import build_neighbor_list
+from stablemd.core.batch import Batch
+from stablemd.core.neighbors import build_neighbor_list
 
 CUTOFF = 2.6
 

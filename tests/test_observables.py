@@ -14,15 +14,15 @@ from ase.geometry.rdf import get_rdf
 from md_support import rattled
 from scipy.spatial.distance import pdist
 
-from stablemd.errors import InputError
-from stablemd.md import observables as obs
-from stablemd.md.reweighting import (
+from stablemd.analysis import dynamics, geometry, structure
+from stablemd.analysis.reweighting import (
     effective_sample_size,
     reweight,
     reweighting_weights,
     weighted_average,
 )
-from stablemd.units import KB_EV_PER_K
+from stablemd.core.errors import InputError
+from stablemd.core.units import KB_EV_PER_K
 
 ETHANOL = molecule("CH3CH2OH")
 
@@ -50,7 +50,9 @@ TRICLINIC = [[5.0, 0, 0], [2.0, 4.5, 0], [1.0, 1.5, 4.0]]
 def test_minimum_image_is_the_shortest_lattice_image(cell, pbc):
     cell = np.asarray(cell, dtype=float)
     vectors = np.random.default_rng(0).normal(scale=6.0, size=(500, 3))
-    got = obs.minimum_image(torch.tensor(vectors), torch.tensor(cell), torch.tensor(pbc)).numpy()
+    got = geometry.minimum_image(
+        torch.tensor(vectors), torch.tensor(cell), torch.tensor(pbc)
+    ).numpy()
     # the shift is a lattice vector of the periodic rows ...
     periodic = cell[np.asarray(pbc)]
     n = np.linalg.lstsq(periodic.T, (got - vectors).T, rcond=None)[0]
@@ -70,30 +72,30 @@ def test_minimum_image_is_the_shortest_lattice_image(cell, pbc):
 def test_h_r_hard_histogram_matches_numpy_and_smeared_is_normalised():
     frames = rattled(ETHANOL, 4)
     positions = frames_of(frames)
-    r, h = obs.distance_histogram_h_r(positions, r_max=6.0, dr=0.05, sigma=0.0)
+    r, h = structure.distance_histogram_h_r(positions, r_max=6.0, dr=0.05, sigma=0.0)
     for k, atoms in enumerate(frames):
         distances = pdist(atoms.positions)
         counts, edges = np.histogram(distances, bins=120, range=(0.0, 6.0))
         np.testing.assert_allclose(h[k].numpy(), counts / (len(distances) * 0.05), atol=1e-12)
     np.testing.assert_allclose(r.numpy(), 0.5 * (edges[1:] + edges[:-1]), atol=1e-12)
-    _, smeared = obs.distance_histogram_h_r(positions, r_max=10.0)  # METHODS: dr 0.02, σ 0.01
+    _, smeared = structure.distance_histogram_h_r(positions, r_max=10.0)  # METHODS: dr 0.02, σ 0.01
     np.testing.assert_allclose(smeared.sum(-1).numpy() * 0.02, 1.0, atol=1e-9)
 
 
 def test_h_r_is_invariant_and_differentiable():
     positions = frames_of(rattled(ETHANOL, 2)).requires_grad_(True)
-    _, h = obs.distance_histogram_h_r(positions, r_max=6.0)
+    _, h = structure.distance_histogram_h_r(positions, r_max=6.0)
     rotation = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))[0]
     moved = positions.detach() @ rotation.T + torch.tensor([1.0, -2.0, 3.0])
     moved = moved[:, torch.randperm(positions.shape[1])]
-    _, h_moved = obs.distance_histogram_h_r(moved, r_max=6.0)
+    _, h_moved = structure.distance_histogram_h_r(moved, r_max=6.0)
     torch.testing.assert_close(h_moved, h.detach(), atol=1e-9, rtol=0)
     weighted = (h * torch.linspace(0, 1, h.shape[-1])).sum()
     (gradient,) = torch.autograd.grad(weighted, positions, retain_graph=True)
     assert torch.isfinite(gradient).all() and gradient.abs().sum() > 0
     small = positions.detach()[:1, :4].clone().requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda p: obs.distance_histogram_h_r(p, r_max=4.0, dr=0.05, sigma=0.04)[1], (small,)
+        lambda p: structure.distance_histogram_h_r(p, r_max=4.0, dr=0.05, sigma=0.04)[1], (small,)
     )
 
 
@@ -110,10 +112,10 @@ def test_h_r_is_invariant_and_differentiable():
 def test_rdf_matches_ase_get_rdf(crystal, r_max):
     crystal.rattle(0.05, seed=1)
     positions = torch.tensor(crystal.positions)[None]
-    r, rdfs = obs.radial_distribution(
+    r, rdfs = structure.radial_distribution(
         positions, crystal.numbers, crystal.cell[:], r_max=r_max, sigma=0.0
     )
-    assert set(rdfs) == set(obs.element_pairs(crystal.numbers))
+    assert set(rdfs) == set(structure.element_pairs(crystal.numbers))
     for (a, b), g in rdfs.items():
         expected, rr = get_rdf(crystal, r_max, len(r), elements=(a, b))
         np.testing.assert_allclose(g[0].numpy(), expected, atol=1e-9)
@@ -125,7 +127,9 @@ def test_rdf_of_an_ideal_gas_is_one():
     length, n_atoms = 15.0, 500
     positions = torch.tensor(rng.uniform(0, length, size=(6, n_atoms, 3)))
     numbers = np.where(np.arange(n_atoms) < 250, 1, 8)
-    r, rdfs = obs.radial_distribution(positions, numbers, np.eye(3) * length, r_max=7.0, dr=0.1)
+    r, rdfs = structure.radial_distribution(
+        positions, numbers, np.eye(3) * length, r_max=7.0, dr=0.1
+    )
     far = r > 3.0
     for (a, b), g in rdfs.items():
         mean = g.mean(0)[far]
@@ -137,9 +141,9 @@ def test_rdf_of_an_ideal_gas_is_one():
 def test_rdf_rejects_small_cells_and_molecules():
     box = torch.tensor(bulk("Cu", "fcc", a=3.6, cubic=True).positions)[None]
     with pytest.raises(InputError, match="half the cell height"):
-        obs.radial_distribution(box, [29] * 4, np.eye(3) * 3.6, r_max=2.0)
+        structure.radial_distribution(box, [29] * 4, np.eye(3) * 3.6, r_max=2.0)
     with pytest.raises(InputError, match="periodic"):
-        obs.radial_distribution(box, [29] * 4, r_max=1.0)
+        structure.radial_distribution(box, [29] * 4, r_max=1.0)
 
 
 # --- bonds and angles -------------------------------------------------------------------------
@@ -151,12 +155,12 @@ def test_bond_lengths_and_angles_match_ase_through_the_boundary():
     water.positions[1] += water.cell[0]  # an H one box length away
     bonds = np.array([[0, 1], [0, 2]])
     positions = torch.tensor(water.positions)[None]
-    lengths = obs.bond_lengths(positions, bonds, water.cell[:], water.pbc)
+    lengths = geometry.bond_lengths(positions, bonds, water.cell[:], water.pbc)
     expected = [water.get_distance(0, 1, mic=True), water.get_distance(0, 2, mic=True)]
     np.testing.assert_allclose(lengths[0].numpy(), expected, atol=1e-12)
-    triplets = obs.angle_triplets(bonds)
+    triplets = geometry.angle_triplets(bonds)
     assert triplets.tolist() == [[1, 0, 2]]
-    angle = obs.bond_angles(positions, triplets, water.cell[:], water.pbc)
+    angle = geometry.bond_angles(positions, triplets, water.cell[:], water.pbc)
     assert angle.item() == pytest.approx(water.get_angle(1, 0, 2, mic=True), abs=1e-9)
 
 
@@ -165,18 +169,18 @@ def test_angle_triplets_and_distributions_of_ethanol():
 
     bonds = find_bonds(ETHANOL)
     degree = np.bincount(bonds.ravel(), minlength=len(ETHANOL))
-    triplets = obs.angle_triplets(bonds)
+    triplets = geometry.angle_triplets(bonds)
     assert len(triplets) == sum(d * (d - 1) // 2 for d in degree)
     frames = frames_of(rattled(ETHANOL, 3))
-    angles = obs.bond_angles(frames, triplets)
+    angles = geometry.bond_angles(frames, triplets)
     i, j, k = triplets[5].tolist()
     assert angles[0, 5].item() == pytest.approx(
         Atoms(ETHANOL.numbers, frames[0].numpy()).get_angle(i, j, k), abs=1e-9
     )
-    theta, density = obs.angular_distribution(frames, bonds)
+    theta, density = structure.angular_distribution(frames, bonds)
     assert theta[0].item() == pytest.approx(0.5)
     np.testing.assert_allclose(density.sum(-1).numpy() * 1.0, 1.0, atol=1e-9)
-    r, lengths = obs.bond_length_distribution(frames, bonds, r_min=0.5, r_max=2.0)
+    r, lengths = structure.bond_length_distribution(frames, bonds, r_min=0.5, r_max=2.0)
     np.testing.assert_allclose(lengths.sum(-1).numpy() * 0.02, 1.0, atol=1e-9)
 
 
@@ -189,16 +193,16 @@ def test_vacf_of_harmonic_motion_is_a_cosine():
     t = dt * np.arange(n_frames)
     velocities = np.zeros((n_frames, n_atoms, 3))
     velocities[..., 0] = 2.0 * np.cos(omega * t[:, None] + phases[None, :])
-    c = obs.vacf(torch.tensor(velocities), window=100)
+    c = dynamics.vacf(torch.tensor(velocities), window=100)
     np.testing.assert_allclose(c.numpy(), np.cos(omega * dt * np.arange(100)), atol=1e-10)
     with pytest.raises(InputError, match="window"):
-        obs.vacf(torch.tensor(velocities[:50]), window=100)
+        dynamics.vacf(torch.tensor(velocities[:50]), window=100)
 
 
 def test_msd_matches_direct_loop_and_ballistic_motion():
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.normal(size=(30, 2, 5, 3)))  # [frames, replicas, atoms, 3]
-    msd = obs.mean_squared_displacement(x, remove_drift=False)
+    msd = dynamics.mean_squared_displacement(x, remove_drift=False)
     direct = torch.stack(
         [
             ((x[m:] - x[: len(x) - m]) ** 2).sum(-1).mean(-1).mean(0)
@@ -211,7 +215,7 @@ def test_msd_matches_direct_loop_and_ballistic_motion():
     velocity = torch.tensor([0.01, -0.02, 0.005], dtype=torch.float64)  # Å/fs
     clock = 2.0 * torch.arange(50, dtype=torch.float64)  # fs
     ballistic = clock[:, None, None] * velocity + x[0, 0]  # MSD = |v|² t², D = |v|² t / 6
-    times, d = obs.diffusivity(ballistic, timestep_fs=2.0, remove_drift=False)
+    times, d = dynamics.diffusivity(ballistic, timestep_fs=2.0, remove_drift=False)
     assert times[0].item() == 2.0 and d.shape == (49,)
     torch.testing.assert_close(d, velocity.pow(2).sum() * times / 6.0, atol=1e-12, rtol=1e-9)
 
@@ -223,11 +227,13 @@ def test_random_walk_diffusivity_with_unwrapping():
     walk = torch.tensor(np.cumsum(steps, axis=0))
     wrapped = torch.remainder(walk, length)
     cell = np.eye(3) * length
-    torch.testing.assert_close(obs.unwrap_positions(wrapped, cell) - wrapped[:1], walk - walk[:1])
-    times, d = obs.diffusivity(wrapped, dt, cell=cell)
+    torch.testing.assert_close(
+        dynamics.unwrap_positions(wrapped, cell) - wrapped[:1], walk - walk[:1]
+    )
+    times, d = dynamics.diffusivity(wrapped, dt, cell=cell)
     estimate = d[..., 10:100].mean().item()
     assert estimate == pytest.approx(true_d, rel=0.05)
-    assert obs.to_cm2_per_s(estimate) == pytest.approx(estimate * 0.1)
+    assert dynamics.to_cm2_per_s(estimate) == pytest.approx(estimate * 0.1)
 
 
 # --- reference observables --------------------------------------------------------------------
@@ -238,18 +244,18 @@ def test_reference_observables_average_over_frames():
 
     frames = rattled(ETHANOL, 5)
     bonds = find_bonds(ETHANOL)
-    reference = obs.reference_observables(frames, bonds=bonds, r_max=6.0, chunk=2)
-    _, h = obs.distance_histogram_h_r(frames_of(frames), r_max=6.0)
+    reference = structure.reference_observables(frames, bonds=bonds, r_max=6.0, chunk=2)
+    _, h = structure.distance_histogram_h_r(frames_of(frames), r_max=6.0)
     torch.testing.assert_close(reference.h_r, h.mean(0))
     torch.testing.assert_close(
-        reference.bond_lengths, obs.bond_lengths(frames_of(frames), bonds).mean(0)
+        reference.bond_lengths, geometry.bond_lengths(frames_of(frames), bonds).mean(0)
     )
     assert reference.rdf is None
 
     crystal = bulk("NaCl", "rocksalt", a=5.64, cubic=True).repeat(2)
     boxes = rattled(crystal, 3)
-    periodic = obs.reference_observables(boxes, chunk=2)  # r_max: half of the 11.28 Å box
-    _, rdfs = obs.radial_distribution(
+    periodic = structure.reference_observables(boxes, chunk=2)  # r_max: half of the 11.28 Å box
+    _, rdfs = structure.radial_distribution(
         frames_of(boxes), crystal.numbers, crystal.cell[:], r_max=5.64
     )
     assert periodic.rdf_r[-1].item() == pytest.approx(5.63)
@@ -257,7 +263,7 @@ def test_reference_observables_average_over_frames():
     torch.testing.assert_close(periodic.rdf[(11, 17)], rdfs[(11, 17)].mean(0))
 
     with pytest.raises(InputError, match="frame 1"):
-        obs.reference_observables([ETHANOL, molecule("H2O")])
+        structure.reference_observables([ETHANOL, molecule("H2O")])
 
 
 # --- temperature reweighting ------------------------------------------------------------------

@@ -9,7 +9,7 @@ from ase.calculators.calculator import CalculationFailed, Calculator
 from ase.calculators.fd import calculate_numerical_stress
 from ase.units import Bohr, Hartree, kcal, mol
 
-from stablemd.errors import InputError
+from stablemd.core.errors import InputError
 from stablemd.oracles import SPCFwCalculator, get_oracle, label, level_of_theory, spcfw
 from stablemd.systems import get_system
 

@@ -7,7 +7,7 @@ import torch
 from ase.build import bulk
 from test_models import copper, ethanol, make_model, rattled
 
-from stablemd.batch import Batch
+from stablemd.core.batch import Batch
 from stablemd.models.potential import predict
 
 
@@ -20,21 +20,21 @@ def systems():
     return [ethanol(), rattled(ethanol(), 5), copper(), copper_primitive()]
 
 
-def both_paths(model, batch, **kwargs):
+def both_paths(model, batch, properties):
     """(fused, reference): ``create_graph=True`` keeps the autograd path."""
-    return predict(model, batch, **kwargs), predict(model, batch, create_graph=True, **kwargs)
+    return predict(model, batch, properties), predict(model, batch, properties, create_graph=True)
 
 
 def parameter_gradients(model, batch, create_graph):
     model.zero_grad()
-    predict(model, batch, forces=False, create_graph=create_graph)["energy"].sum().backward()
+    predict(model, batch, ["energy"], create_graph=create_graph)["energy"].sum().backward()
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
 def test_fused_equals_autograd_path():
     model = make_model("painn")
     batch = Batch.from_atoms(systems(), dtype=torch.float64)
-    fused, reference = both_paths(model, batch, stress=True, direct_forces=True)
+    fused, reference = both_paths(model, batch, ["forces", "stress", "direct_forces"])
     for key in ("energy", "forces", "stress", "direct_forces"):
         assert reference[key].abs().max() > 1e-4, key
         torch.testing.assert_close(fused[key], reference[key].detach(), rtol=1e-12, atol=1e-13)

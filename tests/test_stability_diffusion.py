@@ -9,9 +9,9 @@ import pytest
 import torch
 from ase import Atoms
 
-from stablemd.md.observables import to_cm2_per_s
+from stablemd.analysis.dynamics import to_cm2_per_s
+from stablemd.diagnose.stability.diffusion import StableDisplacement, fit_diffusivity
 from stablemd.md.starts import state_from_atoms
-from stablemd.stability.diffusion import StableDisplacement, fit_diffusivity
 
 INTERVAL_FS = 20.0
 WINDOW = 10

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from stablemd.errors import InputError
-from stablemd.stability.report import (
+from stablemd.cli.output import stability_table
+from stablemd.core.errors import InputError
+from stablemd.diagnose.stability.report import (
     plot_h_r_comparison,
     plot_survival,
-    stability_table,
     summarize,
     survival_curve,
     write_summary,

@@ -14,23 +14,23 @@ from ase.build import molecule
 from md_support import single_thread  # noqa: F401
 
 from stablemd.cli.main import main
+from stablemd.core.errors import InputError
 from stablemd.data.database import read_frames, write_frames
-from stablemd.errors import InputError
+from stablemd.data.frames import FrameSet
+from stablemd.fix.stable_training.config import StableConfig
+from stablemd.fix.stable_training.loop import StableTrainer
+from stablemd.fix.stable_training.targets import (
+    make_observable,
+    reference_from_file,
+    reference_from_frames,
+)
+from stablemd.fix.stable_training.workflow import reference_value, system_of
 from stablemd.models.potential import predict
 from stablemd.models.registry import build_potential, load_potential, save_potential
 from stablemd.oracles import registry as oracle_registry
 from stablemd.oracles.spcfw import SPCFwCalculator
 from stablemd.oracles.xtb import XTBCalculator
-from stablemd.stable.config import StableConfig
-from stablemd.stable.loop import StableTrainer
-from stablemd.stable.observables import (
-    make_observable,
-    reference_from_file,
-    reference_from_frames,
-)
-from stablemd.stable.workflow import reference_value, system_of
 from stablemd.systems import get_system
-from stablemd.training.frames import FrameSet
 from stablemd.training.statistics import fit_energy_scaling
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -87,7 +87,7 @@ def test_loop_learns_from_observables_without_new_labels(ethanol_frames, tmp_pat
     # the mean energy, which L_obs cannot see, is re-centred on the training frames
     frames = FrameSet(ethanol_frames[:20])
     batch = frames.batch(range(len(frames)))
-    energy = predict(result.potential, batch, forces=False)["energy"].detach()
+    energy = predict(result.potential, batch, ["energy"])["energy"].detach()
     assert abs(float(((batch.energy - energy) / batch.atoms_per_system).mean())) < 1e-3
     assert abs(result.energy_recentred_eV_per_atom) > 1e-3
     assert len(trainer.qm_frames) == 20  # L_QM sees the fixed training frames only

@@ -7,7 +7,7 @@ import pytest
 from ase.build import minimize_rotation_and_translation
 from ase.units import kg, m
 
-from stablemd.errors import InputError
+from stablemd.core.errors import InputError
 from stablemd.oracles import get_oracle
 from stablemd.systems import get_system, list_systems
 from stablemd.systems.molecules import build_molecule

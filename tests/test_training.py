@@ -8,11 +8,11 @@ import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from stablemd.errors import InputError
-from stablemd.evaluation import error_metrics
+from stablemd.core.errors import InputError
+from stablemd.data.frames import FrameSet
 from stablemd.models.potential import predict
 from stablemd.training.config import TrainConfig
-from stablemd.training.frames import FrameSet
+from stablemd.training.metrics import error_metrics
 from stablemd.training.statistics import (
     fit_energy_scaling,
     fit_reference_energies,

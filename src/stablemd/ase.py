@@ -14,7 +14,7 @@ from ase.calculators.calculator import Calculator as _AseCalculator
 from ase.calculators.calculator import all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from stablemd.batch import Batch
+from stablemd.core.batch import Batch
 from stablemd.models.potential import Potential, predict
 from stablemd.models.registry import load_potential
 
@@ -42,13 +42,9 @@ class Calculator(_AseCalculator):
         super().calculate(atoms, properties, system_changes)
         batch = Batch.from_atoms([self.atoms], dtype=self.dtype)
         periodic = bool(self.atoms.pbc.any())
-        out = predict(
-            self.potential,
-            batch,
-            forces=not self.direct_forces,
-            stress=periodic and "stress" in properties,
-            direct_forces=self.direct_forces,
-        )
+        wanted = ["direct_forces" if self.direct_forces else "forces"]
+        wanted += ["stress"] if periodic and "stress" in properties else []
+        out = predict(self.potential, batch, wanted)
         energy = float(out["energy"][0].detach())
         forces = out["direct_forces"] if self.direct_forces else out["forces"]
         self.results = {

@@ -8,10 +8,10 @@ import typer
 from rich.table import Table
 
 from stablemd.cli.output import console
+from stablemd.core.errors import InputError
 from stablemd.data.database import summarize
+from stablemd.data.formats import DEFAULT_NPZ_ENERGY_UNIT, export_extxyz, import_file
 from stablemd.data.generate import generate_reference_data
-from stablemd.data.io import DEFAULT_NPZ_ENERGY_UNIT, export_extxyz, import_file
-from stablemd.errors import InputError
 from stablemd.systems import get_system, list_systems
 
 app = typer.Typer(no_args_is_help=True, help="Reference data: generate, import, export, info.")

@@ -1,6 +1,6 @@
 """The ``stablemd`` command: every subcommand mounted on one typer app.
 
-User errors (:class:`~stablemd.errors.InputError`) end the program with one line on stderr and
+User errors (:class:`~stablemd.core.errors.InputError`) end the program with one line on stderr and
 exit code 2; anything else is a bug and keeps its traceback.
 """
 
@@ -12,8 +12,8 @@ import typer
 
 from stablemd.cli import data, quickstart, simulate, stability, stable_train, systems, train
 from stablemd.cli.output import error_console
-from stablemd.errors import InputError
-from stablemd.runtime import tune_memory_allocator
+from stablemd.core.errors import InputError
+from stablemd.core.runtime import tune_memory_allocator
 
 app = typer.Typer(
     help="Make machine-learned interatomic potentials trustworthy in long MD. "

@@ -1,9 +1,13 @@
-"""Terminal output shared by the commands: one console, error tables, JSON files."""
+"""Terminal output shared by the commands: one console, error and stability tables."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from rich.console import Console
 from rich.table import Table
+
+from stablemd.diagnose.stability.report import StabilitySummary
 
 console = Console()
 error_console = Console(stderr=True)
@@ -26,4 +30,23 @@ def metrics_table(metrics: dict, title: str) -> Table:
     ]
     for name, value in rows:
         table.add_row(name, f"{1000 * value['mae']:.2f}", f"{1000 * value['rmse']:.2f}")
+    return table
+
+
+def stability_table(
+    per_model: Mapping[str, StabilitySummary], title: str = "Stability in MD"
+) -> Table:
+    """The summaries as a rich table for the terminal."""
+    table = Table(title=title, caption="never-failing replicas counted at the run length")
+    for column in ("model", "replicas", "run (ps)", "mean (ps)", "median (ps)", "stable at end"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, s in per_model.items():
+        table.add_row(
+            name,
+            str(s.n_replicas),
+            f"{s.run_length_ps:.3g}",
+            f"{s.mean_ps:.3g}",
+            s.median_text,
+            f"{100 * s.fraction_stable:.0f} %",
+        )
     return table

@@ -14,20 +14,20 @@ from pathlib import Path
 
 import typer
 
-from stablemd.cli.output import console, metrics_table
+from stablemd.cli.output import console, metrics_table, stability_table
+from stablemd.core.files import write_json
 from stablemd.data.database import read_frames
+from stablemd.data.frames import FrameSet
 from stablemd.data.generate import generate_reference_data
-from stablemd.evaluation import error_metrics
-from stablemd.io import write_json
+from stablemd.diagnose.stability.benchmark import StabilitySettings
+from stablemd.diagnose.stability.compare import compare_models
+from stablemd.fix.stable_training.config import StableConfig
+from stablemd.fix.stable_training.workflow import stable_train
 from stablemd.models.potential import Potential
 from stablemd.models.registry import load_potential
-from stablemd.stability.benchmark import StabilitySettings
-from stablemd.stability.compare import compare_models
-from stablemd.stable.config import StableConfig
-from stablemd.stable.workflow import stable_train
 from stablemd.systems import get_system
 from stablemd.training.config import TrainConfig
-from stablemd.training.frames import FrameSet
+from stablemd.training.metrics import error_metrics
 from stablemd.training.workflow import held_out_indices, train_from_database
 
 QUICK_MODEL = {"n_features": 32, "n_interactions": 3, "cutoff": 5.0}
@@ -78,8 +78,9 @@ def quickstart(
         replicas=replicas, temperature_K=temperature, time_ps=stability_ps, seed=seed
     )
     console.rule(f"4/6 stability of the baseline: {replicas} replicas, {stability_ps:g} ps")
-    models = {"baseline": baseline.path}
-    compare_models(models, system, starts, train_frames, settings, out / "stability")
+    models = {"baseline": baseline.potential}
+    rows = compare_models(models, system, starts, train_frames, settings, out / "stability")
+    console.print(stability_table({label: row["summary"] for label, row in rows.items()}))
 
     console.rule(f"5/6 StABlE fine-tuning for {stable_epochs} epochs, no new labels")
     # learning starts early (a quarter unstable): the demo has minutes, not hours
@@ -90,10 +91,11 @@ def quickstart(
     stable_train(baseline.path, data_path, stable_path, stable_config, system_name="ethanol")
 
     console.rule("6/6 the StABlE model: stability and errors")
-    models["stable"] = stable_path
-    compare_models(models, system, starts, train_frames, settings, out / "stability")
+    models["stable"] = load_potential(stable_path)
+    rows = compare_models(models, system, starts, train_frames, settings, out / "stability")
+    console.print(stability_table({label: row["summary"] for label, row in rows.items()}))
     _held_out_errors(
-        load_potential(stable_path), frames, held_out, "StABlE model",
+        models["stable"], frames, held_out, "StABlE model",
         out / "test_metrics_stable.json",
     )  # fmt: skip
     console.print(

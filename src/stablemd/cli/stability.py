@@ -6,10 +6,13 @@ from pathlib import Path
 
 import typer
 
-from stablemd.data.io import read_positions
-from stablemd.errors import InputError
-from stablemd.stability.benchmark import StabilitySettings
-from stablemd.stability.compare import compare_models
+from stablemd.cli.options import settings_from_options
+from stablemd.cli.output import console, stability_table
+from stablemd.data.formats import read_positions
+from stablemd.diagnose.stability.benchmark import StabilitySettings
+from stablemd.diagnose.stability.compare import compare_models
+from stablemd.diagnose.stability.diffusion import DIFFUSION_WINDOW_PS
+from stablemd.models.registry import load_potential
 from stablemd.systems import get_system
 
 
@@ -42,22 +45,25 @@ def stability(
         0.5, help="Molecules: unstable when a bond deviates more than this (Å)."
     ),
     min_distance: float = typer.Option(
-        1.2, help="Periodic systems: unstable when two molecules come closer than this (Å)."
+        1.2, help="Periodic systems: unstable when two non-bonded atoms come closer than this (Å)."
+    ),
+    intramolecular: bool = typer.Option(
+        True,
+        help="Periodic systems: count non-bonded pairs inside a molecule as contacts too "
+        "(StABlE's definition); --no-intramolecular counts pairs of different molecules only.",
     ),
     check_every: int = typer.Option(20, help="Check the criteria every this many steps."),
     seed: int = typer.Option(0, help="Seed of the start structures, velocities and noise."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ):
     """Run every model from the same starts; write stable times, survival and h(r) plots."""
-    if replicas < 1 or time_ps <= 0 or check_every < 1:
-        raise InputError("--replicas and --check-every must be ≥ 1 and --time-ps positive")
     target = get_system(system)
-    settings = StabilitySettings(
-        replicas=replicas, temperature_K=temperature, time_ps=time_ps,
+    settings = settings_from_options(
+        StabilitySettings, replicas=replicas, temperature_K=temperature, time_ps=time_ps,
         timestep_fs=target.timestep_fs if timestep is None else timestep,
         thermostat=thermostat, tau_fs=tau, friction_per_fs=friction,
         max_bond_deviation_A=max_bond_deviation, min_intermolecular_A=min_distance,
-        check_every=check_every, seed=seed,
+        nonbonded_intramolecular=intramolecular, check_every=check_every, seed=seed,
     )  # fmt: skip
     start_frames = read_positions(starts) if starts is not None else [target.atoms]
     reference_frames = read_positions(reference) if reference is not None else None
@@ -66,5 +72,27 @@ def stability(
             target.check_frames(frames, str(path))
     if reference is None and starts is not None:
         reference_frames = start_frames  # the starts' h(r) is the reference
-    labelled = dict(zip(_labels(model), model, strict=True))
-    compare_models(labelled, target, start_frames, reference_frames, settings, out, progress)
+    # Every model is loaded before any runs, so a bad file is refused before hours of MD.
+    potentials = {
+        label: load_potential(path) for label, path in zip(_labels(model), model, strict=True)
+    }
+    rows = compare_models(
+        potentials, target, start_frames, reference_frames, settings, out, progress
+    )
+    console.print(stability_table({label: row["summary"] for label, row in rows.items()}))
+    for label, row in rows.items():
+        if "h_r_mae" in row:
+            console.print(
+                f"{label}: h(r) MAE {row['h_r_mae']:.4f}, {row['steps_per_s']:.1f} steps/s"
+            )
+        if "diffusivity_cm2_per_s" in row:
+            console.print(f"{label}: {_diffusivity_text(row['diffusivity_cm2_per_s'])}")
+    console.print(f"summary: {out / 'summary.json'}   plots: {out / 'survival.png'}")
+
+
+def _diffusivity_text(values: dict[str, float | None]) -> str:
+    parts = [f"D({symbol}) {'n/a' if d is None else f'{d:.3g}'}" for symbol, d in values.items()]
+    return (
+        ", ".join(parts) + f" cm²/s (MSD over lags of {DIFFUSION_WINDOW_PS / 2:g}–"
+        f"{DIFFUSION_WINDOW_PS:g} ps, stable parts; n/a: no replica stable that long)"
+    )

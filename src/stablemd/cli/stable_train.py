@@ -8,9 +8,9 @@ from pathlib import Path
 import typer
 
 from stablemd.cli.output import console
-from stablemd.config import load_config
-from stablemd.stable.config import StableConfig
-from stablemd.stable.workflow import stable_train as run_stable_training
+from stablemd.core.config_file import load_config
+from stablemd.fix.stable_training.config import StableConfig
+from stablemd.fix.stable_training.workflow import stable_train as run_stable_training
 
 
 def stable_train(
@@ -65,7 +65,7 @@ def stable_train(
         temperature_K=temperature, timestep_fs=timestep, replicas=replicas,
         steps_per_epoch=steps_per_epoch, f_max=f_max, f_min=f_min, qm_weight=qm_weight,
         learning_rate=learning_rate, max_cycles=max_cycles, max_epochs=max_epochs,
-        max_minutes=max_time, seed=seed,
+        max_time_minutes=max_time, seed=seed,
     )  # fmt: skip
     result = run_stable_training(model, data, out, options, system, reference, run_dir, progress)
     learning = sum(row["phase"] == "learning" for row in result.history)

@@ -7,14 +7,14 @@ from pathlib import Path
 import typer
 
 from stablemd.cli.output import console, metrics_table
-from stablemd.config import load_config
+from stablemd.core.config_file import load_config
+from stablemd.core.errors import InputError
+from stablemd.core.files import write_json
 from stablemd.data.database import read_frames
-from stablemd.errors import InputError
-from stablemd.evaluation import error_metrics
-from stablemd.io import write_json
+from stablemd.data.frames import FrameSet
 from stablemd.models.registry import load_potential
 from stablemd.training.config import TrainConfig
-from stablemd.training.frames import FrameSet
+from stablemd.training.metrics import error_metrics
 from stablemd.training.workflow import held_out_indices, train_from_database
 
 

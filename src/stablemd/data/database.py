@@ -21,7 +21,7 @@ from ase.data import chemical_symbols
 from ase.db.core import check as check_key_value_pairs
 from ase.db.row import AtomsRow
 
-from stablemd.errors import InputError
+from stablemd.core.errors import InputError
 
 
 def partial_path(path: str | Path) -> Path:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stablemd.errors import InputError
+from stablemd.core.errors import InputError
 
 
 @dataclass

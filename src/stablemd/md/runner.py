@@ -1,92 +1,113 @@
-"""The MD loop: integrate, call observers every k steps, freeze unstable replicas, checkpoint.
+"""The MD loop: integrate, call monitors on their own intervals, freeze unstable replicas,
+checkpoint.
 
-Observers are callables ``observer(state)``. One that returns a boolean tensor [n_systems] is a
-stability criterion: replicas it flags (True = unstable) are frozen and their first unstable
-time (fs) recorded. All observers of a step see the same state; freezing happens after them,
-so a trajectory writer still records the frame at which a replica was found unstable.
-Observers with ``state_dict``/``load_state_dict`` are checkpointed with the run.
+Monitors (:mod:`stablemd.md.monitor`) run on the starting state and after every step that
+is a multiple of their ``every``. All monitors of a step see the same state; replicas that a
+criterion flags are frozen after them (so a trajectory writer still records the frame at which a
+replica was found unstable), with the time (fs) and the criterion's name recorded.
 
 A run with ``checkpoint`` set resumes from that file when it exists: the integrator's random
-generator, the snapshots and the observers are restored too, so a run stopped at any moment and
-started again gives the same result as one that never stopped.
+generator and the monitors are restored too, so a run stopped at any moment and started again
+gives the same result as one that never stopped. The checkpoint is written every
+``checkpoint_every`` steps, at least every ``checkpoint_seconds`` of wall time, and at the end.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from stablemd.errors import InputError
-from stablemd.md.checkpoint import load_md_checkpoint, save_md_checkpoint
-from stablemd.md.forces import ForceTerm
+from stablemd.core.files import check_same_options, load_checkpoint, save_torch_file
+from stablemd.md.forces import ForceLevels, ForceResult, ForceTerm
 from stablemd.md.integrators import Integrator
-from stablemd.md.snapshots import Snapshots
-from stablemd.md.state import MDState
+from stablemd.md.monitor import Criterion, Monitor
+from stablemd.md.state import MDState, state_from_dict, state_to_dict
+
+CHECKPOINT_FORMAT = "stablemd-md-checkpoint/2"
 
 
 @dataclass
 class RunResult:
-    """Final state; first unstable time per replica [n_systems] fs (NaN: never unstable);
-    the snapshot buffer (None without snapshots); wall time and the part of it spent in
-    force evaluation (s); steps integrated in this call."""
+    """Final state; first unstable time per replica [n_systems] fs (NaN: never unstable) and
+    the name of the criterion that flagged it (None: never); wall time and the part of it spent
+    in force evaluation (s); steps integrated in this call."""
 
     state: MDState
     unstable_time_fs: torch.Tensor
-    snapshots: Snapshots | None
+    unstable_reason: list[str | None]
     wall_time_s: float
     force_time_s: float
     steps: int
 
 
-class _TimedForces:
-    """A force term that adds up the wall time spent in it."""
+class _Clock:
+    """Adds up the wall time spent in force terms."""
 
-    def __init__(self, forces_fn: ForceTerm):
-        self.forces_fn = forces_fn
+    def __init__(self):
         self.seconds = 0.0
 
-    def __call__(self, state: MDState):
-        start = time.perf_counter()
-        out = self.forces_fn(state)
-        self.seconds += time.perf_counter() - start
-        return out
+    def timed(self, term: ForceTerm) -> ForceTerm:
+        """``term`` with its calls timed (each level of a :class:`ForceLevels` on its own)."""
+        if isinstance(term, ForceLevels):
+            return ForceLevels(self.timed(term.fast), self.timed(term.slow))
+
+        def call(state: MDState) -> ForceResult:
+            start = time.perf_counter()
+            out = term(state)
+            self.seconds += time.perf_counter() - start
+            return out
+
+        return call
 
 
-def _observe(state: MDState, observers: Sequence[Callable], unstable_time_fs: torch.Tensor):
-    """Call every observer; freeze replicas any criterion flags. Returns the new state."""
-    flags = [out for obs in observers if isinstance(out := obs(state), torch.Tensor)]
-    flagged = [f for f in flags if f.dtype == torch.bool]
-    if not flagged:
-        return state
-    newly = torch.stack(flagged).any(dim=0) & state.active
-    if not bool(newly.any()):
-        return state
-    unstable_time_fs[newly] = state.time_fs
-    return replace(state, active=state.active & ~newly)
+class _Verdicts:
+    """First unstable time and reason per replica; freezes the replicas criteria flag."""
+
+    def __init__(self, n_replicas: int):
+        self.time_fs = torch.full((n_replicas,), float("nan"), dtype=torch.float64)
+        self.reason: list[str | None] = [None] * n_replicas
+
+    def observe(self, state: MDState, monitors: Sequence[Monitor]) -> MDState:
+        """Call the monitors due at this step; returns the state with flagged replicas frozen."""
+        newly = torch.zeros_like(state.active)
+        for monitor in monitors:
+            if state.step % monitor.every:
+                continue
+            verdict = monitor(state)
+            if isinstance(monitor, Criterion):
+                flagged = verdict & state.active & ~newly
+                for k in torch.nonzero(flagged)[:, 0].tolist():
+                    self.reason[k] = monitor.name
+                newly |= flagged
+        if not bool(newly.any()):
+            return state
+        self.time_fs[newly] = state.time_fs
+        return replace(state, active=state.active & ~newly)
+
+    def state_dict(self) -> dict:
+        return {"time_fs": self.time_fs.clone(), "reason": list(self.reason)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.time_fs, self.reason = state_dict["time_fs"].clone(), list(state_dict["reason"])
 
 
-def _check_resumable(saved: dict, fresh: MDState, observers: Sequence, path: Path) -> None:
-    state = saved["state"]
-    if state.n_systems != fresh.n_systems or state.n_atoms != fresh.n_atoms:
-        raise InputError(
-            f"{path}: checkpoint has {state.n_systems} replicas of {state.n_atoms} atoms in "
-            f"all, this run {fresh.n_systems} of {fresh.n_atoms}; use a new output location"
-        )
-    if len(saved["observers"]) != len(observers):
-        raise InputError(
-            f"{path}: checkpoint was written with {len(saved['observers'])} observers, this run "
-            f"has {len(observers)} (another version or setting); use a new output location"
-        )
+def _layout(state: MDState, monitors: Sequence[Monitor]) -> dict:
+    """What a checkpoint must match to be resumed by this run."""
+    return {
+        "replicas": state.n_systems,
+        "atoms": state.n_atoms,
+        "monitors": [f"{m.name} every {m.every}" for m in monitors],
+    }
 
 
-def _progress_bar(enabled: bool) -> Progress:
+def _progress_bar(enabled: bool, label: str) -> Progress:
     return Progress(
-        TextColumn("[bold]MD"),
+        TextColumn(f"[bold]{label}"),
         BarColumn(),
         TextColumn("{task.fields[ps]} ps"),
         TextColumn("{task.fields[rate]} ps/day"),
@@ -99,75 +120,72 @@ def _progress_bar(enabled: bool) -> Progress:
 def run(
     state: MDState,
     integrator: Integrator,
-    forces_fn: ForceTerm,
+    term: ForceTerm,
     n_steps: int,
-    observers: Sequence[Callable] = (),
-    every: int = 100,
-    snapshot_every: int | None = None,
-    n_snapshots: int = 10,
+    monitors: Sequence[Monitor] = (),
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 1000,
+    checkpoint_seconds: float = 120.0,
     progress: bool = True,
+    label: str = "MD",
 ) -> RunResult:
-    """Integrate until ``state.step + n_steps`` (or until every replica is frozen).
-
-    Observers run every ``every`` steps (and on the starting state); a snapshot is kept every
-    ``snapshot_every`` steps, the last ``n_snapshots`` of them; the checkpoint file is written
-    every ``checkpoint_every`` steps and at the end.
-    """
-    if every < 1 or checkpoint_every < 1 or n_steps < 0:
-        raise ValueError("need every ≥ 1, checkpoint_every ≥ 1 and n_steps ≥ 0")
+    """Integrate until ``state.step + n_steps`` (or until every replica is frozen)."""
+    if checkpoint_every < 1 or n_steps < 0 or not checkpoint_seconds > 0:
+        raise ValueError("need checkpoint_every ≥ 1, checkpoint_seconds > 0 and n_steps ≥ 0")
     started = time.perf_counter()
     end_step = state.step + n_steps
-    timed = _TimedForces(forces_fn)
-    snapshots = Snapshots(snapshot_every, n_snapshots) if snapshot_every else None
-    unstable_time_fs = torch.full((state.n_systems,), float("nan"), dtype=torch.float64)
+    clock = _Clock()
+    term = clock.timed(term)
+    verdicts = _Verdicts(state.n_systems)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    saved = load_md_checkpoint(checkpoint) if checkpoint is not None else None
+    layout = _layout(state, monitors)
+    saved = None
+    if checkpoint is not None:
+        saved = load_checkpoint(checkpoint, CHECKPOINT_FORMAT, "stablemd MD checkpoint")
     if saved is not None:
-        _check_resumable(saved, state, observers, checkpoint)
-        state, unstable_time_fs = saved["state"], saved["unstable_time_fs"]
+        check_same_options(checkpoint, saved["layout"], layout)
+        state = state_from_dict(saved["state"])
+        verdicts.load_state_dict(saved["verdicts"])
         integrator.load_state_dict(saved["integrator"])
-        for observer, observer_state in zip(observers, saved["observers"], strict=True):
-            if observer_state is not None:
-                observer.load_state_dict(observer_state)
-        if snapshots is not None and saved["snapshots"] is not None:
-            snapshots.load_state_dict(saved["snapshots"])
+        for monitor, monitor_state in zip(monitors, saved["monitors"], strict=True):
+            if monitor_state is not None:
+                monitor.load_state_dict(monitor_state)
     else:
-        state = integrator.prepare(state, timed)
-        if state.step % every == 0:
-            state = _observe(state, observers, unstable_time_fs)
-        if snapshots is not None and state.step % snapshots.every == 0:
-            snapshots.add(state)
+        state = integrator.prepare(state, term)
+        state = verdicts.observe(state, monitors)
 
     def save() -> None:
-        nonlocal saved_step
+        nonlocal saved_step, saved_at
         if checkpoint is None or saved_step == state.step:
             return
-        save_md_checkpoint(
+        save_torch_file(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "layout": layout,
+                "state": state_to_dict(state),
+                "verdicts": verdicts.state_dict(),
+                "integrator": integrator.state_dict(),
+                "monitors": [m.state_dict() for m in monitors],
+            },
             checkpoint,
-            state,
-            unstable_time_fs=unstable_time_fs,
-            integrator=integrator.state_dict(),
-            observers=[getattr(o, "state_dict", lambda: None)() for o in observers],
-            snapshots=None if snapshots is None else snapshots.state_dict(),
         )
-        saved_step = state.step
+        saved_step, saved_at = state.step, time.perf_counter()
 
     saved_step = state.step if saved is not None else None
+    saved_at = time.perf_counter()
     start_step, start_fs = state.step, state.time_fs
-    end_ps = (state.time_fs + (end_step - state.step) * integrator.dt) / 1000
+    end_ps = (state.time_fs + (end_step - state.step) * integrator.step_fs) / 1000
     n_active = int(state.active.sum())
-    with _progress_bar(progress) as bar:
+    with _progress_bar(progress, label) as bar:
         task = bar.add_task("md", total=max(end_step - start_step, 1), ps="", rate="", active="")
         while state.step < end_step and n_active > 0:
-            state = integrator.step(state, timed)
-            if state.step % every == 0:
-                state = _observe(state, observers, unstable_time_fs)
-                n_active = int(state.active.sum())
-            if snapshots is not None and state.step % snapshots.every == 0:
-                snapshots.add(state)
-            if state.step % checkpoint_every == 0:
+            state = integrator.step(state, term)
+            state = verdicts.observe(state, monitors)
+            n_active = int(state.active.sum())
+            if (
+                state.step % checkpoint_every == 0
+                or time.perf_counter() - saved_at > checkpoint_seconds
+            ):
                 save()
             if progress:
                 elapsed = time.perf_counter() - started
@@ -183,9 +201,9 @@ def run(
         save()
     return RunResult(
         state=state,
-        unstable_time_fs=unstable_time_fs,
-        snapshots=snapshots,
+        unstable_time_fs=verdicts.time_fs,
+        unstable_reason=verdicts.reason,
         wall_time_s=time.perf_counter() - started,
-        force_time_s=timed.seconds,
+        force_time_s=clock.seconds,
         steps=state.step - start_step,
     )

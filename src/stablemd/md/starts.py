@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from stablemd.batch import Batch
+from stablemd.core.batch import Batch
+from stablemd.core.units import FS_IN_ASE_TIME
 from stablemd.md.state import MDState
-from stablemd.units import FS_IN_ASE_TIME
+from stablemd.md.velocities import maxwell_boltzmann
 
 
 def state_from_atoms(atoms_list: Sequence[Atoms]) -> MDState:
@@ -28,3 +29,20 @@ def state_from_atoms(atoms_list: Sequence[Atoms]) -> MDState:
         cell=batch.cell,
         pbc=batch.pbc,
     )
+
+
+def choose_starts(structures: Sequence[Atoms], replicas: int, seed: int) -> list[Atoms]:
+    """``replicas`` start structures drawn from ``structures``, without replacement when there
+    are enough."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(structures), size=replicas, replace=len(structures) < replicas)
+    return [structures[int(i)] for i in chosen]
+
+
+def initial_state(
+    structures: Sequence[Atoms], replicas: int, temperature_K: float, seed: int
+) -> MDState:
+    """Replicas drawn from ``structures`` (:func:`choose_starts`) with Maxwell–Boltzmann
+    velocities at exactly ``temperature_K``: how every batched run of the toolkit starts."""
+    state = state_from_atoms(choose_starts(structures, replicas, seed))
+    return maxwell_boltzmann(state, temperature_K, seed, exact=True)

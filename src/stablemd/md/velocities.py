@@ -10,8 +10,8 @@ from dataclasses import replace
 
 import torch
 
+from stablemd.core.units import KB_EV_PER_K
 from stablemd.md.state import AMU_A2_PER_FS2_IN_EV, MDState
-from stablemd.units import KB_EV_PER_K
 
 
 def degrees_of_freedom(state: MDState) -> torch.Tensor:

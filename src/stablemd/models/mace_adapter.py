@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from stablemd.batch import Batch
+from stablemd.core.batch import Batch
+from stablemd.core.neighbors import NeighborList
 from stablemd.models.potential import Potential
-from stablemd.neighbors import NeighborList
 
 # Importing mace has side effects that this import undoes or contains: it prints a banner to
 # stdout and sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD for the whole process (restored below);

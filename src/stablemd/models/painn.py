@@ -20,10 +20,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from stablemd.batch import Batch
+from stablemd.core.batch import Batch
+from stablemd.core.neighbors import NeighborList
 from stablemd.models.painn_fused import fused_message
 from stablemd.models.potential import N_ELEMENTS, Potential
-from stablemd.neighbors import NeighborList
 
 #: Added under square roots of squared vector norms, so their gradient stays finite at v = 0.
 NORM_EPS = 1e-8

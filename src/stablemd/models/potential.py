@@ -9,15 +9,16 @@ model gets them the same way.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from typing import Any, ClassVar
 
 import torch
 from ase.data import chemical_symbols
 from torch import nn
 
-from stablemd.batch import Batch
-from stablemd.errors import InputError
-from stablemd.neighbors import NeighborList, build_neighbor_list
+from stablemd.core.batch import Batch
+from stablemd.core.errors import InputError
+from stablemd.core.neighbors import NeighborList, build_neighbor_list
 
 N_ELEMENTS = 119
 
@@ -111,22 +112,28 @@ class Potential(nn.Module, ABC):
         return out
 
 
+#: What :func:`predict` can compute, named as ASE calculators name their results.
+PROPERTIES = ("energy", "energies", "forces", "stress", "direct_forces", "features")
+
+
 def predict(
     potential: Potential,
     batch: Batch,
-    forces: bool = True,
-    stress: bool = False,
-    direct_forces: bool = False,
-    features: bool = False,
+    properties: Collection[str] = ("energy", "forces"),
     create_graph: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Energies and their derivatives.
+    """The requested ``properties`` of every system of ``batch``; the one entry point to a model.
 
-    Returns ``energy`` [n_systems] eV, ``energies`` [n_atoms] eV, and on request ``forces``
-    [n_atoms, 3] eV/Å (−∂E/∂r), ``stress`` [n_systems, 3, 3] eV/Å³ (∂E/∂ε / V, periodic systems
-    only), ``direct_forces`` and ``features``. ``create_graph`` keeps the graph of the forces for
-    force-matching losses and second derivatives.
+    ``energy`` [n_systems] eV and ``energies`` [n_atoms] eV always come back; on request
+    ``forces`` [n_atoms, 3] eV/Å (−∂E/∂r by autograd), ``stress`` [n_systems, 3, 3] eV/Å³
+    (∂E/∂ε / V, periodic systems only), ``direct_forces`` [n_atoms, 3] eV/Å (the model's
+    non-conservative head) and ``features`` [n_atoms, n_features]. ``create_graph`` keeps the
+    graph of the derivatives, for force-matching losses and second derivatives.
     """
+    unknown = sorted(set(properties) - set(PROPERTIES))
+    if unknown:
+        raise ValueError(f"unknown properties {unknown}; choose from {list(PROPERTIES)}")
+    forces, stress = "forces" in properties, "stress" in properties
     positions = batch.positions
     cell = batch.cell
     need_grad = forces or stress
@@ -142,8 +149,8 @@ def predict(
     work = Batch(positions, batch.numbers, batch.system_index, cell, batch.pbc)
     out = potential(
         work,
-        direct_forces=direct_forces,
-        features=features,
+        direct_forces="direct_forces" in properties,
+        features="features" in properties,
         once_differentiable=not create_graph,
     )
     energy = work.sum_per_system(out["energies"])

@@ -7,13 +7,15 @@ free-form metadata (training data, metrics).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from stablemd.errors import InputError
-from stablemd.io import load_tagged_torch_file
+from stablemd.core.errors import InputError
+from stablemd.core.files import load_tagged_torch_file
 from stablemd.models.potential import Potential
 
 FORMAT = "stablemd-potential/1"
@@ -75,3 +77,15 @@ def load_potential(path: str | Path, dtype: torch.dtype | None = None) -> Potent
     if dtype is not None:
         potential.to(dtype)
     return potential.eval()
+
+
+def model_fingerprint(potential: Potential) -> str:
+    """SHA-256 of a model's kind, hyperparameters and weights: what its results depend on, so a
+    stored result is never taken for another model's (a retrained file under the same name, or
+    another file of the same name)."""
+    digest = hashlib.sha256(potential.kind.encode())
+    digest.update(json.dumps(potential.hyperparameters(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(potential.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

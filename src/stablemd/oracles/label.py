@@ -9,7 +9,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from stablemd.errors import InputError
+from stablemd.core.errors import InputError
 
 
 @dataclass

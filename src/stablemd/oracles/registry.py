@@ -12,7 +12,7 @@ from typing import Any
 
 from ase.calculators.calculator import Calculator
 
-from stablemd.errors import InputError
+from stablemd.core.errors import InputError
 from stablemd.oracles.spcfw import SPCFwCalculator
 
 

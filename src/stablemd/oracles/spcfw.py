@@ -18,8 +18,8 @@ from ase.cell import Cell
 from ase.geometry import find_mic
 from openmm import unit
 
-from stablemd.errors import InputError
-from stablemd.units import KCAL_PER_MOL_IN_EV, KJ_PER_MOL_IN_EV
+from stablemd.core.errors import InputError
+from stablemd.core.units import KCAL_PER_MOL_IN_EV, KJ_PER_MOL_IN_EV
 
 #: SPC/Fw parameters in the paper's units (kcal/mol, Å, rad, e).
 BOND_K_KCAL_PER_A2 = 1059.162

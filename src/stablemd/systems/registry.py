@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable
 from functools import lru_cache
 
-from stablemd.errors import InputError
+from stablemd.core.errors import InputError
 from stablemd.systems.molecules import MOLECULES, load_molecule
 from stablemd.systems.system import System
 from stablemd.systems.water import relaxed_water_box, water_bonds

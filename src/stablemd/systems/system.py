@@ -12,7 +12,7 @@ from ase.neighborlist import natural_cutoffs, neighbor_list
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from stablemd.errors import InputError
+from stablemd.core.errors import InputError
 
 #: Scale on the sum of covalent radii below which two atoms count as bonded.
 BOND_SCALE = 1.2

@@ -8,7 +8,7 @@ from ase.data import atomic_masses
 from ase.optimize import LBFGS
 from scipy.spatial.transform import Rotation
 
-from stablemd.errors import InputError
+from stablemd.core.errors import InputError
 from stablemd.oracles.spcfw import ANGLE_THETA0_DEG, BOND_R0_A, SPCFwCalculator
 
 #: 1 g/cm³ in amu/Å³.

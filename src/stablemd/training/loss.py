@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from stablemd.batch import Batch
+from stablemd.core.batch import Batch
 
 
 def energy_force_loss(

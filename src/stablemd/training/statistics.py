@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from stablemd.data.frames import FrameSet
 from stablemd.models.potential import Potential, predict
-from stablemd.training.frames import FrameSet
 
 
 def fit_reference_energies(frames: FrameSet) -> dict[int, float]:
@@ -54,7 +54,7 @@ def recentre_energies(potential: Potential, frames: FrameSet, batch_size: int = 
     residuals = []
     with torch.no_grad():
         for batch in frames.batches(batch_size):
-            energy = predict(potential, batch, forces=False)["energy"]
+            energy = predict(potential, batch, ["energy"])["energy"]
             residuals.append((batch.energy - energy) / batch.atoms_per_system)
         change = float(torch.cat(residuals).to(torch.float64).mean())
         potential.energy_scaling.shift += change

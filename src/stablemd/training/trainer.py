@@ -19,13 +19,14 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from stablemd.evaluation import error_metrics
+from stablemd.core.config_file import check_same_config
+from stablemd.core.files import atomic_write, load_checkpoint, save_torch_file
+from stablemd.data.frames import FrameSet
 from stablemd.models.potential import Potential, predict
 from stablemd.models.registry import build_potential
-from stablemd.training.checkpoint import check_same_run, load_checkpoint, save_checkpoint
 from stablemd.training.config import TrainConfig
-from stablemd.training.frames import FrameSet
 from stablemd.training.loss import energy_force_loss
+from stablemd.training.metrics import error_metrics
 from stablemd.training.plots import plot_learning_curve
 from stablemd.training.statistics import fit_energy_scaling
 
@@ -48,6 +49,7 @@ class TrainResult:
     elapsed_s: float
 
 
+CHECKPOINT_FORMAT = "stablemd-train-checkpoint/1"
 BUDGET_FIELDS = (
     "max_epochs",
     "max_time_minutes",
@@ -62,12 +64,10 @@ def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 
 def _write_metrics(history: list[dict], path: Path) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    with tmp.open("w", newline="") as handle:
+    with atomic_write(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
         writer.writeheader()
         writer.writerows(history)
-    tmp.replace(path)
 
 
 def new_potential(config: TrainConfig, elements: list[int]) -> Potential:
@@ -127,6 +127,7 @@ class Trainer:
 
     def _state(self) -> dict:
         return {
+            "format": CHECKPOINT_FORMAT,
             "config": self.config.model_dump(),
             "model": self.potential.state_dict(),
             "ema": self.ema.state_dict(),
@@ -143,7 +144,7 @@ class Trainer:
         }
 
     def _restore(self, state: dict) -> None:
-        check_same_run(self.checkpoint_path, state["config"], self.config, BUDGET_FIELDS)
+        check_same_config(self.checkpoint_path, state["config"], self.config, BUDGET_FIELDS)
         self.potential.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -154,7 +155,7 @@ class Trainer:
         self.elapsed_before = state["elapsed"]
 
     def _checkpoint(self) -> None:
-        save_checkpoint(self._state(), self.checkpoint_path)
+        save_torch_file(self._state(), self.checkpoint_path)
         self._last_checkpoint = time.perf_counter()
 
     def _elapsed(self) -> float:
@@ -227,7 +228,7 @@ class Trainer:
         """Train until max epochs, early stopping, minimum lr or the time budget."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._started = time.perf_counter()
-        state = load_checkpoint(self.checkpoint_path)
+        state = load_checkpoint(self.checkpoint_path, CHECKPOINT_FORMAT, "training checkpoint")
         if state is not None:
             self._restore(state)
         self._last_checkpoint = time.perf_counter()

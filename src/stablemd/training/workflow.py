@@ -12,12 +12,12 @@ import torch
 from ase import Atoms
 
 from stablemd.data.database import read_frames
+from stablemd.data.frames import FrameSet
 from stablemd.data.splits import split_indices
-from stablemd.evaluation import error_metrics
 from stablemd.models.potential import Potential
 from stablemd.models.registry import save_potential
 from stablemd.training.config import TrainConfig
-from stablemd.training.frames import FrameSet
+from stablemd.training.metrics import error_metrics
 from stablemd.training.trainer import Trainer
 
 

@@ -1,0 +1,1 @@
+"""Observables of structures and trajectories: geometry, h(r) and RDFs, dynamics, reweighting."""

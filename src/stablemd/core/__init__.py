@@ -1,0 +1,1 @@
+"""Shared machinery under everything else: batches, neighbour lists, units, errors, files."""

@@ -1,0 +1,1 @@
+"""Diagnose a potential: held-out errors and the stability benchmark."""

@@ -1,0 +1,76 @@
+"""Several models side by side: one stability run each, then one summary and its plots."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from ase import Atoms
+
+from stablemd.analysis.structure import reference_observables
+from stablemd.diagnose.stability.benchmark import (
+    H_R_MAX_A,
+    StabilitySettings,
+    h_r_mae,
+    run_stability,
+)
+from stablemd.diagnose.stability.report import (
+    plot_h_r_comparison,
+    plot_survival,
+    write_summary,
+)
+from stablemd.models.potential import Potential
+from stablemd.systems.system import System
+
+
+def compare_models(
+    models: dict[str, Potential],
+    system: System,
+    starts: list[Atoms],
+    reference: list[Atoms] | None,
+    settings: StabilitySettings,
+    out: Path,
+    progress: bool = True,
+) -> dict[str, dict]:
+    """Run each model (label → potential) into ``out/label``; write ``out/summary.json``,
+    ``survival.png`` and (with ``reference`` frames) ``h_r.png``.
+
+    Returns per label the summary row written to ``summary.json``: the stability summary, the
+    speed, the criterion that ended each replica, diffusivities (periodic systems) and the h(r)
+    MAE against the reference.
+    """
+    reference_h_r = None if reference is None else reference_observables(reference, r_max=H_R_MAX_A)
+    summaries, rows, curves = {}, {}, {}
+    for label, potential in models.items():
+        result = run_stability(
+            potential, system, starts, settings, out / label, progress=progress,
+            label=f"{label}: {settings.replicas} × {system.name} at {settings.temperature_K:g} K",
+        )  # fmt: skip
+        summaries[label] = result.summary
+        rows[label] = {
+            "summary": result.summary,
+            "steps_per_s": result.steps_per_s,
+            "atom_steps_per_s": result.steps_per_s * settings.replicas * len(system.atoms),
+            "failure_reasons": result.failure_reasons,
+        }
+        if result.diffusivity_cm2_per_s is not None:
+            rows[label]["diffusivity_cm2_per_s"] = result.diffusivity_cm2_per_s
+        if result.h_r is not None and reference_h_r is not None:
+            curves[label] = result.h_r
+            dr = float(reference_h_r.r[1] - reference_h_r.r[0])
+            rows[label]["h_r_mae"] = h_r_mae(
+                reference_h_r.h_r.new_tensor(result.h_r), reference_h_r.h_r, dr
+            )
+
+    flat = {label: {**asdict(row["summary"]), **row} for label, row in rows.items()}
+    for row in flat.values():
+        del row["summary"]
+    write_summary(out / "summary.json", {"settings": settings.model_dump(), **flat})
+    title = f"{system.name}, {settings.temperature_K:g} K"
+    plot_survival(summaries, out / "survival.png", title=title)
+    if curves:
+        plot_h_r_comparison(
+            reference_h_r.r, reference_h_r.h_r, curves, out / "h_r.png",
+            title=f"{title}: h(r) over the stable part",
+        )  # fmt: skip
+    return rows

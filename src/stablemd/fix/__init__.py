@@ -1,0 +1,1 @@
+"""Fix a potential: StABlE training (and, as they land, dynamic and conservative training)."""

@@ -1,0 +1,399 @@
+"""The StABlE loop (paper Algorithm 1): MD that hunts instabilities, learning that fixes them.
+
+Simulation phase: R replicas, started from training structures, run ``t`` steps per epoch with
+the training criterion checked every ``check_every`` steps; unstable replicas freeze. Each
+replica's state at the start of its last epoch is its anchor. When the unstable fraction
+reaches f_max, learning starts.
+
+Learning phase, one epoch: every replica restarts from its anchor (the near-unstable states),
+runs ``t`` steps with the current model (only non-finite replicas stop), is sampled every
+``S`` steps and judged by the criterion. If at most f_min of the replicas went unstable, the
+phase ends and simulation resumes from these runs' last states (their unstable replicas
+frozen). Otherwise one gradient step on L_obs + λ·L_QM: L_obs by the Boltzmann estimator on
+the samples (global: one estimate over all samples, or one per replica; local: the molecules
+of every sample, stratified by their deviation from the reference), L_QM on a minibatch of the
+fixed training set. No new labels are ever made.
+
+Every epoch is logged (``log.csv``, ``stable_training.png``) and checkpointed; rerunning with
+the same options resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from ase import Atoms
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from stablemd.analysis.geometry import replica_numbers, replica_positions
+from stablemd.core.batch import Batch
+from stablemd.core.config_file import check_same_config
+from stablemd.core.errors import InputError
+from stablemd.core.files import load_tagged_torch_file, save_torch_file
+from stablemd.data.frames import FrameSet
+from stablemd.fix.stable_training.config import StableConfig
+from stablemd.fix.stable_training.estimator import boltzmann_gradient
+from stablemd.fix.stable_training.local_samples import molecule_neighbourhoods, select, stratify
+from stablemd.fix.stable_training.plots import plot_stable_training
+from stablemd.fix.stable_training.targets import ReferenceValue, TrainingObservable, make_observable
+from stablemd.md.forces import ModelForces
+from stablemd.md.monitor import Criterion, Observer
+from stablemd.md.runner import run
+from stablemd.md.starts import initial_state
+from stablemd.md.state import MDState, state_from_dict, state_to_dict, take_replicas
+from stablemd.models.potential import Potential, predict
+from stablemd.monitors.criteria import NonFinite, geometric_criterion
+from stablemd.systems.system import System
+from stablemd.training.loss import energy_force_loss
+from stablemd.training.statistics import recentre_energies
+
+FORMAT = "stablemd-stable-checkpoint/2"
+#: Options that may change when a run is resumed.
+BUDGET_FIELDS = ("max_cycles", "max_epochs", "max_learning_epochs", "max_time_minutes")
+LOG_FIELDS = (
+    "epoch", "cycle", "phase", "unstable_fraction", "obs_loss", "qm_loss", "gradient_norm",
+    "learning_rate", "n_samples", "simulated_ps", "elapsed_s",
+)  # fmt: skip
+
+
+class _Sampler(Observer):
+    """The positions of every active replica at each call, and which replica."""
+
+    name = "stable_sampler"
+
+    def __init__(self, every: int):
+        super().__init__(every)
+        self.frames: list[torch.Tensor] = []
+        self.replicas: list[torch.Tensor] = []
+
+    def __call__(self, state: MDState) -> None:
+        active = state.active
+        self.frames.append(replica_positions(state)[active].clone())
+        self.replicas.append(torch.nonzero(active)[:, 0])
+
+
+class _Flags(Observer):
+    """Which replicas a criterion has flagged at any call (without freezing them)."""
+
+    name = "stable_flags"
+
+    def __init__(self, criterion: Criterion, n_replicas: int):
+        super().__init__(criterion.every)
+        self.criterion = criterion
+        self.unstable = torch.zeros(n_replicas, dtype=torch.bool)
+
+    def __call__(self, state: MDState) -> None:
+        self.unstable |= self.criterion(state) & state.active
+
+
+@dataclass
+class StableResult:
+    """The trained potential, one log row per epoch, wall time (s), the reference used, and
+    the change of the per-atom energy shift that re-centred the energies (eV/atom)."""
+
+    potential: Potential
+    history: list[dict]
+    elapsed_s: float
+    reference: ReferenceValue
+    energy_recentred_eV_per_atom: float
+
+
+def training_criterion(system: System, config: StableConfig) -> Criterion:
+    """The criterion that marks replicas unstable while training."""
+    return geometric_criterion(
+        system, config.max_bond_deviation_A, config.min_intermolecular_A,
+        config.nonbonded_intramolecular, config.criterion, every=config.check_every,
+    )  # fmt: skip
+
+
+def training_observable(system: System, config: StableConfig) -> TrainingObservable:
+    """The configured observable of ``system``; refused when it does not suit the estimator."""
+    observable = make_observable(
+        config.observable_name, system, config.observable_r_max_A, config.observable_dr_A,
+        config.observable_sigma_A,
+    )  # fmt: skip
+    if observable.local != (config.estimator == "local"):
+        kind = "local" if observable.local else "global"
+        raise InputError(
+            f"observable {observable.name} is {kind}; it does not suit the "
+            f"{config.estimator} estimator"
+        )
+    return observable
+
+
+class StableTrainer:
+    """One StABlE run of ``potential`` on ``system``; ``StableTrainer(...).run()``.
+
+    ``train_frames`` (labelled ``Atoms``) give the starting structures and L_QM; ``reference``
+    is g_ref of the configured observable.
+    """
+
+    def __init__(
+        self,
+        potential: Potential,
+        system: System,
+        train_frames: list[Atoms],
+        reference: ReferenceValue,
+        config: StableConfig,
+        run_dir: Path,
+        progress: bool = True,
+    ):
+        self.potential, self.system, self.config = potential, system, config
+        self.run_dir, self.progress = Path(run_dir), progress
+        self.observable = training_observable(system, config)
+        self.reference_info, self.reference = reference, reference.value
+        self.dtype = next(potential.parameters()).dtype
+        self.qm_frames = FrameSet(train_frames, self.dtype)
+        self.criterion = training_criterion(system, config)
+        self.integrator = config.integrator()
+        self.forces = ModelForces(potential)
+        self.parameters = [p for p in potential.parameters() if p.requires_grad]
+        self._new_optimizer()
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.state = initial_state(train_frames, config.replicas, config.temperature_K, config.seed)
+        self.anchor: MDState | None = None
+        self.phase, self.epoch, self.cycle, self.learning_epochs = "simulation", 0, 0, 0
+        self.simulated_ps, self.elapsed_before = 0.0, 0.0
+        self.history: list[dict] = []
+
+    def _new_optimizer(self) -> None:
+        """A fresh optimiser at the configured learning rate, with a plateau schedule on the
+        unstable fraction of the learning runs: every learning phase starts anew, as in the
+        authors' code (a schedule carried across phases would compare unrelated states)."""
+        config = self.config
+        optimizer = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam
+        self.optimizer = optimizer(self.parameters, lr=config.learning_rate)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, factor=config.lr_factor, patience=config.lr_patience
+        )
+        self.lr_cuts = 0
+
+    # --- checkpoint ---------------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    def _save(self) -> None:
+        save_torch_file(
+            {
+                "format": FORMAT,
+                "config": self.config.model_dump(),
+                "model": self.potential.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "generator": self.generator.get_state(),
+                "integrator": self.integrator.state_dict(),
+                "state": state_to_dict(self.state),
+                "anchor": None if self.anchor is None else state_to_dict(self.anchor),
+                "counters": {
+                    "phase": self.phase,
+                    "epoch": self.epoch,
+                    "cycle": self.cycle,
+                    "learning_epochs": self.learning_epochs,
+                    "lr_cuts": self.lr_cuts,
+                    "simulated_ps": self.simulated_ps,
+                    "elapsed": self._elapsed(),
+                },  # fmt: skip
+                "history": self.history,
+            },
+            self.checkpoint_path,
+        )
+
+    def _restore(self) -> None:
+        saved = load_tagged_torch_file(self.checkpoint_path, FORMAT, "StABlE checkpoint")
+        check_same_config(self.checkpoint_path, saved["config"], self.config, BUDGET_FIELDS)
+        self.potential.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.generator.set_state(saved["generator"])
+        self.integrator.load_state_dict(saved["integrator"])
+        self.state = state_from_dict(saved["state"])
+        self.anchor = None if saved["anchor"] is None else state_from_dict(saved["anchor"])
+        counters = saved["counters"]
+        self.phase, self.epoch, self.cycle = counters["phase"], counters["epoch"], counters["cycle"]
+        self.learning_epochs, self.lr_cuts = counters["learning_epochs"], counters["lr_cuts"]
+        self.simulated_ps, self.elapsed_before = counters["simulated_ps"], counters["elapsed"]
+        self.history = saved["history"]
+
+    # --- phases -------------------------------------------------------------------------------
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self._started
+
+    def _finished(self) -> bool:
+        config = self.config
+        limit = config.max_time_minutes
+        out_of_time = limit is not None and self._elapsed() > 60 * limit
+        return self.cycle >= config.max_cycles or self.epoch >= config.max_epochs or out_of_time
+
+    def _simulation_epoch(self) -> dict:
+        state = self.state
+        self.anchor = state.clone() if self.anchor is None else take_replicas(
+            state, self.anchor, ~state.active
+        )  # fmt: skip
+        result = run(
+            state, self.integrator, self.forces, self.config.steps_per_epoch,
+            [self.criterion, NonFinite(every=self.config.check_every)], progress=False,
+        )  # fmt: skip
+        self.state = result.state
+        self.simulated_ps += result.steps * self.config.timestep_fs / 1000
+        unstable = 1.0 - float(self.state.active.double().mean())
+        if unstable >= self.config.f_max:
+            self.phase, self.learning_epochs = "learning", 0
+            self._new_optimizer()
+        return {"phase": "simulation", "unstable_fraction": unstable, "learning_rate": 0.0}
+
+    def _learning_epoch(self) -> dict:
+        config = self.config
+        start = replace(
+            self.anchor.clone(),
+            active=torch.ones(self.anchor.n_systems, dtype=torch.bool),
+            forces=None,
+            potential_energy=None,
+        )
+        sampler, flags = _Sampler(config.sample_every), _Flags(self.criterion, start.n_systems)
+        result = run(
+            start, self.integrator, self.forces, config.steps_per_epoch,
+            [sampler, flags, NonFinite(every=config.sample_every)], progress=False,
+        )  # fmt: skip
+        self.simulated_ps += result.steps * config.timestep_fs / 1000
+        unstable = flags.unstable | ~result.state.active
+        fraction = float(unstable.double().mean())
+        row = {"phase": "learning", "unstable_fraction": fraction}
+        row["learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        if (
+            fraction <= config.f_min
+            or self.learning_epochs >= config.max_learning_epochs
+            or self.lr_cuts > config.max_lr_cuts
+        ):
+            self.state = replace(result.state, active=~unstable)
+            self.phase, self.cycle = "simulation", self.cycle + 1
+            return row
+        step = self._gradient_step(sampler, start)
+        self.learning_epochs += 1
+        self.scheduler.step(fraction)
+        self.lr_cuts += self.optimizer.param_groups[0]["lr"] < row["learning_rate"]
+        return {**row, **step}
+
+    def _samples(self, sampler: _Sampler, like: MDState):
+        """Finite sampled frames as a batch, their observables [n, d], neighbourhoods, groups."""
+        frames, replicas = torch.cat(sampler.frames), torch.cat(sampler.replicas)
+        finite = torch.isfinite(frames).all(-1).all(-1)
+        frames, replicas = frames[finite], replicas[finite]
+        counts = torch.bincount(replicas, minlength=like.n_systems)
+        keep = counts[replicas] >= 2
+        frames, replicas = frames[keep], replicas[keep]
+        if len(frames) < 2:
+            raise InputError("StABlE: fewer than two finite samples; lower the time step")
+        n_frames, n_atoms = frames.shape[:2]
+        numbers = replica_numbers(like)
+        cell = like.cell[:1].expand(n_frames, 3, 3)
+        pbc = like.pbc[:1].expand(n_frames, 3)
+        periodic = bool(pbc.any())
+        values = self.observable(frames, *((cell, pbc) if periodic else (None, None)))
+        batch = Batch(
+            positions=frames.reshape(-1, 3).to(self.dtype),
+            numbers=numbers.repeat(n_frames),
+            system_index=torch.arange(n_frames).repeat_interleave(n_atoms),
+            cell=cell.to(self.dtype),
+            pbc=pbc,
+        )
+        if not self.observable.local:
+            return batch, values, None, replicas if self.config.estimate_per == "replica" else None
+        values = values.reshape(-1, values.shape[-1])
+        local = molecule_neighbourhoods(batch, self.system.molecule_index)
+        deviation = (values - self.reference).norm(dim=-1)
+        seed = self.config.seed + self.epoch
+        chosen = stratify(deviation, self.config.local_bins, self.config.local_per_bin, seed)
+        return batch, values[chosen], select(local, chosen), None
+
+    def _gradient_step(self, sampler: _Sampler, like: MDState) -> dict:
+        """One optimizer step on L_obs + λ·L_QM; returns both losses, the gradient norm before
+        clipping and the number of samples."""
+        config = self.config
+        batch, values, neighbourhoods, groups = self._samples(sampler, like)
+        estimate, gradient = boltzmann_gradient(
+            self.potential, batch, values, self.reference, config.temperature_K,
+            neighbourhoods, groups, config.frames_per_pass,
+        )  # fmt: skip
+        qm_loss = self._qm_loss()
+        qm_gradient = torch.autograd.grad(
+            qm_loss, self.parameters, allow_unused=True, materialize_grads=True
+        )
+        for parameter, obs, qm in zip(self.parameters, gradient, qm_gradient, strict=True):
+            parameter.grad = config.obs_weight * obs + config.qm_weight * qm
+        norm = torch.nn.utils.clip_grad_norm_(self.parameters, config.gradient_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {
+            "obs_loss": estimate.loss, "qm_loss": float(qm_loss.detach()),
+            "gradient_norm": float(norm), "n_samples": estimate.n_samples,
+        }  # fmt: skip
+
+    def _qm_loss(self) -> torch.Tensor:
+        """Energy-and-force loss on a random minibatch of the fixed training set."""
+        n = len(self.qm_frames)
+        order = torch.randperm(n, generator=self.generator)[: self.config.qm_batch_size]
+        batch = self.qm_frames.batch(order.tolist())
+        out = predict(self.potential, batch, create_graph=True)
+        return energy_force_loss(
+            batch, out["energy"], out["forces"], self.config.energy_weight,
+            self.config.forces_weight,
+        )  # fmt: skip
+
+    # --- driver -------------------------------------------------------------------------------
+
+    def _log(self, row: dict) -> None:
+        full = {"obs_loss": math.nan, "qm_loss": math.nan, "gradient_norm": math.nan, **row}
+        full.setdefault("n_samples", 0)
+        full.update(
+            epoch=self.epoch, cycle=self.cycle, simulated_ps=round(self.simulated_ps, 4),
+            elapsed_s=round(self._elapsed(), 2),
+        )  # fmt: skip
+        self.history.append(full)
+        with open(self.run_dir / "log.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
+            writer.writeheader()
+            writer.writerows(self.history)
+        plot_stable_training(self.history, self.run_dir / "stable_training.png")
+
+    def run(self) -> StableResult:
+        """Alternate simulation and learning until the budget; returns the trained potential."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._started = time.perf_counter()
+        if self.checkpoint_path.is_file():
+            self._restore()
+        columns = [
+            TextColumn("[bold]StABlE[/] epoch {task.completed}"),
+            BarColumn(),
+            TextColumn("cycle {task.fields[cycle]} · {task.fields[phase]}"),
+            TextColumn("unstable {task.fields[unstable]}"),
+            TimeElapsedColumn(),
+        ]
+        with Progress(*columns, disable=not self.progress) as bar:
+            task = bar.add_task("", total=self.config.max_epochs, completed=self.epoch,
+                                cycle=self.cycle, phase=self.phase, unstable="–")  # fmt: skip
+            while not self._finished():
+                if self.phase == "simulation":
+                    row = self._simulation_epoch()
+                else:
+                    row = self._learning_epoch()
+                self._log(row)
+                self.epoch += 1
+                if self.epoch % self.config.checkpoint_every_epochs == 0:
+                    self._save()
+                bar.update(task, completed=self.epoch, cycle=self.cycle, phase=self.phase,
+                           unstable=f"{row['unstable_fraction']:.2f}")  # fmt: skip
+        self._save()
+        # L_obs cannot see a constant energy per atom (its weights sum to zero) and L_QM weighs
+        # energies lightly, so the mean energy drifts; re-centre it on the training frames.
+        recentred = recentre_energies(self.potential.eval(), self.qm_frames)
+        return StableResult(
+            self.potential, self.history, self._elapsed(), self.reference_info, recentred
+        )

@@ -1,0 +1,111 @@
+"""From a base model file and its training data to a StABlE-trained model file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from stablemd.data.database import read_frames
+from stablemd.data.formats import read_positions
+from stablemd.fix.stable_training.config import StableConfig
+from stablemd.fix.stable_training.loop import StableResult, StableTrainer, training_observable
+from stablemd.fix.stable_training.targets import (
+    ReferenceValue,
+    TrainingObservable,
+    reference_from_file,
+    reference_from_frames,
+)
+from stablemd.models.registry import load_potential, save_potential
+from stablemd.systems import get_system
+from stablemd.systems.system import System, bond_lengths
+from stablemd.training.workflow import is_training_file
+
+
+def training_frames(model_metadata: dict, data: Path) -> list[Atoms]:
+    """The frames of ``data`` the base model was trained on (all of them for another file)."""
+    frames = read_frames(data)
+    if not is_training_file(model_metadata, data, frames):
+        return frames
+    return [frames[i] for i in model_metadata["training"]["train_indices"]]
+
+
+def system_of(name: str | None, frames: list[Atoms]) -> System:
+    """The built-in system ``name``, or one derived from the frames: bonds of the first frame,
+    reference bond lengths averaged over all frames."""
+    if name is not None:
+        system = get_system(name)
+    else:
+        system = System.from_atoms("data", frames[0], default_oracle="", timestep_fs=0.5)
+    system.check_frames(frames, "the training frames")
+    if name is None:
+        system.reference_bond_lengths = np.mean([bond_lengths(a, system.bonds) for a in frames], 0)
+    return system
+
+
+def reference_value(
+    observable: TrainingObservable,
+    system: System,
+    train_frames: list[Atoms],
+    config: StableConfig,
+    reference_file: Path | None = None,
+) -> ReferenceValue:
+    """g_ref: the ``reference`` array of an ``.npz`` file; the observable averaged over the
+    frames of a ``.db``/``.xyz``/``.extxyz`` file (a reference simulation: positions only, its
+    labels are never used for training); or, without a file, over the training frames. Frames are
+    reweighted to ``config.temperature_K`` when ``config.reference_temperature_K`` is set."""
+    if reference_file is not None and Path(reference_file).suffix.lower() == ".npz":
+        size = len(reference_from_frames(observable, train_frames[:1]).value)
+        return reference_from_file(reference_file, size)
+    frames = train_frames
+    if reference_file is not None:
+        frames = read_positions(reference_file)
+        system.check_frames(frames, str(reference_file))
+    reweight_to = config.temperature_K if config.reference_temperature_K else None
+    reference = reference_from_frames(
+        observable, frames, config.reference_temperature_K, reweight_to
+    )
+    if reference_file is not None:
+        reference.source = f"{reference.source} of {reference_file}"
+    return reference
+
+
+def stable_train(
+    model: Path,
+    data: Path,
+    out: Path,
+    config: StableConfig,
+    system_name: str | None = None,
+    reference_file: Path | None = None,
+    run_dir: Path | None = None,
+    progress: bool = True,
+) -> StableResult:
+    """StABlE-train the model at ``model`` on its training frames in ``data``; save to ``out``.
+
+    The reference observable comes from ``reference_file`` or from the training frames (see
+    :func:`reference_value`). The saved model keeps the base
+    model's training record, so ``stablemd evaluate`` still holds its training frames out.
+    """
+    potential = load_potential(model)
+    frames = training_frames(potential.metadata, data)
+    system = system_of(system_name, frames)
+    observable = training_observable(system, config)
+    reference = reference_value(observable, system, frames, config, reference_file)
+    run_dir = run_dir or Path(out).with_name(Path(out).stem + "_run")
+    trainer = StableTrainer(potential, system, frames, reference, config, run_dir, progress)
+    result = trainer.run()
+    metadata = {
+        **potential.metadata,
+        "stable": {
+            "base_model": str(Path(model).resolve()),
+            "config": config.model_dump(),
+            "reference": {"source": reference.source, "n_eff": reference.effective_samples},
+            "epochs": len(result.history),
+            "cycles": trainer.cycle,
+            "wall_time_s": round(result.elapsed_s, 1),
+            "energy_recentred_eV_per_atom": result.energy_recentred_eV_per_atom,
+        },
+    }
+    save_potential(result.potential, out, metadata)
+    return result

@@ -1,0 +1,1 @@
+"""What watches an MD run: criteria (which may freeze replicas) and observers (which record)."""

@@ -1,0 +1,266 @@
+"""Trajectories as H5MD 1.1 files (HDF5 via h5py), one particle group per replica.
+
+Layout, for every replica ``replica_<k>``::
+
+    h5md/                         version [1, 1]; author (name), creator (name, version)
+    particles/replica_<k>/
+        species [N], mass [N] amu            atomic numbers and masses (time-independent)
+        box/  attrs dimension, boundary; edges [3, 3] Å (cell rows)
+        position/{value [T, N, 3] Å, step [T], time [T] fs}
+        velocity/{value [T, N, 3] Å/fs, step, time}    (optional; step/time are hard links)
+    observables/replica_<k>/<name>/{value [T], step, time}
+        potential_energy, kinetic_energy (eV), temperature (K), conserved_energy (eV, when
+        the writer knows the integrator)
+
+Only active replicas are written, so a frozen replica's series ends at the frame where it was
+found unstable. Frames are queued and written in blocks of ``FRAMES_PER_CHUNK`` (and whenever
+the runner checkpoints, and on close). On resume the file is opened for appending and cut back
+to the frames the checkpoint knew about.
+"""
+
+from __future__ import annotations
+
+import getpass
+from importlib.metadata import version
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from stablemd.core.errors import InputError
+from stablemd.md.integrators import Integrator
+from stablemd.md.monitor import Observer
+from stablemd.md.state import MDState
+from stablemd.md.velocities import temperature
+
+#: Frames per HDF5 chunk (small, so short runs of many replicas make small files).
+FRAMES_PER_CHUNK = 16
+UNITS = {
+    "position": "Angstrom",
+    "velocity": "Angstrom fs-1",
+    "potential_energy": "eV",
+    "kinetic_energy": "eV",
+    "temperature": "K",
+    "conserved_energy": "eV",
+}
+
+
+def replica_name(k: int) -> str:
+    return f"replica_{k}"
+
+
+class TrajectoryWriter(Observer):
+    """Writes positions (and optionally velocities) and energies to ``path`` every ``every``
+    steps."""
+
+    name = "trajectory"
+
+    def __init__(
+        self,
+        path: str | Path,
+        integrator: Integrator | None = None,
+        velocities: bool = False,
+        every: int = 1,
+    ):
+        super().__init__(every)
+        self.path = Path(path)
+        self.integrator = integrator
+        self.velocities = velocities
+        self.file: h5py.File | None = None
+        self.frames: torch.Tensor | None = None
+        self.series: list[dict[str, h5py.Dataset]] = []
+        self.atom_slices: list[slice] = []
+        self.pending: list[dict] = []
+
+    # -- observer interface -------------------------------------------------------------
+    def __call__(self, state: MDState) -> None:
+        """Queue a frame of every active replica; frames reach the file in blocks."""
+        if self.file is None:
+            self._create(state)
+        per_atom = {"position/value": state.positions}
+        if self.velocities:
+            per_atom["velocity/value"] = state.velocities
+        per_replica = {
+            "potential_energy/value": state.potential_energy,
+            "kinetic_energy/value": state.kinetic_energy(),
+            "temperature/value": temperature(state),
+        }
+        if self.integrator is not None:
+            per_replica["conserved_energy/value"] = self.integrator.conserved_energy(state)
+        self.pending.append(
+            {
+                "active": state.active.numpy().copy(),
+                "per_atom": {k: v.detach().numpy().copy() for k, v in per_atom.items()},
+                "per_replica": {k: v.detach().numpy().copy() for k, v in per_replica.items()},
+                "position/step": state.step,
+                "position/time": state.time_fs,
+            }
+        )
+        if len(self.pending) >= FRAMES_PER_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the queued frames, one slab per dataset and replica."""
+        if self.file is None or not self.pending:
+            return
+        for k, atoms in enumerate(self.atom_slices):
+            frames = [frame for frame in self.pending if frame["active"][k]]
+            if not frames:
+                continue
+            values = {
+                key: [f["per_atom"][key][atoms] for f in frames] for key in frames[0]["per_atom"]
+            }
+            values |= {
+                key: [f["per_replica"][key][k] for f in frames] for key in frames[0]["per_replica"]
+            }
+            values |= {key: [f[key] for f in frames] for key in ("position/step", "position/time")}
+            start, end = int(self.frames[k]), int(self.frames[k]) + len(frames)
+            for key, value in values.items():
+                dataset = self.series[k][key]
+                dataset.resize(end, axis=0)
+                dataset[start:end] = np.stack(value)
+            self.frames[k] = end
+        self.pending.clear()
+        self.file.flush()
+
+    def state_dict(self) -> dict:
+        """Frames written per replica (after writing the queue, so the file matches)."""
+        self.flush()
+        return {"frames": None if self.frames is None else self.frames.clone()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Reopen the file for appending, cut back to the frames of ``state_dict``."""
+        frames = state_dict["frames"]
+        if frames is None:
+            return
+        if not self.path.is_file():
+            raise InputError(f"{self.path}: trajectory missing; cannot resume the run")
+        self.close()
+        self.file = h5py.File(self.path, "a")
+        self.frames = frames.clone()
+        self.atom_slices = self._atom_slices(len(frames))
+        self.series = [self._find_series(k) for k in range(len(frames))]
+        for k, series in enumerate(self.series):
+            for dataset in series.values():
+                dataset.resize(int(frames[k]), axis=0)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.flush()
+            self.file.close()
+            self.file = None
+
+    def __enter__(self) -> TrajectoryWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- layout -------------------------------------------------------------------------
+    def _find_series(self, k: int) -> dict[str, h5py.Dataset]:
+        """The appendable datasets of replica ``k`` (hard-linked step/time listed once)."""
+        particles = self.file["particles"][replica_name(k)]
+        position = particles["position"]
+        series = {f"position/{key}": position[key] for key in ("value", "step", "time")}
+        if self.velocities:
+            series["velocity/value"] = particles["velocity/value"]
+        for name, group in self.file["observables"][replica_name(k)].items():
+            series[f"{name}/value"] = group["value"]
+        return series
+
+    def _atom_slices(self, n_replicas: int) -> list[slice]:
+        """Where each replica's atoms sit in the state (from the stored atom counts)."""
+        particles = self.file["particles"]
+        counts = [len(particles[replica_name(k)]["species"]) for k in range(n_replicas)]
+        ends = np.cumsum(counts).tolist()
+        return [slice(end - count, end) for end, count in zip(ends, counts, strict=True)]
+
+    def _create(self, state: MDState) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = h5py.File(self.path, "w")
+        h5md = self.file.create_group("h5md")
+        h5md.attrs["version"] = np.array([1, 1])
+        h5md.create_group("author").attrs["name"] = _user()
+        creator = h5md.create_group("creator")
+        creator.attrs["name"] = "stablemd"
+        creator.attrs["version"] = version("stablemd")
+        particles = self.file.create_group("particles")
+        observables = self.file.create_group("observables")
+        counts = state.atoms_per_system.tolist()
+        starts = np.cumsum([0, *counts])
+        names = ["potential_energy", "kinetic_energy", "temperature"]
+        if self.integrator is not None:
+            names.append("conserved_energy")
+        for k in range(state.n_systems):
+            atoms = slice(int(starts[k]), int(starts[k + 1]))
+            group = particles.create_group(replica_name(k))
+            group["species"] = state.numbers[atoms].numpy().astype(np.int32)
+            group["mass"] = state.masses[atoms].numpy()
+            group["mass"].attrs["unit"] = "amu"
+            box = group.create_group("box")
+            box.attrs["dimension"] = 3
+            box.attrs["boundary"] = np.array(
+                ["periodic" if p else "none" for p in state.pbc[k].tolist()], dtype="S8"
+            )
+            box["edges"] = state.cell[k].numpy()
+            box["edges"].attrs["unit"] = UNITS["position"]
+            position = _time_series(group, "position", (counts[k], 3))
+            if self.velocities:
+                _time_series(group, "velocity", (counts[k], 3), position)
+            per_replica = observables.create_group(replica_name(k))
+            for name in names:
+                _time_series(per_replica, name, (), position)
+        self.frames = torch.zeros(state.n_systems, dtype=torch.long)
+        self.series = [self._find_series(k) for k in range(state.n_systems)]
+        self.atom_slices = self._atom_slices(state.n_systems)
+
+
+def _time_series(parent: h5py.Group, name: str, shape: tuple, clock: h5py.Group | None = None):
+    """An H5MD time-dependent element; ``clock`` shares its step/time datasets (hard links)."""
+    group = parent.create_group(name)
+    value = group.create_dataset(
+        "value", (0, *shape), maxshape=(None, *shape), dtype="f8", chunks=(FRAMES_PER_CHUNK, *shape)
+    )
+    value.attrs["unit"] = UNITS[name]
+    if clock is None:
+        clock = {"maxshape": (None,), "chunks": (FRAMES_PER_CHUNK,)}
+        group.create_dataset("step", (0,), dtype="i8", **clock)
+        time = group.create_dataset("time", (0,), dtype="f8", **clock)
+        time.attrs["unit"] = "fs"
+    else:
+        group["step"] = clock["step"]
+        group["time"] = clock["time"]
+    return group
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def read_replica(path: str | Path, k: int) -> dict[str, np.ndarray]:
+    """Arrays of replica ``k``: ``positions`` [T, N, 3] Å, ``step`` [T], ``time_fs`` [T],
+    ``species`` [N], ``masses`` [N] amu, ``cell`` [3, 3] Å, ``pbc`` [3], ``velocities``
+    [T, N, 3] Å/fs when written, and every observable [T] under its own name."""
+    with h5py.File(path, "r") as f:
+        name = replica_name(k)
+        if name not in f["particles"]:
+            raise InputError(f"{path}: no replica {k} (it has {len(f['particles'])})")
+        group = f["particles"][name]
+        out = {
+            "positions": group["position/value"][()],
+            "step": group["position/step"][()],
+            "time_fs": group["position/time"][()],
+            "species": group["species"][()],
+            "masses": group["mass"][()],
+            "cell": group["box/edges"][()],
+            "pbc": np.array([b == b"periodic" for b in group["box"].attrs["boundary"]]),
+        }
+        if "velocity" in group:
+            out["velocities"] = group["velocity/value"][()]
+        for key, element in f["observables"][name].items():
+            out[key] = element["value"][()]
+    return out

@@ -1,0 +1,78 @@
+"""Batched MD of a trained model, written as an H5MD trajectory, resumable: the library behind
+``stablemd simulate``.
+
+The output directory holds ``run.json`` (the options, with fingerprints of the model and the
+start structures), ``trajectory.h5`` and ``checkpoint.pt``. Calling again with the same inputs
+continues from the checkpoint (a longer ``time_ps`` extends the run); other inputs are refused.
+A replica whose numbers turn non-finite is frozen, its trajectory ends there, and the result
+says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ase import Atoms
+from pydantic import Field
+
+from stablemd.core.files import record_run_options
+from stablemd.data.fingerprints import frames_fingerprint
+from stablemd.md.forces import ModelForces
+from stablemd.md.runner import RunResult, run
+from stablemd.md.settings import MDSettings
+from stablemd.md.starts import initial_state
+from stablemd.models.potential import Potential
+from stablemd.models.registry import model_fingerprint
+from stablemd.monitors.criteria import NonFinite
+from stablemd.monitors.trajectory import TrajectoryWriter
+
+#: Options that may change between a run and its continuation.
+EXTENSIBLE = frozenset({"time_ps"})
+
+
+class SimulationSettings(MDSettings):
+    """MD settings plus the run length and how often frames and checkpoints are written."""
+
+    replicas: int = Field(8, ge=1, description="replicas integrated together in one batch")
+    temperature_K: float = Field(300.0, gt=0, description="velocities and thermostat")
+    thermostat: str = "langevin"
+    time_ps: float = Field(10.0, gt=0, description="simulated time per replica")
+    every: int = Field(100, ge=1, description="steps between trajectory frames")
+    checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints")
+
+
+@dataclass
+class Simulation:
+    """The run's result and where its trajectory is."""
+
+    result: RunResult
+    trajectory: Path
+
+
+def simulate(
+    potential: Potential,
+    starts: list[Atoms],
+    settings: SimulationSettings,
+    out: Path,
+    progress: bool = True,
+) -> Simulation:
+    """Run ``settings.replicas`` replicas drawn from ``starts`` into the directory ``out``."""
+    out = Path(out)
+    options = {
+        "model": model_fingerprint(potential),
+        "starts": frames_fingerprint(starts),
+        **settings.model_dump(),
+    }
+    record_run_options(options, out / "run.json", may_change=EXTENSIBLE)
+    state = initial_state(starts, settings.replicas, settings.temperature_K, settings.seed)
+    integrator = settings.integrator()
+    n_steps = round(settings.time_ps * 1000 / settings.timestep_fs)
+    trajectory = out / "trajectory.h5"
+    with TrajectoryWriter(trajectory, integrator, every=settings.every) as writer:
+        result = run(
+            state, integrator, ModelForces(potential), n_steps,
+            [NonFinite(), writer], checkpoint=out / "checkpoint.pt",
+            checkpoint_every=settings.checkpoint_every, progress=progress,
+        )  # fmt: skip
+    return Simulation(result, trajectory)
