@@ -19,8 +19,8 @@ from stablemd.fix.stable_training.estimator import (
     per_sample_gradient,
 )
 from stablemd.fix.stable_training.local_samples import (
+    Neighbourhoods,
     molecule_neighbourhoods,
-    radius_neighbourhoods,
     select,
     stratify,
 )
@@ -67,10 +67,11 @@ def test_one_pass_gradient_equals_per_sample_estimator_global():
 def test_one_pass_gradient_equals_per_sample_estimator_localized():
     model = _small_painn()
     samples = _random_frames(molecule("CH3CH2OH"), 6, seed=1)
-    local = radius_neighbourhoods(samples, centres=[0, 1, 2], radius=1.6)
-    assert local.n_samples == 18
-    # every centre's neighbourhood holds the centre and at least one bonded atom
-    assert torch.bincount(local.sample_index, minlength=18).min() >= 2
+    # three overlapping neighbourhoods per frame (atoms 1, 2 and 4 are in two of them)
+    groups = [[0, 1, 2], [1, 2, 3, 4], [4, 5, 6, 7, 8]]
+    atoms = [9 * f + a for f in range(6) for g in groups for a in g]
+    sample = [3 * f + k for f in range(6) for k, g in enumerate(groups) for _ in g]
+    local = Neighbourhoods(torch.tensor(atoms), torch.tensor(sample), 18)
     observables = torch.randn(
         18, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64
     )

@@ -22,12 +22,7 @@ from ase.db.core import check as check_key_value_pairs
 from ase.db.row import AtomsRow
 
 from stablemd.core.errors import InputError
-
-
-def partial_path(path: str | Path) -> Path:
-    """The ``*.partial`` sibling a file is written to before it is renamed into place."""
-    path = Path(path)
-    return path.with_name(path.name + ".partial")
+from stablemd.core.files import atomic_write
 
 
 def connect(path: str | Path, append: bool = True):
@@ -80,17 +75,13 @@ def write_frames(
     The storable entries of each ``atoms.info`` become the row's key-value pairs."""
     path = Path(path)
     check_new_output(path, overwrite)
-    tmp = partial_path(path)
-    tmp.unlink(missing_ok=True)
-    db = connect(tmp, append=False)
     count = 0
-    with db:
+    with atomic_write(path) as tmp, connect(tmp, append=False) as db:
         for atoms in frames:
             db.write(atoms, key_value_pairs=key_value_pairs(atoms.info))
             count += 1
         if metadata:
             db.metadata = metadata
-    tmp.replace(path)
     return count
 
 

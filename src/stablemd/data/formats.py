@@ -20,8 +20,9 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.units import Bohr
 
 from stablemd.core.errors import InputError
+from stablemd.core.files import atomic_write
 from stablemd.core.units import ENERGY_UNITS_IN_EV
-from stablemd.data.database import check_new_output, partial_path, read_frames, write_frames
+from stablemd.data.database import check_new_output, read_frames, write_frames
 
 #: Energy unit assumed for npz files that do not say (MD17's unit).
 DEFAULT_NPZ_ENERGY_UNIT = "kcal/mol"
@@ -208,7 +209,6 @@ def export_extxyz(db_path: str | Path, out_path: str | Path, overwrite: bool = F
     out = Path(out_path)
     check_new_output(out, overwrite)
     frames = read_frames(db_path)
-    tmp = partial_path(out)
-    ase.io.write(tmp, frames, format="extxyz")
-    tmp.replace(out)
+    with atomic_write(out) as tmp:
+        ase.io.write(tmp, frames, format="extxyz")
     return len(frames)

@@ -25,9 +25,9 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from rich.progress import Progress
 
 from stablemd.core.errors import InputError
-from stablemd.core.files import check_same_options
+from stablemd.core.files import check_same_options, partial_path
 from stablemd.core.units import FS_IN_ASE_TIME
-from stablemd.data.database import connect, open_database, partial_path
+from stablemd.data.database import connect, open_database
 from stablemd.oracles import get_oracle, label, level_of_theory
 from stablemd.systems import System, get_system
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from stablemd.core.errors import InputError
-from stablemd.core.files import load_tagged_torch_file
+from stablemd.core.files import load_tagged_torch_file, save_torch_file
 from stablemd.models.potential import Potential
 
 FORMAT = "stablemd-potential/1"
@@ -57,9 +57,7 @@ def save_potential(potential: Potential, path: str | Path, metadata: dict | None
         "dtype": str(next(potential.parameters()).dtype).removeprefix("torch."),
         "metadata": metadata or {},
     }
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    save_torch_file(payload, path)
 
 
 def read_model_file(path: str | Path) -> dict:

@@ -1,8 +1,8 @@
 """Neighbourhoods for the localized Boltzmann estimator (StABlE paper, appendix A.2, A.6).
 
 A localized sample γ is a set of atoms of one sampled frame; its energy U(γ) is the sum of the
-model's per-atom energies over the set. Builders here make one sample per molecule of every
-frame or one per centre atom with the atoms within a radius, and :func:`stratify` picks samples
+model's per-atom energies over the set. :func:`molecule_neighbourhoods` makes one sample per
+molecule of every frame, and :func:`stratify` picks samples
 evenly across bins of a deviation (the paper's water recipe: 100 bins, 5 samples each).
 """
 
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stablemd.analysis.geometry import minimum_image
 from stablemd.core.batch import Batch
 from stablemd.core.errors import InputError
 
@@ -21,8 +20,8 @@ from stablemd.core.errors import InputError
 @dataclass
 class Neighbourhoods:
     """Which atoms of a batch make up each sample: pairs (``atom_index`` [P], ``sample_index``
-    [P]); U(γ_s) = Σ of the per-atom energies of atoms paired with s. Atoms may belong to
-    several samples (radius neighbourhoods overlap) or to none."""
+    [P]); U(γ_s) = Σ of the per-atom energies of atoms paired with s. An atom may belong to
+    several samples or to none."""
 
     atom_index: torch.Tensor
     sample_index: torch.Tensor
@@ -62,27 +61,6 @@ def molecule_neighbourhoods(batch: Batch, molecule_index) -> Neighbourhoods:
     )  # position of each (sorted) atom inside its frame
     sample = batch.system_index[order] * n_molecules + molecules[within]
     return Neighbourhoods(order, sample, batch.n_systems * n_molecules)
-
-
-def radius_neighbourhoods(batch: Batch, centres, radius: float) -> Neighbourhoods:
-    """One sample per (frame, centre): the atoms within ``radius`` Å of atom ``centres[c]``
-    (indices inside a frame; minimum image in periodic cells). Sample s = frame × n_centres + c.
-    """
-    centres = torch.as_tensor(np.asarray(centres), dtype=torch.long).reshape(-1)
-    atoms, samples = [], []
-    starts = torch.cumsum(batch.atoms_per_system, 0) - batch.atoms_per_system
-    for frame in range(batch.n_systems):
-        members = torch.nonzero(batch.system_index == frame)[:, 0]
-        if int(centres.max()) >= len(members):
-            raise InputError(f"centre atom {int(centres.max())} beyond frame {frame}'s atoms")
-        positions = batch.positions[members].detach()
-        vectors = positions[None, :, :] - positions[centres][:, None, :]  # [C, n, 3]
-        if bool(batch.pbc[frame].any()):
-            vectors = minimum_image(vectors, batch.cell[frame], batch.pbc[frame])
-        centre, atom = torch.nonzero(vectors.norm(dim=-1) <= radius, as_tuple=True)
-        atoms.append(int(starts[frame]) + atom)
-        samples.append(frame * len(centres) + centre)
-    return Neighbourhoods(torch.cat(atoms), torch.cat(samples), batch.n_systems * len(centres))
 
 
 def stratify(deviation, n_bins: int = 100, per_bin: int = 5, seed: int = 0) -> torch.Tensor:
