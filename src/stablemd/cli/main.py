@@ -13,7 +13,7 @@ import typer
 from stablemd.cli import data, quickstart, simulate, stability, stable_train, systems, train
 from stablemd.cli.output import error_console
 from stablemd.core.errors import InputError
-from stablemd.core.runtime import tune_memory_allocator
+from stablemd.core.runtime import adapt_threads_to_load, tune_memory_allocator
 
 app = typer.Typer(
     help="Make machine-learned interatomic potentials trustworthy in long MD. "
@@ -35,6 +35,7 @@ app.command(name="stable-train")(stable_train.stable_train)
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
     tune_memory_allocator()
+    adapt_threads_to_load()
     try:
         app(args=argv, prog_name="stablemd")
     except InputError as exc:

@@ -1,4 +1,5 @@
-"""Process-wide settings that make large batches faster on CPUs.
+"""Process-wide settings that make large batches faster on CPUs: the memory allocator, and a
+thread count that follows the load of the machine.
 
 glibc returns every freed block above 128 KiB to the kernel and maps fresh pages for the next
 one; a batched force call allocates and frees hundreds of such edge tensors, so most of its time
@@ -10,6 +11,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import time
+from pathlib import Path
+
+import torch
 
 #: mallopt parameter numbers from glibc's malloc.h.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
@@ -34,3 +40,72 @@ def tune_memory_allocator() -> bool:
             (_M_TOP_PAD, 256 << 20),
         )
     )
+
+
+class ThreadBudget:
+    """Torch (and numba) threads = the cores that other processes leave free, re-measured
+    every ``interval_s`` seconds of wall time.
+
+    Two torch threads on two cores stall when another job holds one core: each parallel region
+    waits at its barrier for the thread that lost its core (measured: the quickstart took 24
+    instead of 6 minutes). Busy time of the processors this process may run on comes from
+    ``/proc/stat`` (user, nice, system, irq, softirq, steal); this process's own share from
+    ``/proc/self/stat``; a core counts as taken when others use more than half of it.
+    """
+
+    def __init__(self, interval_s: float = 10.0):
+        self.interval_s = float(interval_s)
+        self.cpus = sorted(os.sched_getaffinity(0))
+        self.ticks_per_s = os.sysconf("SC_CLK_TCK")
+        self.last = self._sample()
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        """(wall s, busy s of our processors, s used by this process), or None off Linux."""
+        try:
+            lines = Path("/proc/stat").read_text().splitlines()
+            own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        busy = 0
+        wanted = {f"cpu{c}" for c in self.cpus}
+        for line in lines:
+            fields = line.split()
+            if fields and fields[0] in wanted:
+                user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+                busy += user + nice + system + irq + softirq + steal
+        mine = int(own[11]) + int(own[12])  # utime, stime of all threads
+        return time.monotonic(), busy / self.ticks_per_s, mine / self.ticks_per_s
+
+    def threads(self) -> int | None:
+        """The thread count for now, or None while the interval has not passed."""
+        now = self._sample()
+        if now is None or self.last is None or now[0] - self.last[0] < self.interval_s:
+            return None
+        elapsed = now[0] - self.last[0]
+        others = max(0.0, (now[1] - self.last[1]) - (now[2] - self.last[2])) / elapsed
+        self.last = now
+        return max(1, len(self.cpus) - round(others))
+
+
+_budget: ThreadBudget | None = None
+
+
+def adapt_threads_to_load(interval_s: float = 10.0, first_look_s: float = 0.3) -> None:
+    """Make :func:`adapt_threads` follow the load of the machine (the command line does): set
+    the thread count now from ``first_look_s`` of measurement, then every ``interval_s``."""
+    global _budget
+    _budget = ThreadBudget(first_look_s)
+    time.sleep(first_look_s)
+    adapt_threads()
+    _budget.interval_s = float(interval_s)
+
+
+def adapt_threads() -> None:
+    """Set the thread count to the free cores when adaptation is on and its interval has
+    passed; cheap enough to call every MD step or training batch from the main thread (torch's
+    thread count belongs to the thread that sets it)."""
+    if _budget is None:
+        return
+    threads = _budget.threads()
+    if threads is not None and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)

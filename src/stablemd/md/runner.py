@@ -23,6 +23,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from stablemd.core.files import check_same_options, load_checkpoint, save_torch_file
+from stablemd.core.runtime import adapt_threads
 from stablemd.md.forces import ForceLevels, ForceResult, ForceTerm
 from stablemd.md.integrators import Integrator
 from stablemd.md.monitor import Criterion, Monitor
@@ -179,6 +180,7 @@ def run(
     with _progress_bar(progress, label) as bar:
         task = bar.add_task("md", total=max(end_step - start_step, 1), ps="", rate="", active="")
         while state.step < end_step and n_active > 0:
+            adapt_threads()
             state = integrator.step(state, term)
             state = verdicts.observe(state, monitors)
             n_active = int(state.active.sum())

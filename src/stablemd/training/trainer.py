@@ -21,6 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from stablemd.core.config_file import check_same_config
 from stablemd.core.files import atomic_write, load_checkpoint, save_torch_file
+from stablemd.core.runtime import adapt_threads
 from stablemd.data.frames import FrameSet
 from stablemd.models.potential import Potential, predict
 from stablemd.models.registry import build_potential
@@ -248,6 +249,7 @@ class Trainer:
                 bar.update(task, completed=self.batches_done, epoch=self.epoch)
                 size = self.config.batch_size
                 for b in range(self.batches_done, n_batches):
+                    adapt_threads()
                     batch = self.train_frames.batch(order[b * size : (b + 1) * size])
                     self.epoch_loss_sum += self._train_step(batch)
                     self.batches_done = b + 1

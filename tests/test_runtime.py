@@ -1,0 +1,46 @@
+"""The thread budget: cores that other processes leave free, from CPU accounting."""
+
+from __future__ import annotations
+
+import pytest
+
+from stablemd.core.runtime import ThreadBudget
+
+
+class Scripted(ThreadBudget):
+    """A budget on two processors reading scripted (wall s, busy s, own s) samples."""
+
+    def __init__(self, samples):
+        self.samples = iter(samples)
+        self.interval_s = 10.0
+        self.cpus = [0, 1]
+        self.last = next(self.samples)
+
+    def _sample(self):
+        return next(self.samples)
+
+
+@pytest.mark.parametrize(
+    ("busy_s", "own_s", "expected"),
+    [
+        (20.0, 20.0, 2),  # both cores busy, all of it ours: keep both
+        (19.0, 10.0, 1),  # another process holds 0.9 of a core
+        (12.0, 10.0, 2),  # others use 0.2 of a core: noise
+        (40.0, 0.0, 1),  # others hold both cores: still one thread
+    ],
+)
+def test_threads_follow_what_other_processes_use(busy_s, own_s, expected):
+    budget = Scripted([(0.0, 0.0, 0.0), (10.0, busy_s, own_s)])
+    assert budget.threads() == expected
+
+
+def test_no_new_count_before_the_interval_has_passed():
+    budget = Scripted([(0.0, 0.0, 0.0), (5.0, 10.0, 0.0), (10.0, 19.0, 10.0)])
+    assert budget.threads() is None
+    assert budget.threads() == 1
+
+
+def test_reads_this_machine():
+    budget = ThreadBudget(interval_s=0.0)
+    assert budget.last is not None
+    assert 1 <= budget.threads() <= len(budget.cpus)
