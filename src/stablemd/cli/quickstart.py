@@ -1,105 +1,79 @@
-"""``stablemd quickstart``: the main job on a small built-in default.
-
-Reference data for ethanol with GFN2-xTB → the built-in PaiNN model trained on part of it → its
-errors on held-out frames → its stability in MD → StABlE fine-tuning without new labels → the
-stability and errors of the fine-tuned model, with the survival plot of both. The baseline is
-trained on few frames on purpose: the low-data regime where StABlE helps. Every stage resumes:
-rerunning after an interruption continues. Budgets are counted in epochs, not minutes, so that
-one seed gives the same models on a fast machine and a slow one.
-"""
+"""``stablemd quickstart``: the main job on a small default (:mod:`stablemd.quickstart`)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
 
+from stablemd.cli.options import settings_from_options
 from stablemd.cli.output import console, metrics_table, stability_table
-from stablemd.core.files import write_json
-from stablemd.data.database import read_frames
-from stablemd.data.frames import FrameSet
-from stablemd.data.generate import generate_reference_data
-from stablemd.diagnose.stability.benchmark import StabilitySettings
-from stablemd.diagnose.stability.compare import compare_models
-from stablemd.fix.stable_training.config import StableConfig
-from stablemd.fix.stable_training.workflow import stable_train
-from stablemd.models.potential import Potential
-from stablemd.models.registry import load_potential
-from stablemd.systems import get_system
-from stablemd.training.config import TrainConfig
-from stablemd.training.metrics import error_metrics
-from stablemd.training.workflow import held_out_indices, train_from_database
+from stablemd.quickstart import STAGES, QuickstartResult, QuickstartSettings, run_quickstart
 
-QUICK_MODEL = {"n_features": 32, "n_interactions": 3, "cutoff": 5.0}
-
-
-def _held_out_errors(potential: Potential, frames, indices, title: str, path: Path) -> dict:
-    metrics = error_metrics(potential, FrameSet([frames[i] for i in indices]))
-    console.print(metrics_table(metrics, f"{title} on {len(indices)} held-out frames"))
-    write_json(metrics, path)
-    return metrics
+_DEFAULTS = QuickstartSettings()
 
 
 def quickstart(
     out: Path = typer.Option(Path("quickstart-run"), help="Directory for data, models and plots."),
-    temperature: float = typer.Option(500.0, help="Reference MD and test temperature in K."),
-    steps: int = typer.Option(1500, help="MD steps of 0.5 fs per reference trajectory."),
-    trajectories: int = typer.Option(2, help="Independent reference trajectories."),
-    n_train: int = typer.Option(40, help="Training frames of the baseline (few on purpose)."),
-    train_epochs: int = typer.Option(300, help="Training epochs of the baseline."),
-    replicas: int = typer.Option(64, help="Replicas of each stability run."),
-    stability_ps: float = typer.Option(2.0, help="Simulated time of each stability run in ps."),
-    stable_epochs: int = typer.Option(100, help="StABlE epochs (simulation and learning)."),
-    seed: int = typer.Option(0, help="Seed of the MD, the split and the model."),
+    temperature: float = typer.Option(
+        _DEFAULTS.temperature_K, help="Reference MD and test temperature in K."
+    ),
+    steps: int = typer.Option(_DEFAULTS.steps, help="MD steps of 0.5 fs per reference trajectory."),
+    trajectories: int = typer.Option(_DEFAULTS.trajectories, help="Reference trajectories."),
+    n_train: int = typer.Option(_DEFAULTS.n_train, help="Training frames (few on purpose)."),
+    train_epochs: int = typer.Option(_DEFAULTS.train_epochs, help="Epochs of the baseline."),
+    replicas: int = typer.Option(_DEFAULTS.replicas, help="Replicas of each stability run."),
+    stability_ps: float = typer.Option(
+        _DEFAULTS.stability_ps, help="Simulated time of each stability run in ps."
+    ),
+    stable_epochs: int = typer.Option(_DEFAULTS.stable_epochs, help="StABlE epochs."),
+    qm_weight: float = typer.Option(
+        _DEFAULTS.qm_weight, help="λ: weight of the energy-and-force loss in StABlE."
+    ),
+    seed: int = typer.Option(_DEFAULTS.seed, help="Seed of the MD, the split and the model."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
 ):
     """Ethanol end to end: xTB data, a baseline model, its stability, StABlE, stability again."""
-    out.mkdir(parents=True, exist_ok=True)
-    data_path = out / "ethanol-xtb.db"
-    console.rule("1/6 reference data: ethanol, GFN2-xTB, Langevin MD")
-    generate_reference_data(
-        "ethanol", "xtb", temperature, steps, 5, data_path, n_trajectories=trajectories, seed=seed
-    )
-    frames = read_frames(data_path)
-    n_val = max(len(frames) // 6, 1)
-    n_train = min(n_train, len(frames) - 2 * n_val)
-
-    console.rule(f"2/6 training the built-in PaiNN model on {n_train} frames")
-    config = TrainConfig(model_options=QUICK_MODEL, max_epochs=train_epochs, seed=seed)
-    baseline = train_from_database(data_path, n_train, n_val, config, out / "model.pt")
-    held_out = held_out_indices(baseline.metadata, data_path, frames)
-    train_frames = [frames[i] for i in baseline.metadata["training"]["train_indices"]]
-
-    console.rule("3/6 errors on held-out frames")
-    _held_out_errors(baseline.potential, frames, held_out, "baseline", out / "test_metrics.json")
-
-    system = get_system("ethanol")
-    starts = [frames[i] for i in held_out]
-    settings = StabilitySettings(
-        replicas=replicas, temperature_K=temperature, time_ps=stability_ps, seed=seed
-    )
-    console.rule(f"4/6 stability of the baseline: {replicas} replicas, {stability_ps:g} ps")
-    models = {"baseline": baseline.potential}
-    rows = compare_models(models, system, starts, train_frames, settings, out / "stability")
-    console.print(stability_table({label: row["summary"] for label, row in rows.items()}))
-
-    console.rule(f"5/6 StABlE fine-tuning for {stable_epochs} epochs, no new labels")
-    # learning starts early (a quarter unstable): the demo has minutes, not hours
-    stable_config = StableConfig(
-        temperature_K=temperature, max_epochs=stable_epochs, f_max=0.25, f_min=0.1, seed=seed
-    )
-    stable_path = out / "model-stable.pt"
-    stable_train(baseline.path, data_path, stable_path, stable_config, system_name="ethanol")
-
-    console.rule("6/6 the StABlE model: stability and errors")
-    models["stable"] = load_potential(stable_path)
-    rows = compare_models(models, system, starts, train_frames, settings, out / "stability")
-    console.print(stability_table({label: row["summary"] for label, row in rows.items()}))
-    _held_out_errors(
-        models["stable"], frames, held_out, "StABlE model",
-        out / "test_metrics_stable.json",
+    settings = settings_from_options(
+        QuickstartSettings, temperature_K=temperature, steps=steps, trajectories=trajectories,
+        n_train=n_train, train_epochs=train_epochs, replicas=replicas,
+        stability_ps=stability_ps, stable_epochs=stable_epochs, qm_weight=qm_weight, seed=seed,
     )  # fmt: skip
-    console.print(
-        f"models: {baseline.path}, {stable_path}   survival plot: "
-        f"{out / 'stability' / 'survival.png'}   StABlE progress: "
-        f"{out / 'model-stable_run' / 'stable_training.png'}"
+    started = time.perf_counter()
+
+    def announce(k: int, title: str) -> None:
+        elapsed = (time.perf_counter() - started) / 60
+        console.rule(f"{k}/{len(STAGES)} {title}  [dim]({elapsed:.1f} min so far)[/]")
+
+    result = run_quickstart(out, settings, announce, progress)
+    for label, title in (("baseline", "baseline"), ("stable", "StABlE model")):
+        console.print(
+            metrics_table(result.errors[label], f"{title} on {result.n_held_out} held-out frames")
+        )
+    console.print(stability_table({k: row["summary"] for k, row in result.stability.items()}))
+    console.print(story(result, settings, (time.perf_counter() - started) / 60))
+
+
+def story(result: QuickstartResult, settings: QuickstartSettings, minutes: float) -> str:
+    """What the run showed, in a few plain sentences."""
+    base, fine = (result.stability[k]["summary"] for k in ("baseline", "stable"))
+    force = {k: 1000 * result.errors[k]["forces_eV_per_A"]["mae"] for k in result.errors}
+    change = 100 * (force["stable"] / force["baseline"] - 1)
+
+    def kept(summary) -> str:
+        n = round(summary.fraction_stable * summary.n_replicas)
+        return f"{n} of {summary.n_replicas} replicas (median {summary.median_text} ps)"
+
+    plots = [result.stability_dir / "survival.png", result.stability_dir / "h_r.png"]
+    plots.append(result.stable_run_dir / "stable_training.png")
+    return (
+        f"\nIn {settings.stability_ps:g} ps of MD at {settings.temperature_K:g} K from the same "
+        f"{result.n_held_out} held-out starts, the baseline (PaiNN trained on {result.n_train} "
+        f"GFN2-xTB frames) kept {kept(base)} stable; after StABlE the model kept {kept(fine)}.\n"
+        f"Force error on the held-out frames: {force['baseline']:.1f} → {force['stable']:.1f} "
+        f"meV/Å ({change:+.0f} %).\n"
+        f"StABlE made no new reference calculation: it learned from the h(r) of the "
+        f"{result.n_train} training frames, with their energies and forces as the anchor.\n"
+        f"Plots: {', '.join(str(p) for p in plots)}.  Done in {minutes:.1f} min."
     )

@@ -1,0 +1,111 @@
+"""The quickstart's demonstration over seeds: does StABlE keep more replicas than its baseline?
+
+Runs ``stablemd.quickstart.run_quickstart`` for every seed of each setting, two runs side by
+side, each on one thread (``OMP_NUM_THREADS=1``), in ``bench/data/quickstart-seeds/`` (or
+STABLEMD_BENCH_WORK). A finished run is read back, not rerun, so an interrupted experiment
+continues. Writes, per setting and seed, the share of the 64 replicas stable at the end of the
+2 ps run for both models, their medians, the held-out force MAE and the h(r) MAE, and the wall
+time of each stage.
+
+    python bench/quickstart_seeds.py [--settings default,labels20-lambda2] [--seeds 0,1,2,3,4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from machine import machine_info
+
+HERE = Path(__file__).resolve().parent
+#: Settings compared: overrides of :class:`stablemd.quickstart.QuickstartSettings`.
+SETTINGS = {
+    "default": {},
+    "labels20-lambda2": {"n_train": 20, "qm_weight": 2.0},
+    "labels40-lambda2": {"n_train": 40, "qm_weight": 2.0},
+    "labels20-lambda10": {"n_train": 20, "qm_weight": 10.0},
+}
+ONE_RUN = """
+import json, sys
+from stablemd.core.runtime import tune_memory_allocator
+from stablemd.quickstart import QuickstartSettings, run_quickstart
+tune_memory_allocator()
+settings = QuickstartSettings(**json.loads(sys.argv[2]))
+result = run_quickstart(sys.argv[1], settings, progress=False)
+row = {}
+for label in ("baseline", "stable"):
+    summary = result.stability[label]["summary"]
+    row[label] = {
+        "fraction_stable": summary.fraction_stable, "median_ps": summary.median_ps,
+        "h_r_mae": result.stability[label].get("h_r_mae"),
+        "force_mae_meV_per_A": 1000 * result.errors[label]["forces_eV_per_A"]["mae"],
+        "energy_mae_meV_per_atom": 1000 * result.errors[label]["energy_per_atom_eV"]["mae"],
+    }
+row["n_train"], row["n_held_out"] = result.n_train, result.n_held_out
+row["stage_seconds"] = result.stage_seconds
+json.dump(row, open(sys.argv[3], "w"), indent=1)
+"""
+
+
+def run_one(work: Path, name: str, seed: int) -> dict:
+    out = work / f"{name}-seed{seed}"
+    done = out / "row.json"
+    if not done.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        overrides = json.dumps({**SETTINGS[name], "seed": seed})
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+        with open(out / "log.txt", "a") as log:
+            subprocess.run(
+                [sys.executable, "-c", ONE_RUN, str(out), overrides, str(done)],
+                check=True, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+    return json.loads(done.read_text())
+
+
+def main(out_dir: Path, quick: bool = False, names=None, seeds=None) -> dict:
+    if quick:
+        return {"skipped": "about an hour per setting; run it without --quick"}
+    names = names or ["default", "labels20-lambda2"]
+    seeds = seeds or [0, 1, 2, 3, 4]
+    work = Path(os.environ.get("STABLEMD_BENCH_WORK", HERE / "data" / "quickstart-seeds"))
+    started = time.perf_counter()
+    jobs = [(name, seed) for name in names for seed in seeds]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        rows = list(pool.map(lambda job: run_one(work, *job), jobs))
+    table: dict[str, dict] = {name: {} for name in names}
+    for (name, seed), row in zip(jobs, rows, strict=True):
+        row["gain_points"] = 100 * (
+            row["stable"]["fraction_stable"] - row["baseline"]["fraction_stable"]
+        )
+        table[name][f"seed{seed}"] = row
+    for name, per_seed in table.items():
+        gains = [row["gain_points"] for row in per_seed.values()]
+        per_seed["min_gain_points"] = min(gains)
+        per_seed["mean_gain_points"] = sum(gains) / len(gains)
+    result = {
+        "benchmark": "quickstart_seeds",
+        "description": "stablemd quickstart per seed, one thread per run, two runs at a time: "
+        "share of 64 replicas stable for 2 ps (baseline, StABlE), held-out errors",
+        "command": "python bench/quickstart_seeds.py",
+        "machine": machine_info(),
+        "settings": {name: SETTINGS[name] for name in names},
+        "results": table,
+        "wall_time_s": round(time.perf_counter() - started, 1),
+    }
+    (out_dir / "quickstart_seeds.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--settings", default="default,labels20-lambda2")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    args = parser.parse_args()
+    out = HERE / "results"
+    main(out, names=args.settings.split(","), seeds=[int(s) for s in args.seeds.split(",")])

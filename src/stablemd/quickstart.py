@@ -1,0 +1,163 @@
+"""The main job on a small built-in default: the library behind ``stablemd quickstart``.
+
+Reference data for ethanol with GFN2-xTB → the built-in PaiNN model trained on a few of the
+frames → its errors on held-out frames → its stability in MD → StABlE fine-tuning without new
+labels → the stability and errors of the fine-tuned model beside the baseline. The baseline is
+trained on few frames on purpose: the low-data regime where it fails within the run and
+StABlE can help. Every stage resumes: calling again after an interruption continues. Budgets
+are counted in epochs, not minutes, so that one seed gives the same models on a fast machine
+and a slow one (with the same thread count).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stablemd.core.files import write_json
+from stablemd.data.database import read_frames
+from stablemd.data.frames import FrameSet
+from stablemd.data.generate import generate_reference_data
+from stablemd.diagnose.stability.benchmark import StabilitySettings
+from stablemd.diagnose.stability.compare import compare_models
+from stablemd.fix.stable_training.config import StableConfig
+from stablemd.fix.stable_training.workflow import stable_train
+from stablemd.models.registry import load_potential
+from stablemd.systems import get_system
+from stablemd.training.config import TrainConfig
+from stablemd.training.metrics import error_metrics
+from stablemd.training.workflow import held_out_indices, train_from_database
+
+#: The quickstart's small PaiNN: fast enough for minutes on two cores.
+QUICK_MODEL = {"n_features": 32, "n_interactions": 3, "cutoff": 5.0}
+STAGES = (
+    "reference data: ethanol, GFN2-xTB, Langevin MD",
+    "training the baseline",
+    "errors on held-out frames",
+    "stability of the baseline",
+    "StABlE fine-tuning, no new labels",
+    "the StABlE model: stability and errors",
+)
+
+
+class QuickstartSettings(BaseModel):
+    """The quickstart's choices; defaults are the documented demonstration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature_K: float = Field(500.0, gt=0, description="reference MD and test temperature")
+    steps: int = Field(1500, ge=10, description="MD steps of 0.5 fs per reference trajectory")
+    trajectories: int = Field(2, ge=1, description="independent reference trajectories")
+    n_train: int = Field(40, ge=2, description="training frames of the baseline")
+    train_epochs: int = Field(300, ge=1)
+    replicas: int = Field(64, ge=2, description="replicas of each stability run")
+    stability_ps: float = Field(2.0, gt=0, description="simulated time of each stability run")
+    stable_epochs: int = Field(100, ge=1, description="StABlE epochs (simulation and learning)")
+    qm_weight: float = Field(10.0, ge=0, description="λ of StABlE's L_obs + λ·L_QM")
+    f_max: float = Field(0.25, gt=0, le=1, description="unstable fraction that starts learning")
+    f_min: float = Field(0.1, ge=0, lt=1, description="unstable fraction that ends learning")
+    seed: int = 0
+
+
+@dataclass
+class QuickstartResult:
+    """Paths, errors and stability of both models, and the wall time of each stage (s)."""
+
+    data: Path
+    models: dict[str, Path]
+    n_train: int
+    n_held_out: int
+    errors: dict[str, dict]
+    stability: dict[str, dict]
+    stability_dir: Path
+    stable_run_dir: Path
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_quickstart(
+    out: Path,
+    settings: QuickstartSettings,
+    on_stage: Callable[[int, str], None] | None = None,
+    progress: bool = True,
+) -> QuickstartResult:
+    """Run the six stages into ``out``; ``on_stage(k, title)`` is told when stage k begins."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def stage(k: int) -> None:
+        if k > 1:
+            seconds[STAGES[k - 2]] = round(time.perf_counter() - clock[0], 1)
+        clock[0] = time.perf_counter()
+        if on_stage is not None and k <= len(STAGES):
+            on_stage(k, STAGES[k - 1])
+
+    s = settings
+    stage(1)
+    data_path = out / "ethanol-xtb.db"
+    generate_reference_data(
+        "ethanol", "xtb", s.temperature_K, s.steps, 5, data_path,
+        n_trajectories=s.trajectories, seed=s.seed, progress=progress,
+    )  # fmt: skip
+    frames = read_frames(data_path)
+    n_val = max(len(frames) // 6, 1)
+    n_train = min(s.n_train, len(frames) - 2 * n_val)
+
+    stage(2)
+    config = TrainConfig(model_options=QUICK_MODEL, max_epochs=s.train_epochs, seed=s.seed)
+    baseline = train_from_database(
+        data_path, n_train, n_val, config, out / "model.pt", progress=progress
+    )
+    held_out = held_out_indices(baseline.metadata, data_path, frames)
+    train_frames = [frames[i] for i in baseline.metadata["training"]["train_indices"]]
+    test_frames = FrameSet([frames[i] for i in held_out])
+
+    stage(3)
+    errors = {"baseline": error_metrics(baseline.potential, test_frames)}
+    write_json(errors["baseline"], out / "test_metrics.json")
+
+    stage(4)
+    system = get_system("ethanol")
+    starts = [frames[i] for i in held_out]
+    stability = StabilitySettings(
+        replicas=s.replicas, temperature_K=s.temperature_K, time_ps=s.stability_ps, seed=s.seed
+    )
+    potentials = {"baseline": baseline.potential}
+    compare_models(potentials, system, starts, train_frames, stability, out / "stability", progress)
+
+    stage(5)
+    stable_config = StableConfig(
+        temperature_K=s.temperature_K, max_epochs=s.stable_epochs, f_max=s.f_max, f_min=s.f_min,
+        qm_weight=s.qm_weight, seed=s.seed,
+    )  # fmt: skip
+    stable_path = out / "model-stable.pt"
+    run_dir = out / "model-stable_run"
+    stable_train(
+        baseline.path, data_path, stable_path, stable_config, system_name="ethanol",
+        run_dir=run_dir, progress=progress,
+    )  # fmt: skip
+
+    stage(6)
+    potentials["stable"] = load_potential(stable_path)
+    rows = compare_models(
+        potentials, system, starts, train_frames, stability, out / "stability", progress
+    )
+    errors["stable"] = error_metrics(potentials["stable"], test_frames)
+    write_json(errors["stable"], out / "test_metrics_stable.json")
+    stage(len(STAGES) + 1)
+    return QuickstartResult(
+        data=data_path,
+        models={"baseline": baseline.path, "stable": stable_path},
+        n_train=n_train,
+        n_held_out=len(held_out),
+        errors=errors,
+        stability=rows,
+        stability_dir=out / "stability",
+        stable_run_dir=run_dir,
+        stage_seconds=seconds,
+    )
