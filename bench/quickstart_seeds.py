@@ -84,7 +84,7 @@ def main(out_dir: Path, quick: bool = False, names=None, seeds=None) -> dict:
             row["stable"]["fraction_stable"] - row["baseline"]["fraction_stable"]
         )
         table[name][f"seed{seed}"] = row
-    for name, per_seed in table.items():
+    for per_seed in table.values():
         gains = [row["gain_points"] for row in per_seed.values()]
         per_seed["min_gain_points"] = min(gains)
         per_seed["mean_gain_points"] = sum(gains) / len(gains)
