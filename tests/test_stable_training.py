@@ -15,6 +15,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from md_support import single_thread  # noqa: F401
 from torch import nn
 
+from stablemd.analysis.geometry import replica_positions
 from stablemd.cli.main import main
 from stablemd.core.batch import Batch
 from stablemd.core.errors import InputError
@@ -233,6 +234,27 @@ def test_a_learning_phase_steps_even_when_its_first_run_is_below_f_min(tmp_path)
     assert trainer.potential.r0.item() != before
 
 
+def test_the_samples_are_the_frames_md_made_never_the_anchors(tmp_path, monkeypatch):
+    """The anchors do not depend on the parameters: each learning run's samples are the t/S
+    frames per replica after its start, none of them equal to the anchor it started from."""
+    seen = []
+    samples = StableTrainer._samples
+
+    def spy(self, sampler, like):
+        frames, replicas = torch.cat(sampler.frames), torch.cat(sampler.replicas)
+        seen.append((frames, replicas, replica_positions(like).clone()))
+        return samples(self, sampler, like)
+
+    monkeypatch.setattr(StableTrainer, "_samples", spy)
+    history = _dimer_trainer(tmp_path, 1.4, max_epochs=3).run().history
+    per_replica = QUICK["steps_per_epoch"] // QUICK["sample_every"]
+    assert len(seen) == 2  # two learning epochs, from the same anchors
+    for frames, replicas, anchors in seen:
+        assert torch.bincount(replicas).tolist() == [per_replica] * QUICK["replicas"]
+        assert not bool((frames == anchors[replicas]).all(-1).all(-1).any())
+    assert [row["n_samples"] for row in history[1:]] == [QUICK["replicas"] * per_replica] * 2
+
+
 @pytest.mark.parametrize("split", [2, 3])
 def test_a_run_split_in_or_at_the_end_of_a_learning_phase_resumes_exactly(tmp_path, split):
     """Phases: simulation, learning, learning (ends on max_learning_epochs), simulation, …;
@@ -265,6 +287,8 @@ def test_observable_must_suit_the_estimator(ethanol_frames, tmp_path):
 def test_config_rejects_inverted_thresholds():
     with pytest.raises(ValueError, match="f_min"):
         StableConfig(f_min=0.8, f_max=0.5)
+    with pytest.raises(ValueError, match="two samples per replica"):
+        StableConfig(steps_per_epoch=20, sample_every=20, check_every=20)
 
 
 def test_reference_reweighting_and_files(ethanol_frames, tmp_path):

@@ -8,14 +8,16 @@ reaches f_max, learning starts.
 Learning phase, one epoch, in the order of Algorithm 1 (lines 21–29): re-simulate, step,
 test. Every replica restarts from its anchor (the near-unstable states), runs ``t`` steps with
 the current model (only non-finite replicas stop), is sampled every ``S`` steps and judged by
-the criterion. Then one gradient step on L_obs + λ·L_QM: L_obs by the Boltzmann estimator on
-the samples (global: one estimate over all samples, or one per replica; local: the molecules
-of every sample, stratified by their deviation from the reference), L_QM on a minibatch of the
-fixed training set. No new labels are ever made. Only then is the phase tested: it ends if at
-most f_min of the replicas went unstable in this epoch's run, after ``max_learning_epochs``
-steps, or when the learning-rate schedule cuts the rate for the ``max_lr_cuts`` + 1-th time;
-simulation then resumes from this run's last states (its unstable replicas frozen). So every
-learning phase makes at least one update.
+the criterion. The samples are the ``t/S`` frames of each replica that this MD produced, never
+the anchor it started from: the anchors do not depend on the parameters, so they carry nothing
+for the Boltzmann estimator. Then one gradient step on L_obs + λ·L_QM: L_obs by the Boltzmann
+estimator on the samples (global: one estimate over all samples, or one per replica; local: the
+molecules of every sample, stratified by their deviation from the reference), L_QM on a
+minibatch of the fixed training set. No new labels are ever made. Only then is the phase
+tested: it ends if at most f_min of the replicas went unstable in this epoch's run, after
+``max_learning_epochs`` steps, or when the learning-rate schedule cuts the rate for the
+``max_lr_cuts`` + 1-th time; simulation then resumes from this run's last states (its unstable
+replicas frozen). So every learning phase makes at least one update.
 
 Every epoch is logged (``log.csv``, ``stable_training.png``) and checkpointed; rerunning with
 the same options resumes.
@@ -67,16 +69,21 @@ LOG_FIELDS = (
 
 
 class _Sampler(Observer):
-    """The positions of every active replica at each call, and which replica."""
+    """The positions of every active replica at each call after step ``after_step``, and which
+    replica. The starting state (the anchors) is left out: the current parameters did not
+    produce it, so it carries nothing for the Boltzmann estimator."""
 
     name = "stable_sampler"
 
-    def __init__(self, every: int):
+    def __init__(self, every: int, after_step: int):
         super().__init__(every)
+        self.after_step = after_step
         self.frames: list[torch.Tensor] = []
         self.replicas: list[torch.Tensor] = []
 
     def __call__(self, state: MDState) -> None:
+        if state.step <= self.after_step:
+            return
         active = state.active
         self.frames.append(replica_positions(state)[active].clone())
         self.replicas.append(torch.nonzero(active)[:, 0])
@@ -265,7 +272,8 @@ class StableTrainer:
             forces=None,
             potential_energy=None,
         )
-        sampler, flags = _Sampler(config.sample_every), _Flags(self.criterion, start.n_systems)
+        sampler = _Sampler(config.sample_every, after_step=start.step)
+        flags = _Flags(self.criterion, start.n_systems)
         result = run(
             start, self.integrator, self.forces, config.steps_per_epoch,
             [sampler, flags, NonFinite(every=config.sample_every)], progress=False,
