@@ -11,21 +11,28 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import molecule
+from ase.calculators.singlepoint import SinglePointCalculator
 from md_support import single_thread  # noqa: F401
+from torch import nn
 
+from stablemd.analysis.geometry import replica_positions
 from stablemd.cli.main import main
+from stablemd.core.batch import Batch
 from stablemd.core.errors import InputError
+from stablemd.core.units import KB_EV_PER_K
 from stablemd.data.database import read_frames, write_frames
 from stablemd.data.frames import FrameSet
 from stablemd.fix.stable_training.config import StableConfig
 from stablemd.fix.stable_training.loop import StableTrainer
 from stablemd.fix.stable_training.targets import (
+    ReferenceValue,
     make_observable,
     reference_from_file,
     reference_from_frames,
 )
 from stablemd.fix.stable_training.workflow import reference_value, system_of
-from stablemd.models.potential import predict
+from stablemd.md.monitor import Criterion
+from stablemd.models.potential import Potential, predict
 from stablemd.models.registry import build_potential, load_potential, save_potential
 from stablemd.oracles import registry as oracle_registry
 from stablemd.oracles.spcfw import SPCFwCalculator
@@ -117,14 +124,159 @@ def test_each_learning_phase_restarts_its_schedule_and_ends_on_it(ethanol_frames
         rates = [row["learning_rate"] for row in rows]
         assert rates[0] == QUICK["learning_rate"]
         assert rates == sorted(rates, reverse=True)
-        assert all(not math.isnan(row["obs_loss"]) for row in rows[:-1])
-    for *_, end in phases[:-1]:  # an ended phase: no step at its last epoch, two cuts made
-        assert math.isnan(end["obs_loss"]) and end["unstable_fraction"] > 0
-        assert end["learning_rate"] == pytest.approx(QUICK["learning_rate"] * 0.2**2)
+        assert all(not math.isnan(row["obs_loss"]) for row in rows)  # every epoch steps
+    for rows in phases[:-1]:  # an ended phase: neither at f_min nor out of epochs, so it ended
+        # at the cut after max_lr_cuts = 1 cut, and stepped at the old rate in that epoch too
+        assert rows[-1]["unstable_fraction"] > 0 and len(rows) < 50
+        assert rows[-1]["learning_rate"] == pytest.approx(QUICK["learning_rate"] * 0.2)
 
 
 def _is_learning(row: dict) -> bool:
     return row["phase"] == "learning"
+
+
+# --- a case with a known answer: a harmonic dimer whose bond length the loop must move ---------
+
+
+class HarmonicDimer(Potential):
+    """U(r) = ½ k (r − r0)² for one two-atom molecule, split evenly over both atoms. The rest
+    length r0 (Å) is the only parameter, and E[r] rises with it."""
+
+    kind = "test-harmonic-dimer"
+
+    def __init__(self, r0_A: float = 1.1, k_eV_per_A2: float = 20.0):
+        super().__init__(elements=[7], cutoff=10.0)
+        self.r0 = nn.Parameter(torch.tensor(r0_A, dtype=torch.float64))
+        self.k = k_eV_per_A2
+        self.double()
+
+    def hyperparameters(self):
+        return {"r0_A": float(self.r0), "k_eV_per_A2": self.k}
+
+    def raw_outputs(self, batch, neighbors, direct_forces, features, once_differentiable=False):
+        pairs = batch.positions.reshape(-1, 2, 3)
+        energy = 0.5 * self.k * ((pairs[:, 1] - pairs[:, 0]).norm(dim=-1) - self.r0) ** 2
+        return {"raw_energies": (energy[:, None] / 2).expand(-1, 2).reshape(-1)}
+
+
+def exact_obs_loss(r0_A: float, k_eV_per_A2: float, reference_A: float, temperature_K: float):
+    """L_obs = (E[r] − r_ref)² of the dimer, E[r] by quadrature over p(r) ∝ r² exp(−U/k_BT)."""
+    r = torch.linspace(0.5, 2.0, 150_001, dtype=torch.float64)
+    log_p = 2 * torch.log(r) - 0.5 * k_eV_per_A2 * (r - r0_A) ** 2 / (KB_EV_PER_K * temperature_K)
+    p = torch.exp(log_p - log_p.max())
+    return float((torch.trapezoid(p * r, r) / torch.trapezoid(p, r) - reference_A) ** 2)
+
+
+class Unstable(Criterion):
+    """Flags every replica at each of its first ``times`` calls (at every call when None)."""
+
+    name = "test_unstable"
+
+    def __init__(self, every: int, times: int | None = None):
+        super().__init__(every)
+        self.times, self.calls = times, 0
+
+    def __call__(self, state):
+        self.calls += 1
+        return torch.full((state.n_systems,), self.times is None or self.calls <= self.times)
+
+
+def _dimer_trainer(run_dir, reference_A: float, flag_times: int | None = None, **options):
+    """StABlE of a harmonic N₂ on its bond length; labels from the model itself, λ = 0. The
+    criterion flags every replica (on its first ``flag_times`` calls), so the first epoch
+    starts learning."""
+    model = HarmonicDimer()
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(8):
+        atoms = Atoms("N2", positions=[[0, 0, 0], [1.1, 0, 0]])
+        atoms.positions += rng.normal(scale=0.02, size=(2, 3))
+        out = predict(model, Batch.from_atoms([atoms], dtype=torch.float64))
+        energy, forces = float(out["energy"].detach()), out["forces"].detach().numpy()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+        frames.append(atoms)
+    config = StableConfig(**{**QUICK, "observable": "bond_lengths", "qm_weight": 0.0, **options})
+    reference = ReferenceValue(torch.tensor([reference_A], dtype=torch.float64), 8.0, "test")
+    trainer = StableTrainer(
+        model, system_of(None, frames), frames, reference, config, run_dir, progress=False
+    )
+    trainer.criterion = Unstable(config.check_every, flag_times)
+    return trainer
+
+
+def test_a_learning_step_moves_the_observable_towards_the_reference(tmp_path):
+    """The reference bond length is 0.3 Å above the dimer's, so the step must raise r0 and so
+    lower the exact L_obs. (For a harmonic bond the estimated ∂L/∂r0 is (2k/k_BT)(ḡ − r_ref)
+    times the samples' variance, so its sign is that of ḡ − r_ref whatever the MD noise.)"""
+    reference = 1.4
+    trainer = _dimer_trainer(tmp_path, reference, max_epochs=2)
+    before, temperature = trainer.potential.r0.item(), trainer.config.temperature_K
+    result = trainer.run()
+    assert [row["phase"] for row in result.history] == ["simulation", "learning"]
+    assert 0.2**2 < result.history[1]["obs_loss"] < 0.4**2  # ḡ within 0.1 Å of r0
+    after = result.potential.r0.item()
+    assert after > before
+    k = trainer.potential.k
+    assert exact_obs_loss(after, k, reference, temperature) < exact_obs_loss(
+        before, k, reference, temperature
+    )
+
+
+def test_a_learning_phase_steps_even_when_its_first_run_is_below_f_min(tmp_path):
+    """The replicas fail once in simulation; every re-simulation is stable (fraction 0 ≤ f_min).
+    Algorithm 1 still takes its step before it tests f_min, and then the phase ends."""
+    trainer = _dimer_trainer(tmp_path, 1.4, flag_times=1, max_epochs=3)
+    before = trainer.potential.r0.item()
+    history = trainer.run().history
+    assert [row["phase"] for row in history] == ["simulation", "learning", "simulation"]
+    assert history[1]["unstable_fraction"] == 0.0 and not math.isnan(history[1]["obs_loss"])
+    assert history[2]["cycle"] == 1
+    assert trainer.potential.r0.item() != before
+
+
+def test_the_samples_are_the_frames_md_made_never_the_anchors(tmp_path, monkeypatch):
+    """The anchors do not depend on the parameters: each learning run's samples are the t/S
+    frames per replica after its start, none of them equal to the anchor it started from."""
+    seen = []
+    samples = StableTrainer._samples
+
+    def spy(self, sampler, like):
+        frames, replicas = torch.cat(sampler.frames), torch.cat(sampler.replicas)
+        seen.append((frames, replicas, replica_positions(like).clone()))
+        return samples(self, sampler, like)
+
+    monkeypatch.setattr(StableTrainer, "_samples", spy)
+    history = _dimer_trainer(tmp_path, 1.4, max_epochs=3).run().history
+    per_replica = QUICK["steps_per_epoch"] // QUICK["sample_every"]
+    assert len(seen) == 2  # two learning epochs, from the same anchors
+    for frames, replicas, anchors in seen:
+        assert torch.bincount(replicas).tolist() == [per_replica] * QUICK["replicas"]
+        assert not bool((frames == anchors[replicas]).all(-1).all(-1).any())
+    assert [row["n_samples"] for row in history[1:]] == [QUICK["replicas"] * per_replica] * 2
+
+
+@pytest.mark.parametrize("split", [2, 3])
+def test_a_run_split_in_or_at_the_end_of_a_learning_phase_resumes_exactly(tmp_path, split):
+    """Phases: simulation, learning, learning (ends on max_learning_epochs), simulation, …;
+    the run is split inside the phase (its step counter and optimiser must carry over) and
+    right after the epoch that steps and ends it."""
+    options = dict(max_learning_epochs=2, lr_patience=100)
+    whole = _dimer_trainer(tmp_path / "whole", 1.4, max_epochs=6, **options).run()
+    assert [row["phase"][0] for row in whole.history] == list("sllsll")
+    assert [row["cycle"] for row in whole.history] == [0, 0, 1, 1, 1, 2]
+    _dimer_trainer(tmp_path / "parts", 1.4, max_epochs=split, **options).run()
+    resumed = _dimer_trainer(tmp_path / "parts", 1.4, max_epochs=6, **options).run()
+    assert [row["cycle"] for row in resumed.history] == [row["cycle"] for row in whole.history]
+    assert resumed.potential.r0.item() == whole.potential.r0.item()
+
+
+def test_a_checkpoint_of_the_old_loop_is_refused(tmp_path):
+    _dimer_trainer(tmp_path, 1.4, max_epochs=1).run()
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    saved["format"] = "stablemd-stable-checkpoint/2"
+    torch.save(saved, tmp_path / "checkpoint.pt")
+    with pytest.raises(InputError, match="'stablemd-stable-checkpoint/2'"):
+        _dimer_trainer(tmp_path, 1.4, max_epochs=2).run()
 
 
 def test_observable_must_suit_the_estimator(ethanol_frames, tmp_path):
@@ -135,6 +287,8 @@ def test_observable_must_suit_the_estimator(ethanol_frames, tmp_path):
 def test_config_rejects_inverted_thresholds():
     with pytest.raises(ValueError, match="f_min"):
         StableConfig(f_min=0.8, f_max=0.5)
+    with pytest.raises(ValueError, match="two samples per replica"):
+        StableConfig(steps_per_epoch=20, sample_every=20, check_every=20)
 
 
 def test_reference_reweighting_and_files(ethanol_frames, tmp_path):

@@ -82,6 +82,11 @@ class StableConfig(MDSettings):
             raise ValueError(f"f_min ({self.f_min}) must be below f_max ({self.f_max})")
         if self.steps_per_epoch % self.sample_every or self.steps_per_epoch % self.check_every:
             raise ValueError("steps_per_epoch must be a multiple of sample_every and check_every")
+        if self.steps_per_epoch < 2 * self.sample_every:
+            raise ValueError(
+                "steps_per_epoch must be at least 2 × sample_every: the learning runs need two "
+                "samples per replica, and the anchor they start from is not one"
+            )
         return self
 
     @property

@@ -5,14 +5,19 @@ the training criterion checked every ``check_every`` steps; unstable replicas fr
 replica's state at the start of its last epoch is its anchor. When the unstable fraction
 reaches f_max, learning starts.
 
-Learning phase, one epoch: every replica restarts from its anchor (the near-unstable states),
-runs ``t`` steps with the current model (only non-finite replicas stop), is sampled every
-``S`` steps and judged by the criterion. If at most f_min of the replicas went unstable, the
-phase ends and simulation resumes from these runs' last states (their unstable replicas
-frozen). Otherwise one gradient step on L_obs + λ·L_QM: L_obs by the Boltzmann estimator on
-the samples (global: one estimate over all samples, or one per replica; local: the molecules
-of every sample, stratified by their deviation from the reference), L_QM on a minibatch of the
-fixed training set. No new labels are ever made.
+Learning phase, one epoch, in the order of Algorithm 1 (lines 21–29): re-simulate, step,
+test. Every replica restarts from its anchor (the near-unstable states), runs ``t`` steps with
+the current model (only non-finite replicas stop), is sampled every ``S`` steps and judged by
+the criterion. The samples are the ``t/S`` frames of each replica that this MD produced, never
+the anchor it started from: the anchors do not depend on the parameters, so they carry nothing
+for the Boltzmann estimator. Then one gradient step on L_obs + λ·L_QM: L_obs by the Boltzmann
+estimator on the samples (global: one estimate over all samples, or one per replica; local: the
+molecules of every sample, stratified by their deviation from the reference), L_QM on a
+minibatch of the fixed training set. No new labels are ever made. Only then is the phase
+tested: it ends if at most f_min of the replicas went unstable in this epoch's run, after
+``max_learning_epochs`` steps, or when the learning-rate schedule cuts the rate for the
+``max_lr_cuts`` + 1-th time; simulation then resumes from this run's last states (its unstable
+replicas frozen). So every learning phase makes at least one update.
 
 Every epoch is logged (``log.csv``, ``stable_training.png``) and checkpointed; rerunning with
 the same options resumes.
@@ -52,7 +57,9 @@ from stablemd.systems.system import System
 from stablemd.training.loss import energy_force_loss
 from stablemd.training.statistics import recentre_energies
 
-FORMAT = "stablemd-stable-checkpoint/2"
+#: /3: a learning epoch steps before it tests f_min; a /2 checkpoint would resume into a mix of
+#: both loops (its counters may hold a phase end that is still due), so it is refused.
+FORMAT = "stablemd-stable-checkpoint/3"
 #: Options that may change when a run is resumed.
 BUDGET_FIELDS = ("max_cycles", "max_epochs", "max_learning_epochs", "max_time_minutes")
 LOG_FIELDS = (
@@ -62,16 +69,21 @@ LOG_FIELDS = (
 
 
 class _Sampler(Observer):
-    """The positions of every active replica at each call, and which replica."""
+    """The positions of every active replica at each call after step ``after_step``, and which
+    replica. The starting state (the anchors) is left out: the current parameters did not
+    produce it, so it carries nothing for the Boltzmann estimator."""
 
     name = "stable_sampler"
 
-    def __init__(self, every: int):
+    def __init__(self, every: int, after_step: int):
         super().__init__(every)
+        self.after_step = after_step
         self.frames: list[torch.Tensor] = []
         self.replicas: list[torch.Tensor] = []
 
     def __call__(self, state: MDState) -> None:
+        if state.step <= self.after_step:
+            return
         active = state.active
         self.frames.append(replica_positions(state)[active].clone())
         self.replicas.append(torch.nonzero(active)[:, 0])
@@ -250,6 +262,9 @@ class StableTrainer:
         return {"phase": "simulation", "unstable_fraction": unstable, "learning_rate": 0.0}
 
     def _learning_epoch(self) -> dict:
+        """Re-simulate from the anchors, take one gradient step, then decide whether the phase
+        ends (Algorithm 1, lines 21–29: the test of f_min follows the step, so a phase always
+        makes at least one update)."""
         config = self.config
         start = replace(
             self.anchor.clone(),
@@ -257,7 +272,8 @@ class StableTrainer:
             forces=None,
             potential_energy=None,
         )
-        sampler, flags = _Sampler(config.sample_every), _Flags(self.criterion, start.n_systems)
+        sampler = _Sampler(config.sample_every, after_step=start.step)
+        flags = _Flags(self.criterion, start.n_systems)
         result = run(
             start, self.integrator, self.forces, config.steps_per_epoch,
             [sampler, flags, NonFinite(every=config.sample_every)], progress=False,
@@ -265,8 +281,11 @@ class StableTrainer:
         self.simulated_ps += result.steps * config.timestep_fs / 1000
         unstable = flags.unstable | ~result.state.active
         fraction = float(unstable.double().mean())
-        row = {"phase": "learning", "unstable_fraction": fraction}
-        row["learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        rate = self.optimizer.param_groups[0]["lr"]
+        step = self._gradient_step(sampler, start)
+        self.learning_epochs += 1
+        self.scheduler.step(fraction)
+        self.lr_cuts += self.optimizer.param_groups[0]["lr"] < rate
         if (
             fraction <= config.f_min
             or self.learning_epochs >= config.max_learning_epochs
@@ -274,12 +293,7 @@ class StableTrainer:
         ):
             self.state = replace(result.state, active=~unstable)
             self.phase, self.cycle = "simulation", self.cycle + 1
-            return row
-        step = self._gradient_step(sampler, start)
-        self.learning_epochs += 1
-        self.scheduler.step(fraction)
-        self.lr_cuts += self.optimizer.param_groups[0]["lr"] < row["learning_rate"]
-        return {**row, **step}
+        return {"phase": "learning", "unstable_fraction": fraction, "learning_rate": rate, **step}
 
     def _samples(self, sampler: _Sampler, like: MDState):
         """Finite sampled frames as a batch, their observables [n, d], neighbourhoods, groups."""
