@@ -19,8 +19,8 @@ from stablemd.fix.stable_training.estimator import (
     per_sample_gradient,
 )
 from stablemd.fix.stable_training.local_samples import (
-    Neighbourhoods,
-    molecule_neighbourhoods,
+    LocalSamples,
+    molecule_samples,
     select,
     stratify,
 )
@@ -71,7 +71,7 @@ def test_one_pass_gradient_equals_per_sample_estimator_localized():
     groups = [[0, 1, 2], [1, 2, 3, 4], [4, 5, 6, 7, 8]]
     atoms = [9 * f + a for f in range(6) for g in groups for a in g]
     sample = [3 * f + k for f in range(6) for k, g in enumerate(groups) for _ in g]
-    local = Neighbourhoods(torch.tensor(atoms), torch.tensor(sample), 18)
+    local = LocalSamples(torch.tensor(atoms), torch.tensor(sample), 18)
     observables = torch.randn(
         18, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64
     )
@@ -81,12 +81,12 @@ def test_one_pass_gradient_equals_per_sample_estimator_localized():
     assert _relative_difference(grad, grad_ref) < 1e-8
 
 
-def test_molecule_neighbourhoods_sum_to_the_total_energy():
+def test_molecule_samples_sum_to_the_total_energy():
     model = _small_painn(elements=(1, 8))
     water_pair = molecule("H2O") + molecule("H2O")
     water_pair.positions[3:] += (2.9, 0.0, 0.0)
     samples = _random_frames(water_pair, 4, noise=0.05)
-    local = molecule_neighbourhoods(samples, [0, 0, 0, 1, 1, 1])
+    local = molecule_samples(samples, [0, 0, 0, 1, 1, 1])
     energies = model(samples)["energies"]
     per_molecule = local.energies(energies).reshape(4, 2)
     assert torch.allclose(per_molecule.sum(-1), samples.sum_per_system(energies))

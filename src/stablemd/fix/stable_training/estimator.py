@@ -17,7 +17,7 @@ Samples may be split into groups (e.g. one per MD replica): each group gives its
 ḡ_k and the loss is the mean over groups of ‖ḡ_k − g_ref‖².
 
 Localized estimator: a sample is a neighbourhood γ (a set of atoms of one frame) and U_θ(γ) the
-sum of the model's per-atom energies over it (:class:`Neighbourhoods`). Energies eV, T in K.
+sum of the model's per-atom energies over it (:class:`LocalSamples`). Energies eV, T in K.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 from stablemd.core.batch import Batch
 from stablemd.core.errors import InputError
 from stablemd.core.units import KB_EV_PER_K
-from stablemd.fix.stable_training.local_samples import Neighbourhoods
+from stablemd.fix.stable_training.local_samples import LocalSamples
 from stablemd.models.potential import Potential
 
 _F64 = torch.float64
@@ -87,7 +87,7 @@ def jacobian_vector_product(
     observables,
     directions,
     temperature_K: float,
-    neighbourhoods: Neighbourhoods | None = None,
+    local_samples: LocalSamples | None = None,
     groups=None,
     frames_per_pass: int | None = None,
 ) -> list[torch.Tensor]:
@@ -97,17 +97,17 @@ def jacobian_vector_product(
     −(1/k_BT) Σ_i w_i ∇_θ U(Γ_i) with w_i = (g_i − ḡ_k)ᵀ v_k / (N_k − 1).
     """
     observables = torch.as_tensor(observables, dtype=_F64).detach()
-    neighbourhoods = neighbourhoods or Neighbourhoods.whole_systems(samples)
-    if observables.dim() != 2 or observables.shape[0] != neighbourhoods.n_samples:
+    local_samples = local_samples or LocalSamples.whole_systems(samples)
+    if observables.dim() != 2 or observables.shape[0] != local_samples.n_samples:
         raise InputError(
             f"observables {list(observables.shape)}: expected one row for each of the "
-            f"{neighbourhoods.n_samples} samples"
+            f"{local_samples.n_samples} samples"
         )
     labels, counts, means = _group_means(observables, groups)
     directions = torch.as_tensor(directions, dtype=_F64).detach().reshape(means.shape)
     weights = ((observables - means[labels]) * directions[labels]).sum(-1) / (counts[labels] - 1)
     factor = -1.0 / (KB_EV_PER_K * temperature_K)
-    coefficients = factor * neighbourhoods.atom_coefficients(weights, samples.n_atoms)
+    coefficients = factor * local_samples.atom_coefficients(weights, samples.n_atoms)
     parameters = [p for p in potential.parameters() if p.requires_grad]
     gradient = [torch.zeros_like(p) for p in parameters]
     step = frames_per_pass or samples.n_systems
@@ -130,14 +130,14 @@ def boltzmann_gradient(
     observables,
     reference,
     temperature_K: float,
-    neighbourhoods: Neighbourhoods | None = None,
+    local_samples: LocalSamples | None = None,
     groups=None,
     frames_per_pass: int | None = None,
 ) -> tuple[ObservableLoss, list[torch.Tensor]]:
     """The loss and its gradient with respect to ``potential.parameters()`` (one backward pass).
 
     ``samples`` holds the sampled frames; ``observables`` [n_samples, d] is g of each sample
-    (a frame, or a neighbourhood given by ``neighbourhoods``); ``reference`` [d]; ``groups``
+    (a frame, or a neighbourhood given by ``local_samples``); ``reference`` [d]; ``groups``
     [n_samples] labels (default: one group). ``frames_per_pass`` splits the frames into chunks
     whose backward passes add up, bounding memory; the result is the same.
     """
@@ -145,7 +145,7 @@ def boltzmann_gradient(
     _, _, means = _group_means(observables, groups)
     directions = 2.0 * (means - reference) / len(means)
     gradient = jacobian_vector_product(
-        potential, samples, observables, directions, temperature_K, neighbourhoods, groups,
+        potential, samples, observables, directions, temperature_K, local_samples, groups,
         frames_per_pass,
     )  # fmt: skip
     loss = float((means - reference).pow(2).sum(-1).mean())
@@ -166,7 +166,7 @@ def per_sample_gradient(
     observables,
     reference,
     temperature_K: float,
-    neighbourhoods: Neighbourhoods | None = None,
+    local_samples: LocalSamples | None = None,
     groups=None,
     samples_per_pass: int = 40,
 ) -> tuple[ObservableLoss, list[torch.Tensor]]:
@@ -176,11 +176,11 @@ def per_sample_gradient(
     samples, as the authors' code), then the covariance estimator per group. Costs N backward
     passes and N × n_parameters memory.
     """
-    neighbourhoods = neighbourhoods or Neighbourhoods.whole_systems(samples)
+    local_samples = local_samples or LocalSamples.whole_systems(samples)
     observables, reference = _as_samples(observables, reference)
     labels, _, means = _group_means(observables, groups)
     parameters = [p for p in potential.parameters() if p.requires_grad]
-    energies = neighbourhoods.energies(potential(samples)["energies"])
+    energies = local_samples.energies(potential(samples)["energies"])
     n = energies.shape[0]
     rows: list[torch.Tensor] = []
     for first in range(0, n, samples_per_pass):

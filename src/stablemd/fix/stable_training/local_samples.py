@@ -1,7 +1,7 @@
-"""Neighbourhoods for the localized Boltzmann estimator (StABlE paper, appendix A.2, A.6).
+"""LocalSamples for the localized Boltzmann estimator (StABlE paper, appendix A.2, A.6).
 
 A localized sample γ is a set of atoms of one sampled frame; its energy U(γ) is the sum of the
-model's per-atom energies over the set. :func:`molecule_neighbourhoods` makes one sample per
+model's per-atom energies over the set. :func:`molecule_samples` makes one sample per
 molecule of every frame, and :func:`stratify` picks samples
 evenly across bins of a deviation (the paper's water recipe: 100 bins, 5 samples each).
 """
@@ -18,7 +18,7 @@ from stablemd.core.errors import InputError
 
 
 @dataclass
-class Neighbourhoods:
+class LocalSamples:
     """Which atoms of a batch make up each sample: pairs (``atom_index`` [P], ``sample_index``
     [P]); U(γ_s) = Σ of the per-atom energies of atoms paired with s. An atom may belong to
     several samples or to none."""
@@ -28,7 +28,7 @@ class Neighbourhoods:
     n_samples: int
 
     @classmethod
-    def whole_systems(cls, batch: Batch) -> Neighbourhoods:
+    def whole_systems(cls, batch: Batch) -> LocalSamples:
         """One sample per system of the batch: the global estimator."""
         atoms = torch.arange(batch.n_atoms)
         return cls(atoms, batch.system_index.clone(), batch.n_systems)
@@ -44,7 +44,7 @@ class Neighbourhoods:
         return out.index_add(0, self.sample_index, per_atom_energies[self.atom_index])
 
 
-def molecule_neighbourhoods(batch: Batch, molecule_index) -> Neighbourhoods:
+def molecule_samples(batch: Batch, molecule_index) -> LocalSamples:
     """One sample per (frame, molecule): frames are the systems of ``batch``, all copies of one
     structure whose atom ``a`` belongs to molecule ``molecule_index[a]``. Sample s = frame ×
     n_molecules + molecule."""
@@ -60,7 +60,7 @@ def molecule_neighbourhoods(batch: Batch, molecule_index) -> Neighbourhoods:
         torch.cumsum(sizes, 0) - sizes, sizes
     )  # position of each (sorted) atom inside its frame
     sample = batch.system_index[order] * n_molecules + molecules[within]
-    return Neighbourhoods(order, sample, batch.n_systems * n_molecules)
+    return LocalSamples(order, sample, batch.n_systems * n_molecules)
 
 
 def stratify(deviation, n_bins: int = 100, per_bin: int = 5, seed: int = 0) -> torch.Tensor:
@@ -77,10 +77,10 @@ def stratify(deviation, n_bins: int = 100, per_bin: int = 5, seed: int = 0) -> t
     return torch.as_tensor(sorted(int(i) for i in chosen), dtype=torch.long)
 
 
-def select(neighbourhoods: Neighbourhoods, samples: torch.Tensor) -> Neighbourhoods:
+def select(local_samples: LocalSamples, samples: torch.Tensor) -> LocalSamples:
     """Only the samples ``samples`` [k] (renumbered 0 … k−1 in that order)."""
-    new_index = torch.full((neighbourhoods.n_samples,), -1, dtype=torch.long)
+    new_index = torch.full((local_samples.n_samples,), -1, dtype=torch.long)
     new_index[samples] = torch.arange(len(samples))
-    renumbered = new_index[neighbourhoods.sample_index]
+    renumbered = new_index[local_samples.sample_index]
     keep = renumbered >= 0
-    return Neighbourhoods(neighbourhoods.atom_index[keep], renumbered[keep], len(samples))
+    return LocalSamples(local_samples.atom_index[keep], renumbered[keep], len(samples))

@@ -43,7 +43,7 @@ from stablemd.core.files import load_tagged_torch_file, save_torch_file
 from stablemd.data.frames import FrameSet
 from stablemd.fix.stable_training.config import StableConfig
 from stablemd.fix.stable_training.estimator import boltzmann_gradient
-from stablemd.fix.stable_training.local_samples import molecule_neighbourhoods, select, stratify
+from stablemd.fix.stable_training.local_samples import molecule_samples, select, stratify
 from stablemd.fix.stable_training.plots import plot_stable_training
 from stablemd.fix.stable_training.targets import ReferenceValue, TrainingObservable, make_observable
 from stablemd.md.forces import ModelForces
@@ -296,7 +296,7 @@ class StableTrainer:
         return {"phase": "learning", "unstable_fraction": fraction, "learning_rate": rate, **step}
 
     def _samples(self, sampler: _Sampler, like: MDState):
-        """Finite sampled frames as a batch, their observables [n, d], neighbourhoods, groups."""
+        """Finite sampled frames as a batch, their observables [n, d], local samples, groups."""
         frames, replicas = torch.cat(sampler.frames), torch.cat(sampler.replicas)
         finite = torch.isfinite(frames).all(-1).all(-1)
         frames, replicas = frames[finite], replicas[finite]
@@ -321,7 +321,7 @@ class StableTrainer:
         if not self.observable.local:
             return batch, values, None, replicas if self.config.estimate_per == "replica" else None
         values = values.reshape(-1, values.shape[-1])
-        local = molecule_neighbourhoods(batch, self.system.molecule_index)
+        local = molecule_samples(batch, self.system.molecule_index)
         deviation = (values - self.reference).norm(dim=-1)
         seed = self.config.seed + self.epoch
         chosen = stratify(deviation, self.config.local_bins, self.config.local_per_bin, seed)
@@ -331,10 +331,10 @@ class StableTrainer:
         """One optimizer step on L_obs + λ·L_QM; returns both losses, the gradient norm before
         clipping and the number of samples."""
         config = self.config
-        batch, values, neighbourhoods, groups = self._samples(sampler, like)
+        batch, values, local_samples, groups = self._samples(sampler, like)
         estimate, gradient = boltzmann_gradient(
             self.potential, batch, values, self.reference, config.temperature_K,
-            neighbourhoods, groups, config.frames_per_pass,
+            local_samples, groups, config.frames_per_pass,
         )  # fmt: skip
         qm_loss = self._qm_loss()
         qm_gradient = torch.autograd.grad(
