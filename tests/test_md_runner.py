@@ -51,9 +51,9 @@ class FlagAfter(Criterion):
 
     name = "flag_after"
 
-    def __init__(self, step: int, replicas: list[int], every: int = 10):
+    def __init__(self, step: int, replicas: list[int], every: int = 10, name: str = "flag_after"):
         super().__init__(every)
-        self.step, self.replicas = step, replicas
+        self.step, self.replicas, self.name = step, replicas, name
 
     def __call__(self, state):
         flags = torch.zeros(state.n_systems, dtype=torch.bool)
@@ -141,13 +141,13 @@ def test_each_monitor_keeps_its_own_interval_and_the_first_criterion_names_the_r
     often, seldom = Calls(every=3), Calls(every=7)
     result = run(
         start(), VelocityVerlet(DT_FS), ClusterLJ(), 21,
-        [FlagAfter(0, [1], every=7), FlagAfter(0, [0, 1], every=5), often, seldom],
+        [FlagAfter(0, [1], 7, "first"), FlagAfter(0, [0, 1], 5, "second"), often, seldom],
         progress=False,
     )  # fmt: skip
     assert often.steps == [0, 3, 6, 9, 12, 15, 18, 21]
     assert seldom.steps == [0, 7, 14, 21]
     # both criteria fire at step 0 on replica 1: the first one listed is its reason
-    assert result.unstable_reason == ["flag_after", "flag_after", None, None]
+    assert result.unstable_reason == ["second", "first", None, None]
     assert result.unstable_time_fs[:2].tolist() == [0.0, 0.0]
 
 
@@ -157,8 +157,9 @@ def test_a_monitor_needs_a_positive_interval():
 
 
 def test_take_replicas_from_a_state_not_yet_evaluated():
-    """A fresh state (no forces, no thermostat variables) mixed into a running one: the
-    running replicas keep their thermostat, forces are left for the integrator to recompute."""
+    """A fresh state (no forces, no thermostat variables yet) mixed into a running one: the
+    chosen replicas take the fresh state's thermostat variables, zero before the first step,
+    and forces are left for the integrator to recompute."""
     fresh = start()
     running = run(start(), langevin(seed=0, friction=0.01), ClusterLJ(), 10, progress=False)
     chosen = torch.tensor([True, False, False, True])
@@ -167,4 +168,16 @@ def test_take_replicas_from_a_state_not_yet_evaluated():
     assert torch.equal(mixed.positions[atoms], fresh.positions[atoms])
     assert torch.equal(mixed.positions[~atoms], running.state.positions[~atoms])
     assert mixed.forces is None and mixed.potential_energy is None
-    assert torch.equal(mixed.thermostat["heat"], running.state.thermostat["heat"])
+    heat = running.state.thermostat["heat"]
+    assert torch.equal(mixed.thermostat["heat"][~chosen], heat[~chosen])
+    assert torch.all(mixed.thermostat["heat"][chosen] == 0) and torch.all(heat[chosen] != 0)
+
+
+def test_a_checkpoint_of_another_integrator_is_refused(tmp_path):
+    run(start(), langevin(), ClusterLJ(), 10, checkpoint=tmp_path / "c.pt", progress=False)
+    with pytest.raises(InputError, match="c.pt: this run used integrator='BAOAB'"):
+        run(start(), VelocityVerlet(DT_FS), ClusterLJ(), 20, checkpoint=tmp_path / "c.pt",
+            progress=False)  # fmt: skip
+    with pytest.raises(InputError, match="c.pt: this run used thermostat="):
+        run(start(), langevin(friction=0.02), ClusterLJ(), 20, checkpoint=tmp_path / "c.pt",
+            progress=False)  # fmt: skip

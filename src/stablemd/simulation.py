@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ase import Atoms
 from pydantic import Field
@@ -36,7 +37,7 @@ class SimulationSettings(MDSettings):
 
     replicas: int = Field(8, ge=1, description="replicas integrated together in one batch")
     temperature_K: float = Field(300.0, gt=0, description="velocities and thermostat")
-    thermostat: str = "langevin"
+    thermostat: Literal["nve", "langevin", "nose-hoover", "csvr"] = "langevin"
     time_ps: float = Field(10.0, gt=0, description="simulated time per replica")
     every: int = Field(100, ge=1, description="steps between trajectory frames")
     checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints")

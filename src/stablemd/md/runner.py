@@ -97,11 +97,15 @@ class _Verdicts:
         self.time_fs, self.reason = state_dict["time_fs"].clone(), list(state_dict["reason"])
 
 
-def _layout(state: MDState, monitors: Sequence[Monitor]) -> dict:
+def _layout(state: MDState, integrator: Integrator, monitors: Sequence[Monitor]) -> dict:
     """What a checkpoint must match to be resumed by this run."""
+    bath = integrator.thermostat
     return {
         "replicas": state.n_systems,
         "atoms": state.n_atoms,
+        "integrator": type(integrator).__name__,
+        "step_fs": integrator.step_fs,
+        "thermostat": None if bath is None else {"kind": type(bath).__name__, **bath.settings()},
         "monitors": [f"{m.name} every {m.every}" for m in monitors],
     }
 
@@ -139,7 +143,7 @@ def run(
     term = clock.timed(term)
     verdicts = _Verdicts(state.n_systems)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    layout = _layout(state, monitors)
+    layout = _layout(state, integrator, monitors)
     saved = None
     if checkpoint is not None:
         saved = load_checkpoint(checkpoint, CHECKPOINT_FORMAT, "stablemd MD checkpoint")

@@ -90,29 +90,49 @@ def state_from_dict(values: dict) -> MDState:
     return MDState(**values)
 
 
+def where_replicas(
+    state: MDState, replicas: torch.Tensor, new: torch.Tensor, old: torch.Tensor
+) -> torch.Tensor:
+    """``new`` for the replicas in the boolean mask ``replicas`` [n_systems], ``old`` for the
+    others; per-atom tensors [n_atoms, ...] and per-replica ones [n_systems, ...] are told apart
+    by their leading size."""
+    mask = replicas[state.system_index] if new.shape[0] == state.n_atoms else replicas
+    return torch.where(mask.view(-1, *([1] * (new.dim() - 1))), new, old)
+
+
 def take_replicas(state: MDState, source: MDState, replicas: torch.Tensor) -> MDState:
     """A copy of ``state`` whose ``replicas`` (boolean mask [n_systems]) take ``source``'s
     positions, velocities, forces, energies, outputs, thermostat variables and active flags.
-    Forces or energies missing on either side are left out (None), for the integrator to
-    recompute."""
-    atoms = replicas[state.system_index]
 
-    def pick(new: torch.Tensor | None, old: torch.Tensor | None, mask: torch.Tensor):
-        if new is None or old is None:  # not computed yet on one side: recomputed later
-            return None
-        return torch.where(mask.view(-1, *([1] * (new.dim() - 1))), new, old)
-
+    Forces, energies and outputs missing on either side, or outputs of other names, are left
+    out (None, empty), for the integrator to recompute. A thermostat variable that one side
+    lacks counts as zero there (its value before the thermostat's first step)."""
     out = state.clone()
-    for name in ("positions", "velocities", "forces"):
-        setattr(out, name, pick(getattr(source, name), getattr(state, name), atoms))
-    out.potential_energy = pick(source.potential_energy, state.potential_energy, replicas)
-    out.active = pick(source.active, state.active, replicas)
-    out.outputs = {
-        key: pick(source.outputs.get(key), value, atoms) for key, value in state.outputs.items()
-    }
-    out.outputs = {key: value for key, value in out.outputs.items() if value is not None}
-    out.thermostat = {
-        key: pick(source.thermostat[key], value, replicas) if key in source.thermostat else value
-        for key, value in state.thermostat.items()
-    }
+    for name in ("positions", "velocities", "active"):
+        setattr(
+            out, name, where_replicas(state, replicas, getattr(source, name), getattr(state, name))
+        )
+    computed = all(
+        x is not None for x in (source.forces, state.forces, source.potential_energy,
+                                state.potential_energy)
+    ) and source.outputs.keys() == state.outputs.keys()  # fmt: skip
+    if computed:
+        out.forces = where_replicas(state, replicas, source.forces, state.forces)
+        out.potential_energy = where_replicas(
+            state, replicas, source.potential_energy, state.potential_energy
+        )
+        out.outputs = {
+            key: where_replicas(state, replicas, source.outputs[key], value)
+            for key, value in state.outputs.items()
+        }
+    else:
+        out.forces, out.potential_energy, out.outputs = None, None, {}
+    thermostat = {}
+    for key in state.thermostat.keys() | source.thermostat.keys():
+        like = state.thermostat.get(key, source.thermostat.get(key))
+        thermostat[key] = where_replicas(
+            state, replicas, source.thermostat.get(key, torch.zeros_like(like)),
+            state.thermostat.get(key, torch.zeros_like(like)),
+        )  # fmt: skip
+    out.thermostat = thermostat
     return out

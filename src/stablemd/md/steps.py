@@ -11,16 +11,13 @@ from dataclasses import replace
 import torch
 
 from stablemd.md.forces import ForceResult, ForceTerm
-from stablemd.md.state import AMU_A2_PER_FS2_IN_EV, MDState
+from stablemd.md.state import AMU_A2_PER_FS2_IN_EV, MDState, where_replicas
 
 
 def keep_frozen(state: MDState, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     """``new`` where a replica is active, ``old`` where it is frozen; per atom [n_atoms, ...]
     or per replica [n_systems, ...], told apart by the leading size."""
-    if bool(state.active.all()):
-        return new
-    mask = state.active_atoms if new.shape[0] == state.n_atoms else state.active
-    return torch.where(mask.view(-1, *([1] * (new.dim() - 1))), new, old)
+    return new if bool(state.active.all()) else where_replicas(state, state.active, new, old)
 
 
 def kick(state: MDState, forces: torch.Tensor, dt: float) -> MDState:

@@ -72,6 +72,10 @@ class Thermostat(ABC):
         """Thermostat variables with defaults for any not yet in ``state``."""
         return dict(state.thermostat)
 
+    def settings(self) -> dict[str, float | int]:
+        """The numbers that define this bath (temperature, time constants, chain length)."""
+        return {k: v for k, v in vars(self).items() if isinstance(v, int | float)}
+
     def state_dict(self) -> dict:
         """Random generator states to checkpoint (none for a deterministic thermostat)."""
         return {}

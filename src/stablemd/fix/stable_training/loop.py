@@ -245,7 +245,8 @@ class StableTrainer:
         return self.cycle >= config.max_cycles or self.epoch >= config.max_epochs or out_of_time
 
     def _simulation_epoch(self) -> dict:
-        state = self.state
+        # prepared first, so an anchor holds its forces and thermostat variables of its time
+        state = self.integrator.prepare(self.state, self.forces)
         self.anchor = state.clone() if self.anchor is None else take_replicas(
             state, self.anchor, ~state.active
         )  # fmt: skip
@@ -291,7 +292,10 @@ class StableTrainer:
             or self.learning_epochs >= config.max_learning_epochs
             or self.lr_cuts > config.max_lr_cuts
         ):
-            self.state = replace(result.state, active=~unstable)
+            # the forces were computed before this epoch's step: the new weights recompute them
+            self.state = replace(
+                result.state, active=~unstable, forces=None, potential_energy=None, outputs={}
+            )
             self.phase, self.cycle = "simulation", self.cycle + 1
         return {"phase": "learning", "unstable_fraction": fraction, "learning_rate": rate, **step}
 
