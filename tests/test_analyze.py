@@ -17,6 +17,7 @@ from stablemd.analysis.dynamics import to_cm2_per_s
 from stablemd.analysis.structure import distance_histogram_h_r, radial_distribution, rdf_range
 from stablemd.cli.main import main
 from stablemd.diagnose.trajectory.analysis import analyze_trajectory
+from stablemd.diagnose.trajectory.plots import write_plots
 from stablemd.md.starts import state_from_atoms
 from stablemd.models.painn import PaiNN
 from stablemd.models.registry import save_potential
@@ -140,12 +141,14 @@ def _box() -> Atoms:
     return Atoms(numbers, rng.uniform(0, BOX_A, (len(numbers), 3)), cell=[BOX_A] * 3, pbc=True)
 
 
-def _write(path, positions, velocities, interval_fs, ends):
-    """Write frames [F, R, N, 3] (velocities too) of replicas of :func:`_box`; replica r is
-    active for its first ``ends[r]`` frames only (as the runner freezes unstable replicas)."""
+def _write(path, positions, velocities, interval_fs, ends, energies=None):
+    """Write frames [F, R, N, 3] (velocities too, potential energies [F, R] or zeros) of
+    replicas of :func:`_box`; replica r is active for its first ``ends[r]`` frames only (as the
+    runner freezes unstable replicas)."""
     n_frames, n_replicas = positions.shape[:2]
+    if energies is None:
+        energies = torch.zeros(n_frames, n_replicas, dtype=torch.float64)
     state = state_from_atoms([_box()] * n_replicas)
-    state = replace(state, potential_energy=torch.zeros(n_replicas, dtype=torch.float64))
     with TrajectoryWriter(path, velocities=True) as writer:
         for k in range(n_frames):
             writer(
@@ -153,6 +156,7 @@ def _write(path, positions, velocities, interval_fs, ends):
                     state,
                     positions=positions[k].reshape(-1, 3),
                     velocities=velocities[k].reshape(-1, 3),
+                    potential_energy=energies[k],
                     active=torch.as_tensor([k < end for end in ends]),
                     step=k,
                     time_fs=k * interval_fs,
@@ -213,7 +217,8 @@ STEP_VARIANCE = {8: 0.01, 1: 0.04}
 def test_random_walks_give_their_diffusivity_per_element(tmp_path):
     """Random walks with a known D per element; the MSD is taken about the centre of mass, which
     moves too, so the expected MSD per step is σ_e² − 2 m_e σ_e²/M + Σ_j m_j² σ_j²/M² per axis.
-    A replica frozen early, whose last frame is non-finite, counts up to the frame before."""
+    A replica frozen early whose last positions are non-finite, and one whose last energy is,
+    count up to the frame before."""
     interval, n_frames, n_replicas = 20.0, 400, 8
     atoms = _box()
     numbers, masses = atoms.numbers, atoms.get_masses()
@@ -224,13 +229,19 @@ def test_random_walks_give_their_diffusivity_per_element(tmp_path):
     positions = torch.as_tensor(atoms.positions + np.cumsum(steps, axis=0))
     ends = [n_frames] * (n_replicas - 1) + [150]
     positions[149, -1, 3] = float("nan")  # the frozen replica's last frame blew up
+    energies = torch.zeros(n_frames, n_replicas, dtype=torch.float64)
+    energies[-1, 0] = float("inf")  # replica 0's last energy, positions still finite
     path = tmp_path / "walk.h5"
-    _write(path, positions, torch.zeros_like(positions), interval, ends)
+    _write(path, positions, torch.zeros_like(positions), interval, ends, energies)
 
     result = analyze_trajectory(path, window_ps=0.2, with_vacf=False)  # lags up to 10 frames
     assert result.vacf is None
-    assert result.frames_analysed == (n_replicas - 1) * n_frames + 149
-    assert any("replica 7" in note and "non-finite" in note for note in result.notes)
+    assert result.frames_analysed == (n_replicas - 1) * n_frames - 1 + 149
+    for k in (0, 7):
+        assert any(f"replica {k}:" in note and "non-finite" in note for note in result.notes)
+    json.dumps(result.to_json(), allow_nan=False)  # what analysis.json gets
+    plots = write_plots(result, tmp_path / "plots")
+    assert [p.name for p in plots] == ["h_r.png", "rdf.png", "msd.png", "energies.png"]
     total = masses.sum()
     centre_variance = (masses**2 * sigma2).sum() / total**2
     for symbol, z in (("O", 8), ("H", 1)):

@@ -3,7 +3,7 @@
 ``stablemd analyze``.
 
 Every replica counts with the frames it has. A replica frozen as unstable ends early, and its
-frames from the first non-finite one on are left out. Pooling:
+frames from the first non-finite one on (positions, velocities, energies) are left out. Pooling:
 
 - distributions (h(r), element-resolved RDFs of periodic boxes, bond lengths and bond angles
   per bond and angle type) are averaged over every frame of every replica;
@@ -203,10 +203,14 @@ def _frame_interval(path: Path, times: list[np.ndarray]) -> float | None:
 
 
 def _usable_frames(data: dict, with_velocities: bool) -> int:
-    """Frames before the first one holding a non-finite position (or velocity)."""
+    """Frames before the first one holding a non-finite position, energy or temperature (or
+    velocity)."""
     finite = np.isfinite(data["positions"]).all(axis=(1, 2))
     if with_velocities:
         finite &= np.isfinite(data["velocities"]).all(axis=(1, 2))
+    for name in SERIES:
+        if name in data:
+            finite &= np.isfinite(data[name])
     return len(finite) if finite.all() else int(np.argmin(finite))
 
 

@@ -163,12 +163,13 @@ def plot_energies(analysis: TrajectoryAnalysis, path: Path) -> Path:
     n = len(analysis.series)
     legend = n <= MAX_LEGEND_REPLICAS
     for k, series in enumerate(analysis.series):
-        colour = _colour(k) if legend else cmap(k / max(n - 1, 1))
+        colour = colormaps["tab10"](k) if legend else cmap(k / max(n - 1, 1))
         t_ps = series.time_fs / 1000
         for ax, name in zip(axes, names, strict=True):
             values = series.values.get(name)
             if values is None or len(values) == 0:
                 continue
+            values = np.where(np.isfinite(values), values, np.nan)  # gaps, not infinite limits
             if name == "conserved_energy":
                 values = values - values[0]
             ax.plot(t_ps, values, color=colour, lw=0.9, alpha=0.9, label=f"replica {k}")
