@@ -275,12 +275,13 @@ def test_bad_input_is_one_line_and_exit_code_2(model_file, tmp_path, capsys):
         ([trajectory, "--out", str(tmp_path / "d"), "--vacf"], "no velocities"),
         ([trajectory, "--out", str(occupied)], "add --overwrite"),
         ([trajectory, "--out", str(tmp_path / "e"), "--system", "aspirin"], "not the aspirin"),
+        ([trajectory, "--out", str(tmp_path / "f"), "--param", "n_molecules=8"], "needs --system"),
     ]
     for args, message in cases:
         assert _stablemd(["analyze", *args]) == 2, message
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
-    assert not any((tmp_path / name).exists() for name in "abcde")
+    assert not any((tmp_path / name).exists() for name in "abcdef")
 
     (occupied / "rdf.png").write_bytes(b"stale")  # from an earlier analysis of a water box
     assert _stablemd(["analyze", trajectory, "--out", str(occupied), "--overwrite"]) == 0
