@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from stablemd.cli.data import app
 from stablemd.core.errors import InputError
-from stablemd.data.database import count_frames, read_frames, write_frames
+from stablemd.data.database import read_frames, summarize, write_frames
 from stablemd.data.formats import export_extxyz, import_file
 
 N_FRAMES, N_ATOMS = 10, 9
@@ -38,7 +38,7 @@ def test_npz_to_db_to_extxyz_keeps_labels_and_converts_kcal_per_mol(tmp_path):
     arrays = md17_arrays()
     db = tmp_path / "md17.db"
     assert import_file(write_npz(tmp_path / "md17.npz", **arrays), db) == N_FRAMES
-    assert count_frames(db) == N_FRAMES
+    assert summarize(db)["frames"] == N_FRAMES
     assert export_extxyz(db, tmp_path / "md17.extxyz") == N_FRAMES
     # extxyz stores arrays with 8 decimals
     extxyz = ase.io.read(tmp_path / "md17.extxyz", index=":")

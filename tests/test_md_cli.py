@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import ase.io
 import numpy as np
 import pytest
@@ -76,3 +78,31 @@ def test_simulate_starts_from_unlabelled_frames_of_the_system_only(tmp_path):
     assert isinstance(refused.exception, InputError)
     assert "reversed.extxyz: frame 0, atom 0 is H" in str(refused.exception)
     assert not (tmp_path / "no").exists()
+
+
+def test_simulate_writes_velocities_on_request_and_resumes_runs_recorded_before_the_option(
+    tmp_path,
+):
+    app = _model_and_app(tmp_path)
+
+    def args(out):
+        model = str(tmp_path / "model.pt")
+        return ["--model", model, "--system", "ethanol", "--out", str(tmp_path / out),
+                "--replicas", "2", "--every", "5", "--no-progress"]  # fmt: skip
+
+    for out, extra in (("with", ["--velocities"]), ("without", [])):
+        result = CliRunner().invoke(app, [*args(out), "--time-ps", "0.005", *extra])
+        assert result.exit_code == 0, result.output
+    data = read_replica(tmp_path / "with" / "trajectory.h5", 1)
+    assert data["velocities"].shape == data["positions"].shape == (3, 9, 3)
+    assert "velocities" not in read_replica(tmp_path / "without" / "trajectory.h5", 1)
+
+    # a run recorded before --velocities existed continues under its default (no velocities)
+    run_json = tmp_path / "without" / "run.json"
+    options = json.loads(run_json.read_text())
+    del options["velocities"]
+    run_json.write_text(json.dumps(options))
+    longer = CliRunner().invoke(app, [*args("without"), "--time-ps", "0.01"])
+    assert longer.exit_code == 0, longer.output
+    steps = read_replica(tmp_path / "without" / "trajectory.h5", 1)["step"]
+    assert steps.tolist() == [0, 5, 10, 15, 20]

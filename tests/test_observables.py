@@ -177,7 +177,7 @@ def test_angle_triplets_and_distributions_of_ethanol():
     assert angles[0, 5].item() == pytest.approx(
         Atoms(ETHANOL.numbers, frames[0].numpy()).get_angle(i, j, k), abs=1e-9
     )
-    theta, density = structure.angular_distribution(frames, bonds)
+    theta, density = structure.angular_distribution(frames, triplets)
     assert theta[0].item() == pytest.approx(0.5)
     np.testing.assert_allclose(density.sum(-1).numpy() * 1.0, 1.0, atol=1e-9)
     r, lengths = structure.bond_length_distribution(frames, bonds, r_min=0.5, r_max=2.0)
@@ -195,6 +195,8 @@ def test_vacf_of_harmonic_motion_is_a_cosine():
     velocities[..., 0] = 2.0 * np.cos(omega * t[:, None] + phases[None, :])
     c = dynamics.vacf(torch.tensor(velocities), window=100)
     np.testing.assert_allclose(c.numpy(), np.cos(omega * dt * np.arange(100)), atol=1e-10)
+    raw = dynamics.vacf(torch.tensor(velocities), window=100, normalize=False)  # ⟨v·v⟩ = 4/2
+    np.testing.assert_allclose(raw.numpy(), 2.0 * c.numpy(), atol=1e-10)
     with pytest.raises(InputError, match="window"):
         dynamics.vacf(torch.tensor(velocities[:50]), window=100)
 
@@ -214,10 +216,10 @@ def test_msd_matches_direct_loop_and_ballistic_motion():
 
     velocity = torch.tensor([0.01, -0.02, 0.005], dtype=torch.float64)  # Å/fs
     clock = 2.0 * torch.arange(50, dtype=torch.float64)  # fs
-    ballistic = clock[:, None, None] * velocity + x[0, 0]  # MSD = |v|² t², D = |v|² t / 6
-    times, d = dynamics.diffusivity(ballistic, timestep_fs=2.0, remove_drift=False)
-    assert times[0].item() == 2.0 and d.shape == (49,)
-    torch.testing.assert_close(d, velocity.pow(2).sum() * times / 6.0, atol=1e-12, rtol=1e-9)
+    ballistic = clock[:, None, None] * velocity + x[0, 0]  # MSD = |v|² t²
+    msd = dynamics.mean_squared_displacement(ballistic, remove_drift=False)
+    assert msd.shape == (50,)
+    torch.testing.assert_close(msd, velocity.pow(2).sum() * clock**2, atol=1e-12, rtol=1e-9)
 
 
 def test_random_walk_diffusivity_with_unwrapping():
@@ -230,7 +232,8 @@ def test_random_walk_diffusivity_with_unwrapping():
     torch.testing.assert_close(
         dynamics.unwrap_positions(wrapped, cell) - wrapped[:1], walk - walk[:1]
     )
-    times, d = dynamics.diffusivity(wrapped, dt, cell=cell)
+    lags = dt * torch.arange(1, 400, dtype=torch.float64)
+    d = dynamics.mean_squared_displacement(wrapped, cell=cell)[..., 1:] / (6.0 * lags)
     estimate = d[..., 10:100].mean().item()
     assert estimate == pytest.approx(true_d, rel=0.05)
     assert dynamics.to_cm2_per_s(estimate) == pytest.approx(estimate * 0.1)

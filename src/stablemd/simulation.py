@@ -17,6 +17,7 @@ from typing import Literal
 from ase import Atoms
 from pydantic import Field
 
+from stablemd.core.config_file import field_defaults
 from stablemd.core.files import record_run_options
 from stablemd.data.fingerprints import frames_fingerprint
 from stablemd.md.forces import ModelForces
@@ -40,6 +41,7 @@ class SimulationSettings(MDSettings):
     thermostat: Literal["nve", "langevin", "nose-hoover", "csvr"] = "langevin"
     time_ps: float = Field(10.0, gt=0, description="simulated time per replica")
     every: int = Field(100, ge=1, description="steps between trajectory frames")
+    velocities: bool = Field(False, description="write velocities too (for the VACF)")
     checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints")
 
 
@@ -65,12 +67,17 @@ def simulate(
         "starts": frames_fingerprint(starts),
         **settings.model_dump(),
     }
-    record_run_options(options, out / "run.json", may_change=EXTENSIBLE)
+    record_run_options(
+        options, out / "run.json", may_change=EXTENSIBLE, defaults=field_defaults(type(settings))
+    )
     state = initial_state(starts, settings.replicas, settings.temperature_K, settings.seed)
     integrator = settings.integrator()
     n_steps = round(settings.time_ps * 1000 / settings.timestep_fs)
     trajectory = out / "trajectory.h5"
-    with TrajectoryWriter(trajectory, integrator, every=settings.every) as writer:
+    writer = TrajectoryWriter(
+        trajectory, integrator, velocities=settings.velocities, every=settings.every
+    )
+    with writer:
         result = run(
             state, integrator, ModelForces(potential), n_steps,
             [NonFinite(), writer], checkpoint=out / "checkpoint.pt",

@@ -1,5 +1,6 @@
-"""Dynamical observables of trajectories: VACF, unwrapped positions, MSD and diffusivity,
-averaged over time origins.
+"""Dynamical observables of trajectories: VACF, unwrapped positions and the MSD, averaged over
+time origins (the diffusivity is fitted to the MSD by
+:func:`~stablemd.diagnose.stability.diffusion.fit_diffusivity`).
 
 Trajectories are time first: ``[n_frames, ..., n_atoms, 3]`` with any replica dimensions between
 time and atoms; positions Å, velocities Å/fs, times fs.
@@ -28,17 +29,19 @@ def _origin_averaged_dot(x: torch.Tensor) -> torch.Tensor:
     return torch.movedim(per_lag, 0, -1) / origins
 
 
-def vacf(velocities, window: int = 100) -> torch.Tensor:
+def vacf(velocities, window: int = 100, normalize: bool = True) -> torch.Tensor:
     """Velocity autocorrelation ⟨v(t)·v(t + m)⟩ / ⟨v·v⟩ for lags m < ``window`` [..., window].
 
     ``velocities`` [F, ..., N, 3] (any unit); averaged over all atoms and over every time origin
-    t with t + m inside the trajectory; 1 at lag 0 (METHODS: 100-step windows).
+    t with t + m inside the trajectory; 1 at lag 0 (METHODS: 100-step windows). With
+    ``normalize=False`` it is ⟨v(t)·v(t + m)⟩ itself (velocity unit squared), which trajectories
+    of different lengths can pool, weighted by their F − m origins.
     """
     velocities = torch.as_tensor(velocities, dtype=_F64)
     if velocities.shape[0] < window:
         raise InputError(f"VACF window {window} is longer than the {velocities.shape[0]} frames")
     correlation = _origin_averaged_dot(velocities)[..., :window]
-    return correlation / correlation[..., :1]
+    return correlation / correlation[..., :1] if normalize else correlation
 
 
 def unwrap_positions(positions, cell, pbc=None) -> torch.Tensor:
@@ -79,18 +82,6 @@ def mean_squared_displacement(
     origins = (n_frames - lags).to(_F64)
     msd = torch.movedim(sum_squares, 0, -1) / origins - 2.0 * _origin_averaged_dot(x)
     return msd.clamp(min=0.0)
-
-
-def diffusivity(
-    positions, timestep_fs: float, cell=None, pbc=None, remove_drift: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """D(t) = MSD(t)/(6t) for lags 1 … F − 1: times t [F − 1] fs and D [..., F − 1] Å²/fs.
-
-    ``timestep_fs`` is the time between frames; see :func:`mean_squared_displacement`.
-    """
-    msd = mean_squared_displacement(positions, cell, pbc, remove_drift)[..., 1:]
-    times = timestep_fs * torch.arange(1, msd.shape[-1] + 1, dtype=_F64)
-    return times, msd / (6.0 * times)
 
 
 def to_cm2_per_s(diffusivity_a2_per_fs):

@@ -18,7 +18,6 @@ import torch
 from ase import Atoms
 
 from stablemd.analysis.geometry import (
-    angle_triplets,
     as_frames,
     bond_angles,
     bond_lengths,
@@ -153,11 +152,13 @@ def radial_distribution(
 
 
 def angular_distribution(
-    positions, bonds, dtheta: float = 1.0, sigma: float = 0.5, cell=None, pbc=None
+    positions, triplets, dtheta: float = 1.0, sigma: float = 0.5, cell=None, pbc=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distribution of bond angles: centres θ [n_bins] (degrees) and density [F, n_bins] 1/degree
-    (integrates to 1 over 0–180°; ``dtheta`` and ``sigma`` in degrees)."""
-    angles = bond_angles(positions, angle_triplets(bonds), cell, pbc)
+    """Distribution of the bond angles (i, j, k) of ``triplets`` [n_angles, 3] (e.g. every angle
+    of a bond list, :func:`~stablemd.analysis.geometry.angle_triplets`): centres θ [n_bins]
+    (degrees) and density [F, n_bins] 1/degree (integrates to 1 over 0–180°; ``dtheta`` and
+    ``sigma`` in degrees)."""
+    angles = bond_angles(positions, triplets, cell, pbc)
     n_bins = _n_bins(180.0, dtheta)
     counts = smeared_histogram(angles, 0.0, dtheta, n_bins, sigma)
     return bin_centres(0.0, dtheta, n_bins), counts / (angles.shape[-1] * dtheta)
@@ -212,6 +213,13 @@ def stack_frames(frames: Sequence[Atoms]) -> tuple[torch.Tensor, ...]:
     )
 
 
+def rdf_range(cell, dr: float = DR_A) -> float:
+    """The RDF range (Å) for a box: 6 Å or, in a smaller box, the largest multiple of ``dr``
+    within half the smallest cell height of ``cell`` [3, 3] or [F, 3, 3]."""
+    half_height = float(cell_heights(torch.as_tensor(cell, dtype=_F64)).min()) / 2
+    return min(DEFAULT_RDF_R_MAX_A, dr * math.floor(half_height / dr + 1e-9))
+
+
 def reference_observables(
     frames: Sequence[Atoms],
     bonds=None,
@@ -223,15 +231,13 @@ def reference_observables(
 ) -> ReferenceObservables:
     """h(r), RDFs (periodic frames only) and mean bond lengths averaged over ``frames``.
 
-    ``rdf_r_max`` defaults to 6 Å or, in smaller boxes, the largest multiple of ``dr`` within
-    half the smallest cell height. Frames must share one atom order; they are processed
-    ``chunk`` at a time to bound memory.
+    ``rdf_r_max`` defaults to :func:`rdf_range` of the frames' cells. Frames must share one
+    atom order; they are processed ``chunk`` at a time to bound memory.
     """
     positions, numbers, cell, pbc = stack_frames(frames)
     periodic = bool(pbc.any())
     if periodic and rdf_r_max is None:
-        half_height = float(cell_heights(cell).min()) / 2
-        rdf_r_max = min(DEFAULT_RDF_R_MAX_A, dr * math.floor(half_height / dr + 1e-9))
+        rdf_r_max = rdf_range(cell, dr)
     box = (cell, pbc) if periodic else (None, None)
     h_sum, rdf_sum, rdf_r = 0.0, {}, None
     for start in range(0, len(frames), chunk):

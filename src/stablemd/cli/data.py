@@ -7,30 +7,14 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from stablemd.cli.options import system_params
 from stablemd.cli.output import console
-from stablemd.core.errors import InputError
 from stablemd.data.database import summarize
 from stablemd.data.formats import DEFAULT_NPZ_ENERGY_UNIT, export_extxyz, import_file
 from stablemd.data.generate import generate_reference_data
 from stablemd.systems import get_system, list_systems
 
 app = typer.Typer(no_args_is_help=True, help="Reference data: generate, import, export, info.")
-
-
-def _parse_params(params: list[str]) -> dict:
-    """``KEY=VALUE`` strings as keyword arguments (values as int, float or text)."""
-    out = {}
-    for item in params:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"--param {item!r}: expected KEY=VALUE")
-        for convert in (int, float, str):
-            try:
-                out[key] = convert(value)
-                break
-            except ValueError:
-                continue
-    return out
 
 
 @app.command()
@@ -55,7 +39,7 @@ def generate(
 ):
     """Label Langevin MD frames of SYSTEM with an oracle; rerun the same command to resume."""
     summary = generate_reference_data(
-        get_system(system, **_parse_params(param)),
+        get_system(system, **system_params(param)),
         oracle,
         temperature,
         steps,

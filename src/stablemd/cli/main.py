@@ -10,7 +10,16 @@ import sys
 
 import typer
 
-from stablemd.cli import data, quickstart, simulate, stability, stable_train, systems, train
+from stablemd.cli import (
+    analyze,
+    data,
+    quickstart,
+    simulate,
+    stability,
+    stable_train,
+    systems,
+    train,
+)
 from stablemd.cli.output import error_console
 from stablemd.core.errors import InputError
 from stablemd.core.runtime import adapt_threads_to_load, tune_memory_allocator
@@ -28,6 +37,7 @@ app.add_typer(data.app, name="data", help="Generate, import, export and inspect 
 app.command()(train.train)
 app.command()(train.evaluate)
 app.command()(simulate.simulate)
+app.command()(analyze.analyze)
 app.command()(stability.stability)
 app.command(name="stable-train")(stable_train.stable_train)
 

@@ -35,3 +35,20 @@ def settings_from_options(schema: type[SettingsT], **values) -> SettingsT:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else ""
         raise InputError(f"{option_name(field)} {values.get(field)!r}: {first['msg']}") from None
+
+
+def system_params(params: list[str]) -> dict:
+    """``--param KEY=VALUE`` strings as keyword arguments of a system (values as int, float or
+    text), e.g. ``n_molecules=32`` for water."""
+    out = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--param {item!r}: expected KEY=VALUE")
+        for convert in (int, float, str):
+            try:
+                out[key] = convert(value)
+                break
+            except ValueError:
+                continue
+    return out

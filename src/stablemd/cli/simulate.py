@@ -32,6 +32,9 @@ def simulate(
         "when there are enough. (default: the system's relaxed structure)",
     ),
     every: int = typer.Option(100, help="Write a trajectory frame every this many steps."),
+    velocities: bool = typer.Option(
+        False, help="Write velocities too (stablemd analyze then gives the VACF)."
+    ),
     checkpoint_every: int = typer.Option(1000, help="Write the checkpoint every this many steps."),
     seed: int = typer.Option(0, help="Seed of the start structures, velocities and noise."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -42,7 +45,7 @@ def simulate(
         SimulationSettings, replicas=replicas, temperature_K=temperature, time_ps=time_ps,
         timestep_fs=reference.timestep_fs if timestep is None else timestep,
         thermostat=thermostat, friction_per_fs=friction, tau_fs=tau, every=every,
-        checkpoint_every=checkpoint_every, seed=seed,
+        velocities=velocities, checkpoint_every=checkpoint_every, seed=seed,
     )  # fmt: skip
     potential = load_potential(model)
     structures = [reference.atoms]

@@ -8,6 +8,7 @@ import typer
 
 from stablemd.cli.options import settings_from_options
 from stablemd.cli.output import console, stability_table
+from stablemd.core.errors import InputError
 from stablemd.data.formats import read_positions
 from stablemd.diagnose.stability.benchmark import StabilitySettings
 from stablemd.diagnose.stability.compare import compare_models
@@ -52,6 +53,13 @@ def stability(
         help="Periodic systems: count non-bonded pairs inside a molecule as contacts too "
         "(StABlE's definition); --no-intramolecular counts pairs of different molecules only.",
     ),
+    max_rdf_deviation: float = typer.Option(
+        None,
+        help="Periodic systems: also unstable when the RDF of an element pair, averaged over "
+        "--rdf-window-ps, strays from the reference frames' by ∫|Δg| dr > this (Å; StABlE's "
+        "water setting: 3.0). Off by default.",
+    ),
+    rdf_window_ps: float = typer.Option(1.0, help="Averaging window of --max-rdf-deviation (ps)."),
     check_every: int = typer.Option(20, help="Check the criteria every this many steps."),
     seed: int = typer.Option(0, help="Seed of the start structures, velocities and noise."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -63,8 +71,18 @@ def stability(
         timestep_fs=target.timestep_fs if timestep is None else timestep,
         thermostat=thermostat, tau_fs=tau, friction_per_fs=friction,
         max_bond_deviation_A=max_bond_deviation, min_intermolecular_A=min_distance,
-        nonbonded_intramolecular=intramolecular, check_every=check_every, seed=seed,
+        nonbonded_intramolecular=intramolecular, max_rdf_deviation=max_rdf_deviation,
+        rdf_window_ps=rdf_window_ps, check_every=check_every, seed=seed,
     )  # fmt: skip
+    if max_rdf_deviation is not None and not target.periodic:
+        raise InputError(
+            f"--max-rdf-deviation: the RDF criterion is for periodic boxes; {system} is a "
+            "molecule, judged by --max-bond-deviation"
+        )
+    if max_rdf_deviation is not None and starts is None and reference is None:
+        raise InputError(
+            "--max-rdf-deviation needs frames for the reference RDF: give --reference or --starts"
+        )
     start_frames = read_positions(starts) if starts is not None else [target.atoms]
     reference_frames = read_positions(reference) if reference is not None else None
     for path, frames in ((starts, start_frames), (reference, reference_frames)):
@@ -87,6 +105,10 @@ def stability(
             )
         if "diffusivity_cm2_per_s" in row:
             console.print(f"{label}: {_diffusivity_text(row['diffusivity_cm2_per_s'])}")
+        reasons = [r for r in row["failure_reasons"] or [] if r is not None]
+        if reasons:
+            counts = ", ".join(f"{reasons.count(r)} × {r}" for r in sorted(set(reasons)))
+            console.print(f"{label}: replicas stopped by {counts}")
     console.print(f"summary: {out / 'summary.json'}   plots: {out / 'survival.png'}")
 
 

@@ -39,11 +39,18 @@ def load_config(schema: type[ConfigT], path: str | Path | None, **overrides) -> 
         raise InputError(f"{where}field {field!r}: {first['msg']}") from None
 
 
+def field_defaults(schema: type[BaseModel]) -> dict:
+    """The default of every field of ``schema`` that has one, by field name."""
+    return {
+        key: field.get_default(call_default_factory=True)
+        for key, field in schema.model_fields.items()
+        if not field.is_required()
+    }
+
+
 def check_same_config(
     path: str | Path, saved: dict, config: BaseModel, may_change: Collection[str] = ()
 ) -> None:
     """Refuse to resume the run checkpointed at ``path`` (``saved``: its options) under another
     ``config``; options added since the checkpoint was written count as their defaults."""
-    fields = type(config).model_fields
-    defaults = {key: field.get_default(call_default_factory=True) for key, field in fields.items()}
-    check_same_options(path, saved, config.model_dump(), may_change, defaults)
+    check_same_options(path, saved, config.model_dump(), may_change, field_defaults(type(config)))

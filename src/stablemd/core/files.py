@@ -102,10 +102,16 @@ def check_same_options(
             )
 
 
-def record_run_options(options: dict, path: str | Path, may_change: Collection[str] = ()) -> None:
-    """Write ``options`` to ``path``, refusing to continue a run recorded there with others."""
+def record_run_options(
+    options: dict,
+    path: str | Path,
+    may_change: Collection[str] = (),
+    defaults: Mapping | None = None,
+) -> None:
+    """Write ``options`` to ``path``, refusing to continue a run recorded there with others;
+    options missing from an older record count as their ``defaults``."""
     path = Path(path)
     if path.is_file():
-        check_same_options(path, json.loads(path.read_text()), options, may_change)
+        check_same_options(path, json.loads(path.read_text()), options, may_change, defaults)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(options, path)

@@ -135,11 +135,6 @@ def read_frames(
     return frames
 
 
-def count_frames(path: str | Path) -> int:
-    """Number of frames in the database at ``path``."""
-    return open_database(path).count()
-
-
 def summarize(path: str | Path) -> dict:
     """Frame count, systems, levels of theory, temperatures (K), trajectories and elements."""
     rows = _rows(path, None)

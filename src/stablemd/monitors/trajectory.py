@@ -21,6 +21,8 @@ to the frames the checkpoint knew about.
 from __future__ import annotations
 
 import getpass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -241,11 +243,41 @@ def _user() -> str:
         return "unknown"
 
 
+@contextmanager
+def _open_trajectory(path: str | Path) -> Iterator[h5py.File]:
+    """The H5MD file at ``path`` opened for reading; InputError unless it is a trajectory of
+    :class:`TrajectoryWriter`'s layout."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such trajectory file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise InputError(f"{path}: not an HDF5 file (expected an H5MD trajectory)") from None
+    with f:
+        if "h5md" not in f or not isinstance(f.get("particles"), h5py.Group):
+            raise InputError(f"{path}: an HDF5 file but not an H5MD trajectory (no h5md/particles)")
+        if replica_name(0) not in f["particles"] or "observables" not in f:
+            raise InputError(
+                f"{path}: an H5MD file but not a stablemd trajectory (no particles/replica_0)"
+            )
+        yield f
+
+
+def frame_times(path: str | Path) -> list[np.ndarray]:
+    """Times (fs) of the frames of every replica [T_k] of the trajectory at ``path`` (InputError
+    if it is not one); a replica frozen early has fewer frames."""
+    with _open_trajectory(path) as f:
+        replicas = f["particles"]
+        n_replicas = sum(1 for name in replicas if name.startswith("replica_"))
+        return [replicas[replica_name(k)]["position/time"][()] for k in range(n_replicas)]
+
+
 def read_replica(path: str | Path, k: int) -> dict[str, np.ndarray]:
     """Arrays of replica ``k``: ``positions`` [T, N, 3] Å, ``step`` [T], ``time_fs`` [T],
     ``species`` [N], ``masses`` [N] amu, ``cell`` [3, 3] Å, ``pbc`` [3], ``velocities``
     [T, N, 3] Å/fs when written, and every observable [T] under its own name."""
-    with h5py.File(path, "r") as f:
+    with _open_trajectory(path) as f:
         name = replica_name(k)
         if name not in f["particles"]:
             raise InputError(f"{path}: no replica {k} (it has {len(f['particles'])})")

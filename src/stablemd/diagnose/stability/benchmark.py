@@ -2,15 +2,18 @@
 
 For each model, R replicas run in one batch until ``time_ps`` or until every replica is unstable
 (bond-length deviation for molecules, minimum intermolecular distance for periodic systems,
-non-finite numbers always). The h(r) of each replica is accumulated over its stable part only
-and compared with a reference h(r) (e.g. of the training data); for periodic systems so is the
-mean-squared displacement of each element, which gives its diffusivity
-(:mod:`stablemd.diagnose.stability.diffusion`).
+non-finite numbers always; for periodic systems optionally StABlE's evaluation criterion, the
+deviation of window-averaged element-resolved RDFs from a reference RDF). The h(r) of each
+replica is accumulated over its stable part only and compared with a reference h(r) (e.g. of
+the training data); for periodic systems so is the mean-squared displacement of each element,
+which gives its diffusivity (:mod:`stablemd.diagnose.stability.diffusion`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from ase import Atoms
 from pydantic import Field
 
 from stablemd.analysis.structure import distance_histogram_h_r
+from stablemd.core.config_file import field_defaults
 from stablemd.core.errors import InputError
 from stablemd.core.files import record_run_options, write_json
 from stablemd.diagnose.stability.diffusion import DIFFUSION_WINDOW_PS, StableDisplacement
@@ -31,7 +35,7 @@ from stablemd.md.starts import initial_state
 from stablemd.md.state import MDState
 from stablemd.models.potential import Potential
 from stablemd.models.registry import model_fingerprint
-from stablemd.monitors.criteria import NonFinite, geometric_criterion
+from stablemd.monitors.criteria import NonFinite, RDFDeviation, geometric_criterion
 from stablemd.systems.system import System
 
 #: h(r) range (Å): every intramolecular distance of the built-in molecules.
@@ -48,6 +52,13 @@ class StabilitySettings(MDSettings):
     nonbonded_intramolecular: bool = Field(
         True, description="contacts also between non-bonded atoms of one molecule"
     )
+    max_rdf_deviation: float | None = Field(
+        None,
+        gt=0,
+        description="periodic boxes: unstable when ∫|⟨g_ab⟩ − g_ab^ref| dr (Å) of any element "
+        "pair exceeds this over a window (StABlE's water setting: 3.0); None: not checked",
+    )
+    rdf_window_ps: float = Field(1.0, gt=0, description="averaging window of the RDF criterion")
 
 
 class StableHistogram(Observer):
@@ -101,9 +112,37 @@ class ModelStability:
     failure_reasons: list[str | None] | None = None
 
 
-def stability_monitors(system: System, settings: StabilitySettings) -> list[Monitor]:
-    """The criteria (geometric, non-finite), the h(r) of the stable parts and, for periodic
-    systems, their MSD, all every ``check_every`` steps."""
+def check_rdf_criterion(
+    system: System, settings: StabilitySettings, reference_rdf: Mapping | None
+) -> None:
+    """Refuse the RDF criterion for a molecule or without a reference RDF."""
+    if settings.max_rdf_deviation is None:
+        return
+    if not system.periodic:
+        raise InputError(
+            f"max_rdf_deviation: the RDF criterion needs a periodic box; {system.name} is a "
+            "molecule (the bond-length deviation judges it)"
+        )
+    if not reference_rdf:
+        raise InputError("max_rdf_deviation: the RDF criterion needs a reference RDF")
+
+
+def rdf_fingerprint(reference_rdf: Mapping) -> str:
+    """A short hash of a reference RDF {(Z_a, Z_b): g [n_bins]}, to recognise it on resume."""
+    digest = hashlib.sha256()
+    for pair in sorted(reference_rdf):
+        digest.update(repr(tuple(int(z) for z in pair)).encode())
+        digest.update(torch.as_tensor(reference_rdf[pair], dtype=torch.float64).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def stability_monitors(
+    system: System, settings: StabilitySettings, reference_rdf: Mapping | None = None
+) -> list[Monitor]:
+    """The criteria (geometric, non-finite, with ``settings.max_rdf_deviation`` the RDF
+    deviation from ``reference_rdf``), the h(r) of the stable parts and, for periodic systems,
+    their MSD, all every ``check_every`` steps."""
+    check_rdf_criterion(system, settings, reference_rdf)
     every = settings.check_every
     monitors: list[Monitor] = [
         geometric_criterion(
@@ -111,8 +150,15 @@ def stability_monitors(system: System, settings: StabilitySettings) -> list[Moni
             settings.nonbonded_intramolecular, every=every,
         ),
         NonFinite(every=every),
-        StableHistogram(settings.replicas, every=every),
     ]  # fmt: skip
+    if settings.max_rdf_deviation is not None:
+        monitors.append(
+            RDFDeviation(
+                reference_rdf, window_fs=1000.0 * settings.rdf_window_ps,
+                max_mae=settings.max_rdf_deviation, every=every,
+            )
+        )  # fmt: skip
+    monitors.append(StableHistogram(settings.replicas, every=every))
     interval_fs = every * settings.timestep_fs
     window = round(DIFFUSION_WINDOW_PS * 1000 / interval_fs)
     if system.periodic and window >= 2:
@@ -129,9 +175,14 @@ def run_stability(
     model_id: str | None = None,
     progress: bool = True,
     label: str = "MD",
+    reference_rdf: Mapping | None = None,
 ) -> ModelStability:
     """Simulate one model (a potential, or any force term, e.g. a reference method through
     :class:`~stablemd.md.forces.CalculatorForces`); resumes from ``out_dir/checkpoint.pt``.
+
+    ``reference_rdf`` {(Z_a, Z_b): g [n_bins]} on bins of ``DR_A`` from 0 (as
+    :func:`~stablemd.analysis.structure.reference_observables` gives for periodic frames) is
+    the reference of the RDF criterion, needed with ``settings.max_rdf_deviation``.
 
     ``model_id`` names what is simulated (default: the potential's fingerprint; required for
     another force term). The finished result is kept in ``out_dir/result.json``, so a rerun
@@ -150,8 +201,14 @@ def run_stability(
             f"{done}: the run is already {earlier['summary']['run_length_ps']:g} ps long; "
             f"a shorter one ({settings.time_ps:g} ps) needs another output directory"
         )
+    check_rdf_criterion(system, settings, reference_rdf)
     options = {"model": model_id, **settings.model_dump()}
-    record_run_options(options, out_dir / "settings.json", may_change={"time_ps"})
+    if settings.max_rdf_deviation is not None:
+        options["rdf_reference"] = rdf_fingerprint(reference_rdf)
+    record_run_options(
+        options, out_dir / "settings.json", may_change={"time_ps"},
+        defaults=field_defaults(StabilitySettings),
+    )  # fmt: skip
     if earlier is not None and earlier["summary"]["run_length_ps"] == settings.time_ps:
         summary = {
             **earlier["summary"],
@@ -159,7 +216,7 @@ def run_stability(
         }
         return ModelStability(StabilitySummary(**summary), **earlier["run"])
     state = initial_state(starts, settings.replicas, settings.temperature_K, settings.seed)
-    monitors = stability_monitors(system, settings)
+    monitors = stability_monitors(system, settings, reference_rdf)
     n_steps = round(settings.time_ps * 1000 / settings.timestep_fs)
     result = run(
         state, settings.integrator(), ModelForces(model) if isinstance(model, Potential) else model,

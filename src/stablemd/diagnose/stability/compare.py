@@ -11,6 +11,7 @@ from stablemd.analysis.structure import reference_observables
 from stablemd.diagnose.stability.benchmark import (
     H_R_MAX_A,
     StabilitySettings,
+    check_rdf_criterion,
     h_r_mae,
     run_stability,
 )
@@ -33,18 +34,23 @@ def compare_models(
     progress: bool = True,
 ) -> dict[str, dict]:
     """Run each model (label → potential) into ``out/label``; write ``out/summary.json``,
-    ``survival.png`` and (with ``reference`` frames) ``h_r.png``.
+    ``survival.png`` and (with ``reference`` frames) ``h_r.png``. With
+    ``settings.max_rdf_deviation`` the element-resolved RDFs of the ``reference`` frames are the
+    reference of the RDF criterion (periodic systems only).
 
     Returns per label the summary row written to ``summary.json``: the stability summary, the
     speed, the criterion that ended each replica, diffusivities (periodic systems) and the h(r)
     MAE against the reference.
     """
     reference_h_r = None if reference is None else reference_observables(reference, r_max=H_R_MAX_A)
+    reference_rdf = None if reference_h_r is None else reference_h_r.rdf
+    check_rdf_criterion(system, settings, reference_rdf)  # before any model runs
     summaries, rows, curves = {}, {}, {}
     for label, potential in models.items():
         result = run_stability(
             potential, system, starts, settings, out / label, progress=progress,
             label=f"{label}: {settings.replicas} × {system.name} at {settings.temperature_K:g} K",
+            reference_rdf=reference_rdf if settings.max_rdf_deviation is not None else None,
         )  # fmt: skip
         summaries[label] = result.summary
         rows[label] = {

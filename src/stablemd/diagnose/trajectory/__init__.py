@@ -1,0 +1,1 @@
+"""Observables of a trajectory written by ``stablemd simulate``, pooled over its replicas."""
