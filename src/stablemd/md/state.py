@@ -67,7 +67,7 @@ class MDState(SystemLayout):
         return batch.to(dtype)
 
     def clone(self) -> MDState:
-        """A deep copy (snapshots for rewinding)."""
+        """A deep copy (anchors for rewinding, checkpoints)."""
 
         def copy(value):
             if isinstance(value, torch.Tensor):
