@@ -9,9 +9,16 @@ from rich.table import Table
 
 from stablemd.cli.output import console
 from stablemd.core.errors import InputError
+from stablemd.core.files import check_output_file
 from stablemd.data.database import summarize
-from stablemd.data.formats import DEFAULT_NPZ_ENERGY_UNIT, export_extxyz, import_file
+from stablemd.data.formats import (
+    DATABASE_SUFFIXES,
+    DEFAULT_NPZ_ENERGY_UNIT,
+    export_extxyz,
+    import_file,
+)
 from stablemd.data.generate import generate_reference_data
+from stablemd.md.settings import MAX_TIMESTEP_FS
 from stablemd.systems import get_system, list_systems
 
 app = typer.Typer(no_args_is_help=True, help="Reference data: generate, import, export, info.")
@@ -54,8 +61,14 @@ def generate(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
     """Label Langevin MD frames of SYSTEM with an oracle; rerun the same command to resume."""
+    if timestep is not None and timestep > MAX_TIMESTEP_FS:
+        raise InputError(f"--timestep {timestep!r}: must be at most {MAX_TIMESTEP_FS:g} fs")
+    target = get_system(system, **_parse_params(param))
+    # an existing OUT is this command's finished run (data generate itself checks that it is)
+    check_output_file(out, "--out", overwrite=True, suffixes=DATABASE_SUFFIXES)
+    out.parent.mkdir(parents=True, exist_ok=True)
     summary = generate_reference_data(
-        get_system(system, **_parse_params(param)),
+        target,
         oracle,
         temperature,
         steps,
@@ -78,7 +91,7 @@ def generate(
 @app.command("import")
 def import_(
     file: Path = typer.Argument(..., help="Labelled frames: .npz (sGDML/MD17), .xyz/.extxyz, .db."),
-    out: Path = typer.Option(..., help="Output ASE database (.db)."),
+    out: Path = typer.Option(..., help="Output ASE database (.db), not FILE itself."),
     energy_unit: str | None = typer.Option(
         None,
         help="Energy unit of an npz file without e_unit metadata: kcal/mol, eV, kJ/mol or "
@@ -94,7 +107,9 @@ def import_(
 @app.command()
 def export(
     file: Path = typer.Argument(..., help="ASE database of labelled frames."),
-    out: Path = typer.Option(..., help="Output extended XYZ file (eV, Å, eV/Å)."),
+    out: Path = typer.Option(
+        ..., help="Output extended XYZ file, .xyz or .extxyz (eV, Å, eV/Å), not FILE itself."
+    ),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
 ):
     """Export the frames of a database to extended XYZ."""
