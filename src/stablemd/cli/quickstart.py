@@ -14,8 +14,9 @@ from pathlib import Path
 
 import typer
 
+from stablemd.cli.options import check_positive
 from stablemd.cli.output import console, metrics_table, stability_table
-from stablemd.core.files import write_json
+from stablemd.core.files import check_output_directory, write_json
 from stablemd.data.database import read_frames
 from stablemd.data.frames import FrameSet
 from stablemd.data.generate import generate_reference_data
@@ -53,6 +54,21 @@ def quickstart(
     seed: int = typer.Option(0, help="Seed of the MD, the split and the model."),
 ):
     """Ethanol end to end: xTB data, a baseline model, its stability, StABlE, stability again."""
+    # every option is checked before the first stage, so none fails after minutes of work
+    check_positive(
+        temperature=temperature, steps=steps, trajectories=trajectories, n_train=n_train,
+        train_epochs=train_epochs, replicas=replicas, stability_ps=stability_ps,
+        stable_epochs=stable_epochs,
+    )  # fmt: skip
+    config = TrainConfig(model_options=QUICK_MODEL, max_epochs=train_epochs, seed=seed)
+    settings = StabilitySettings(
+        replicas=replicas, temperature_K=temperature, time_ps=stability_ps, seed=seed
+    )
+    # learning starts early (a quarter unstable): the demo has minutes, not hours
+    stable_config = StableConfig(
+        temperature_K=temperature, max_epochs=stable_epochs, f_max=0.25, f_min=0.1, seed=seed
+    )
+    check_output_directory(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     data_path = out / "ethanol-xtb.db"
     console.rule("1/6 reference data: ethanol, GFN2-xTB, Langevin MD")
@@ -64,7 +80,6 @@ def quickstart(
     n_train = min(n_train, len(frames) - 2 * n_val)
 
     console.rule(f"2/6 training the built-in PaiNN model on {n_train} frames")
-    config = TrainConfig(model_options=QUICK_MODEL, max_epochs=train_epochs, seed=seed)
     baseline = train_from_database(data_path, n_train, n_val, config, out / "model.pt")
     held_out = held_out_indices(baseline.metadata, data_path, frames)
     train_frames = [frames[i] for i in baseline.metadata["training"]["train_indices"]]
@@ -74,19 +89,12 @@ def quickstart(
 
     system = get_system("ethanol")
     starts = [frames[i] for i in held_out]
-    settings = StabilitySettings(
-        replicas=replicas, temperature_K=temperature, time_ps=stability_ps, seed=seed
-    )
     console.rule(f"4/6 stability of the baseline: {replicas} replicas, {stability_ps:g} ps")
     models = {"baseline": baseline.potential}
     rows = compare_models(models, system, starts, train_frames, settings, out / "stability")
     console.print(stability_table({label: row["summary"] for label, row in rows.items()}))
 
     console.rule(f"5/6 StABlE fine-tuning for {stable_epochs} epochs, no new labels")
-    # learning starts early (a quarter unstable): the demo has minutes, not hours
-    stable_config = StableConfig(
-        temperature_K=temperature, max_epochs=stable_epochs, f_max=0.25, f_min=0.1, seed=seed
-    )
     stable_path = out / "model-stable.pt"
     stable_train(baseline.path, data_path, stable_path, stable_config, system_name="ethanol")
 

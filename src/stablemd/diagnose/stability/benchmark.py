@@ -10,7 +10,6 @@ mean-squared displacement of each element, which gives its diffusivity
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from pydantic import Field
 
 from stablemd.analysis.structure import distance_histogram_h_r
 from stablemd.core.errors import InputError
-from stablemd.core.files import record_run_options, write_json
+from stablemd.core.files import read_json_record, record_run_options, write_json
 from stablemd.diagnose.stability.diffusion import DIFFUSION_WINDOW_PS, StableDisplacement
 from stablemd.diagnose.stability.report import StabilitySummary, summarize
 from stablemd.md.forces import ForceTerm, ModelForces
@@ -144,7 +143,9 @@ def run_stability(
             raise ValueError("run_stability: name the force term with model_id")
         model_id = model_fingerprint(model)
     done = out_dir / "result.json"
-    earlier = json.loads(done.read_text()) if done.is_file() else None
+    earlier = None
+    if done.is_file():
+        earlier = read_json_record(done, "stability result", ("summary", "run"))
     if earlier is not None and earlier["summary"]["run_length_ps"] > settings.time_ps:
         raise InputError(
             f"{done}: the run is already {earlier['summary']['run_length_ps']:g} ps long; "

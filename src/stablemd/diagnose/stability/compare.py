@@ -8,6 +8,7 @@ from pathlib import Path
 from ase import Atoms
 
 from stablemd.analysis.structure import reference_observables
+from stablemd.core.files import read_json_record
 from stablemd.diagnose.stability.benchmark import (
     H_R_MAX_A,
     StabilitySettings,
@@ -39,6 +40,8 @@ def compare_models(
     speed, the criterion that ended each replica, diffusivities (periodic systems) and the h(r)
     MAE against the reference.
     """
+    if (out / "summary.json").exists():  # a rerun rewrites it; a foreign file is refused
+        read_json_record(out / "summary.json", "stability summary", ("settings",))
     reference_h_r = None if reference is None else reference_observables(reference, r_max=H_R_MAX_A)
     summaries, rows, curves = {}, {}, {}
     for label, potential in models.items():
