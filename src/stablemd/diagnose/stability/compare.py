@@ -12,6 +12,7 @@ from stablemd.core.files import read_json_record
 from stablemd.diagnose.stability.benchmark import (
     H_R_MAX_A,
     StabilitySettings,
+    check_stability_run,
     h_r_mae,
     run_stability,
 )
@@ -21,6 +22,7 @@ from stablemd.diagnose.stability.report import (
     write_summary,
 )
 from stablemd.models.potential import Potential
+from stablemd.models.registry import model_fingerprint
 from stablemd.systems.system import System
 
 
@@ -42,6 +44,8 @@ def compare_models(
     """
     if (out / "summary.json").exists():  # a rerun rewrites it; a foreign file is refused
         read_json_record(out / "summary.json", "stability summary", ("settings",))
+    for label, potential in models.items():  # every run may start, before the first does
+        check_stability_run(model_fingerprint(potential), settings, out / label)
     reference_h_r = None if reference is None else reference_observables(reference, r_max=H_R_MAX_A)
     summaries, rows, curves = {}, {}, {}
     for label, potential in models.items():
