@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
+from stablemd.cli.options import check_positive
 from stablemd.cli.output import console
 from stablemd.core.errors import InputError
 from stablemd.core.files import check_output_file
@@ -61,24 +63,27 @@ def generate(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
     """Label Langevin MD frames of SYSTEM with an oracle; rerun the same command to resume."""
+    check_positive(temperature=temperature, steps=steps, trajectories=trajectories)
+    check_positive(timestep=timestep, every=every)
     if timestep is not None and timestep > MAX_TIMESTEP_FS:
         raise InputError(f"--timestep {timestep!r}: must be at most {MAX_TIMESTEP_FS:g} fs")
+    if every > steps:
+        raise InputError(f"--every {every}: must not exceed --steps ({steps})")
     target = get_system(system, **_parse_params(param))
     # an existing OUT is this command's finished run (data generate itself checks that it is)
     check_output_file(out, "--out", overwrite=True, suffixes=DATABASE_SUFFIXES)
+    missing = [d for d in (out.parent, *out.parent.parents) if not d.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
-    summary = generate_reference_data(
-        target,
-        oracle,
-        temperature,
-        steps,
-        every,
-        out,
-        n_trajectories=trajectories,
-        seed=seed,
-        timestep_fs=timestep,
-        progress=not quiet,
-    )
+    try:
+        summary = generate_reference_data(
+            target, oracle, temperature, steps, every, out, n_trajectories=trajectories,
+            seed=seed, timestep_fs=timestep, progress=not quiet,
+        )  # fmt: skip
+    except InputError:  # e.g. an unknown oracle: leave no directory behind
+        for directory in missing:
+            with suppress(OSError):
+                directory.rmdir()
+        raise
     console.print(
         f"{out}: {summary['frames']} frames ({summary['new_frames']} new, "
         f"{summary['skipped_frames']} skipped), {summary['frames_per_s']:.2f} frames/s, "
