@@ -471,3 +471,16 @@ def test_stability_loads_every_model_before_any_run(case_dir, capsys, monkeypatc
     code, _, err = run([*STABILITY, "--model", "tensor.pt", "--out", "st"], capsys)
     assert code == 2 and "tensor.pt: not a stablemd model file" in err
     assert not (case_dir / "st").exists()
+
+
+@pytest.mark.parametrize("kind", ["painn", "mace"])
+def test_model_options_check_accepts_the_defaults(kind):
+    """The check refuses bad model_options, never a model's own defaults (MACE warns while it
+    is built: that is no reason to refuse it)."""
+    from stablemd.models.registry import check_hyperparameters
+
+    if kind == "mace":
+        pytest.importorskip("mace")
+    check_hyperparameters(kind, {"cutoff": 4.0})
+    with pytest.raises(InputError, match="model_options.cutoff: 0"):
+        check_hyperparameters(kind, {"cutoff": 0})

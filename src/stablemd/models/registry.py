@@ -70,8 +70,8 @@ def check_hyperparameters(kind: str, options: dict[str, Any], where: str = "mode
             if number and not (item > 0 and math.isfinite(item)):
                 raise InputError(f"{where}.{name}: {value!r} must be a positive number")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
+        with warnings.catch_warnings():  # the libraries' deprecation notes are not the user's
+            warnings.simplefilter("ignore")
             build_potential(kind, elements=[1], **options)
     except InputError:
         raise
