@@ -55,6 +55,8 @@ TEMPERATURES = {500.0: 30.0, 350.0: 5.0, 700.0: 5.0}
 
 
 def stable_train(work: Path, data: Path, name: str, extra: str) -> None:
+    if (work / f"{name}.pt").is_file():  # finished; stablemd never replaces a model silently
+        return
     config = work / f"{name}.yaml"
     config.write_text(STABLE_CONFIG + extra)
     stages.stablemd(

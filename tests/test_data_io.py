@@ -107,7 +107,7 @@ def test_unreadable_files_are_input_errors(tmp_path):
         (truncated, "not a readable npz"),
         (text, "not a readable npz"),
         (tmp_path / "missing.npz", "no such file"),
-        (fake_db, "not an SQLite database"),
+        (fake_db, "not an ASE database"),
         (tmp_path / "frames.pdb", "unknown file type '.pdb'"),
     ]
     for path, message in cases:

@@ -353,8 +353,13 @@ def test_stable_train_command(ethanol_frames, tmp_path, capsys, no_oracle):
     assert stable.metadata["stable"]["epochs"] == 3
     assert "StABlE: 3 epochs" in capsys.readouterr().out
 
-    with pytest.raises(SystemExit) as exit_info:
-        main([*args, "--config", str(tmp_path / "quick.yaml"), "--temperature", "300"])
+    with pytest.raises(SystemExit) as exit_info:  # the finished model is never replaced silently
+        main([*args, "--config", str(tmp_path / "quick.yaml")])
+    assert exit_info.value.code == 2
+    assert "stable.pt: already exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # nor continued under other options
+        main([*args, "--config", str(tmp_path / "quick.yaml"), "--temperature", "300",
+              "--overwrite"])  # fmt: skip
     assert exit_info.value.code == 2
     assert "temperature_K" in capsys.readouterr().err
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from ase import Atoms
 from pydantic import Field
 
 from stablemd.core.config_file import field_defaults
+from stablemd.core.errors import InputError
 from stablemd.core.files import record_run_options
 from stablemd.data.fingerprints import frames_fingerprint
 from stablemd.md.forces import ModelForces
 from stablemd.md.runner import RunResult, run
-from stablemd.md.settings import MDSettings
+from stablemd.md.settings import MDSettings, Thermostat
 from stablemd.md.starts import initial_state
 from stablemd.models.potential import Potential
 from stablemd.models.registry import model_fingerprint
@@ -38,7 +38,7 @@ class SimulationSettings(MDSettings):
 
     replicas: int = Field(8, ge=1, description="replicas integrated together in one batch")
     temperature_K: float = Field(300.0, gt=0, description="velocities and thermostat")
-    thermostat: Literal["nve", "langevin", "nose-hoover", "csvr"] = "langevin"
+    thermostat: Thermostat = "langevin"
     time_ps: float = Field(10.0, gt=0, description="simulated time per replica")
     every: int = Field(100, ge=1, description="steps between trajectory frames")
     velocities: bool = Field(False, description="write velocities too (for the VACF)")
@@ -62,6 +62,13 @@ def simulate(
 ) -> Simulation:
     """Run ``settings.replicas`` replicas drawn from ``starts`` into the directory ``out``."""
     out = Path(out)
+    if not (out / "run.json").is_file():
+        for name in ("trajectory.h5", "checkpoint.pt"):
+            if (out / name).exists():
+                raise InputError(
+                    f"{out}: holds {name} but no run.json, so it is not a run to continue; "
+                    "choose another output directory"
+                )
     options = {
         "model": model_fingerprint(potential),
         "starts": frames_fingerprint(starts),

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from stablemd.cli.options import system_params
+from stablemd.cli.options import check_positive, system_params
 from stablemd.cli.output import console
+from stablemd.core.errors import InputError
+from stablemd.core.files import check_output_file
 from stablemd.data.database import summarize
-from stablemd.data.formats import DEFAULT_NPZ_ENERGY_UNIT, export_extxyz, import_file
+from stablemd.data.formats import (
+    DATABASE_SUFFIXES,
+    DEFAULT_NPZ_ENERGY_UNIT,
+    export_extxyz,
+    import_file,
+)
 from stablemd.data.generate import generate_reference_data
+from stablemd.md.settings import MAX_TIMESTEP_FS
 from stablemd.systems import get_system, list_systems
 
 app = typer.Typer(no_args_is_help=True, help="Reference data: generate, import, export, info.")
@@ -38,18 +47,27 @@ def generate(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
     """Label Langevin MD frames of SYSTEM with an oracle; rerun the same command to resume."""
-    summary = generate_reference_data(
-        get_system(system, **system_params(param)),
-        oracle,
-        temperature,
-        steps,
-        every,
-        out,
-        n_trajectories=trajectories,
-        seed=seed,
-        timestep_fs=timestep,
-        progress=not quiet,
-    )
+    check_positive(temperature=temperature, steps=steps, trajectories=trajectories)
+    check_positive(timestep=timestep, every=every)
+    if timestep is not None and timestep > MAX_TIMESTEP_FS:
+        raise InputError(f"--timestep {timestep!r}: must be at most {MAX_TIMESTEP_FS:g} fs")
+    if every > steps:
+        raise InputError(f"--every {every}: must not exceed --steps ({steps})")
+    target = get_system(system, **system_params(param))
+    # an existing OUT is this command's finished run (data generate itself checks that it is)
+    check_output_file(out, "--out", overwrite=True, suffixes=DATABASE_SUFFIXES)
+    missing = [d for d in (out.parent, *out.parent.parents) if not d.exists()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        summary = generate_reference_data(
+            target, oracle, temperature, steps, every, out, n_trajectories=trajectories,
+            seed=seed, timestep_fs=timestep, progress=not quiet,
+        )  # fmt: skip
+    except InputError:  # e.g. an unknown oracle: leave no directory behind
+        for directory in missing:
+            with suppress(OSError):
+                directory.rmdir()
+        raise
     console.print(
         f"{out}: {summary['frames']} frames ({summary['new_frames']} new, "
         f"{summary['skipped_frames']} skipped), {summary['frames_per_s']:.2f} frames/s, "
@@ -62,7 +80,7 @@ def generate(
 @app.command("import")
 def import_(
     file: Path = typer.Argument(..., help="Labelled frames: .npz (sGDML/MD17), .xyz/.extxyz, .db."),
-    out: Path = typer.Option(..., help="Output ASE database (.db)."),
+    out: Path = typer.Option(..., help="Output ASE database (.db), not FILE itself."),
     energy_unit: str | None = typer.Option(
         None,
         help="Energy unit of an npz file without e_unit metadata: kcal/mol, eV, kJ/mol or "
@@ -78,7 +96,9 @@ def import_(
 @app.command()
 def export(
     file: Path = typer.Argument(..., help="ASE database of labelled frames."),
-    out: Path = typer.Option(..., help="Output extended XYZ file (eV, Å, eV/Å)."),
+    out: Path = typer.Option(
+        ..., help="Output extended XYZ file, .xyz or .extxyz (eV, Å, eV/Å), not FILE itself."
+    ),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
 ):
     """Export the frames of a database to extended XYZ."""

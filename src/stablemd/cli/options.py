@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from stablemd.core.config_file import read_config_file, validation_message
 from stablemd.core.errors import InputError
 
 SettingsT = TypeVar("SettingsT", bound=BaseModel)
@@ -18,6 +21,9 @@ OPTION_NAMES = {
     "tau_fs": "--tau",
     "max_bond_deviation_A": "--max-bond-deviation",
     "min_intermolecular_A": "--min-distance",
+    "max_time_minutes": "--max-time",
+    "reference_temperature_K": "--reference-temperature",
+    "nonbonded_intramolecular": "--intramolecular",
 }
 
 
@@ -28,13 +34,42 @@ def option_name(field: str) -> str:
 
 def settings_from_options(schema: type[SettingsT], **values) -> SettingsT:
     """``schema`` validated from option values; the first invalid one raises
-    :class:`InputError` naming its option, e.g. ``--timestep: Input should be ≤ 10``."""
+    :class:`InputError` naming its option, e.g. ``--timestep 20.0: Input should be ≤ 10``."""
     try:
         return schema.model_validate(values)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else ""
-        raise InputError(f"{option_name(field)} {values.get(field)!r}: {first['msg']}") from None
+        field, message = validation_message(exc.errors()[0])
+        if not field:  # a check of several options together names them itself
+            raise InputError(message) from None
+        top = field.split(".")[0]
+        raise InputError(f"{option_name(top)} {values.get(top)!r}: {message}") from None
+
+
+def config_from_options(schema: type[SettingsT], config: Path | None, **options) -> SettingsT:
+    """``schema`` validated from a YAML ``--config`` file (optional) and the options given on the
+    command line (``None``: not given; they win over the file). An invalid value raises
+    :class:`InputError` naming its option, or the file and its field."""
+    values = read_config_file(config) if config is not None else {}
+    given = {key: value for key, value in options.items() if value is not None}
+    try:
+        return schema.model_validate({**values, **given})
+    except ValidationError as exc:
+        field, message = validation_message(exc.errors()[0])
+        top = field.split(".")[0]
+        if not field:
+            where = f"{config}: " if config is not None else ""
+            raise InputError(where + message) from None
+        if top in given:
+            raise InputError(f"{option_name(top)} {given[top]!r}: {message}") from None
+        raise InputError(f"{config}: field {field!r}: {message}") from None
+
+
+def check_positive(**options: float | None) -> None:
+    """Refuse an option value that is not a positive finite number, naming the option:
+    ``check_positive(batch_size=0)`` → ``--batch-size 0: must be positive``."""
+    for name, value in options.items():
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise InputError(f"{option_name(name)} {value!r}: must be positive (and finite)")
 
 
 def system_params(params: list[str]) -> dict:

@@ -9,6 +9,7 @@ import typer
 
 from stablemd.cli.options import settings_from_options
 from stablemd.cli.output import console, metrics_table, stability_table
+from stablemd.core.files import check_output_directory
 from stablemd.quickstart import STAGES, QuickstartResult, QuickstartSettings, run_quickstart
 
 _DEFAULTS = QuickstartSettings()
@@ -40,6 +41,7 @@ def quickstart(
         n_train=n_train, train_epochs=train_epochs, replicas=replicas,
         stability_ps=stability_ps, stable_epochs=stable_epochs, qm_weight=qm_weight, seed=seed,
     )  # fmt: skip
+    check_output_directory(out, "--out")
     started = time.perf_counter()
 
     def announce(k: int, title: str) -> None:

@@ -8,8 +8,9 @@ import typer
 
 from stablemd.cli.options import settings_from_options
 from stablemd.cli.output import console
+from stablemd.core.files import check_output_directory
 from stablemd.data.formats import read_positions
-from stablemd.models.registry import load_potential
+from stablemd.models.registry import check_elements, load_potential
 from stablemd.simulation import SimulationSettings
 from stablemd.simulation import simulate as run_simulation
 from stablemd.systems import get_system
@@ -47,11 +48,13 @@ def simulate(
         thermostat=thermostat, friction_per_fs=friction, tau_fs=tau, every=every,
         velocities=velocities, checkpoint_every=checkpoint_every, seed=seed,
     )  # fmt: skip
-    potential = load_potential(model)
     structures = [reference.atoms]
     if starts is not None:
         structures = read_positions(starts)
         reference.check_frames(structures, str(starts))
+    potential = load_potential(model)
+    check_elements(potential, structures, str(model), str(starts or f"--system {system}"))
+    check_output_directory(out, "--out", inputs=[model, starts])
     done = run_simulation(potential, structures, settings, out, progress)
     result = done.result
     console.print(

@@ -9,11 +9,12 @@ import typer
 from stablemd.cli.options import settings_from_options
 from stablemd.cli.output import console, stability_table
 from stablemd.core.errors import InputError
+from stablemd.core.files import check_output_directory
 from stablemd.data.formats import read_positions
 from stablemd.diagnose.stability.benchmark import StabilitySettings
 from stablemd.diagnose.stability.compare import compare_models
 from stablemd.diagnose.stability.diffusion import DIFFUSION_WINDOW_PS
-from stablemd.models.registry import load_potential
+from stablemd.models.registry import check_elements, load_potential
 from stablemd.systems import get_system
 
 
@@ -94,6 +95,9 @@ def stability(
     potentials = {
         label: load_potential(path) for label, path in zip(_labels(model), model, strict=True)
     }
+    for path, potential in zip(model, potentials.values(), strict=True):
+        check_elements(potential, start_frames, str(path), str(starts or f"--system {system}"))
+    check_output_directory(out, "--out", inputs=[*model, starts, reference])
     rows = compare_models(
         potentials, target, start_frames, reference_frames, settings, out, progress
     )

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 
+from stablemd.cli.options import config_from_options
 from stablemd.cli.output import console
-from stablemd.core.config_file import load_config
+from stablemd.cli.train import check_model_output
 from stablemd.fix.stable_training.config import StableConfig
 from stablemd.fix.stable_training.workflow import stable_train as run_stable_training
 
@@ -18,7 +19,11 @@ def stable_train(
     data: Path = typer.Option(
         ..., help="ASE database the model was trained on; its training frames are the fixed QM set."
     ),
-    out: Path = typer.Option(..., help="Where to write the StABlE-trained model (.pt)."),
+    out: Path = typer.Option(
+        ...,
+        help="Where to write the StABlE-trained model (.pt); not --model, not an existing file "
+        "(--overwrite).",
+    ),
     config: Path = typer.Option(None, help="YAML file with further StABlE options."),
     system: str = typer.Option(
         None, help="Built-in system the frames are (default: bonds derived from the frames)."
@@ -56,9 +61,12 @@ def stable_train(
         None, help="Checkpoint, log.csv and plot directory. (default: <out stem>_run)"
     ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    overwrite: bool = typer.Option(
+        False, help="Replace OUT if it exists (never --model; a resumed run has not written it)."
+    ),
 ):
     """Alternate MD that finds instabilities with learning that fixes them; rerun to resume."""
-    options = load_config(
+    options = config_from_options(
         StableConfig, config, estimator=estimator, observable=observable,
         reference_temperature_K=reference_temperature, criterion=criterion,
         max_bond_deviation_A=max_bond_deviation, min_intermolecular_A=min_distance,
@@ -67,6 +75,7 @@ def stable_train(
         learning_rate=learning_rate, max_cycles=max_cycles, max_epochs=max_epochs,
         max_time_minutes=max_time, seed=seed,
     )  # fmt: skip
+    run_dir = check_model_output(out, overwrite, [model, data, reference, config], run_dir)
     result = run_stable_training(model, data, out, options, system, reference, run_dir, progress)
     learning = sum(row["phase"] == "learning" for row in result.history)
     last = result.history[-1] if result.history else {"unstable_fraction": float("nan")}

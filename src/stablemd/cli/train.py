@@ -6,16 +6,31 @@ from pathlib import Path
 
 import typer
 
+from stablemd.cli.options import check_positive, config_from_options
 from stablemd.cli.output import console, metrics_table
-from stablemd.core.config_file import load_config
 from stablemd.core.errors import InputError
-from stablemd.core.files import write_json
-from stablemd.data.database import read_frames
+from stablemd.core.files import check_output_directory, check_output_file, write_json
+from stablemd.data.database import count_frames, read_frames
 from stablemd.data.frames import FrameSet
-from stablemd.models.registry import load_potential
+from stablemd.models.registry import check_elements, check_hyperparameters, load_potential
 from stablemd.training.config import TrainConfig
 from stablemd.training.metrics import error_metrics
-from stablemd.training.workflow import held_out_indices, train_from_database
+from stablemd.training.workflow import default_run_dir, held_out_indices, train_from_database
+
+#: Extension of model files: every command that writes one refuses another.
+MODEL_SUFFIXES = (".pt",)
+
+
+def check_model_output(
+    out: Path, overwrite: bool, inputs: list[Path | None], run_dir: Path | None
+) -> Path:
+    """Check ``--out`` (a new ``.pt`` file, none of the inputs; an existing one only with
+    ``--overwrite``) and the run directory (default ``<out stem>_run``) before any training;
+    returns the run directory."""
+    check_output_file(out, "--out", inputs=inputs, overwrite=overwrite, suffixes=MODEL_SUFFIXES)
+    option = "--run-dir" if run_dir is not None else "--out (its run directory)"
+    run_dir = run_dir if run_dir is not None else default_run_dir(out)
+    return check_output_directory(run_dir, option, inputs=inputs)
 
 
 def train(
@@ -24,7 +39,9 @@ def train(
     ),
     n_train: int = typer.Option(..., help="Number of training frames."),
     n_val: int = typer.Option(..., help="Number of validation frames (early stopping, schedule)."),
-    out: Path = typer.Option(..., help="Where to write the trained model (.pt)."),
+    out: Path = typer.Option(
+        ..., help="Where to write the trained model (.pt); not an existing file (--overwrite)."
+    ),
     model: str = typer.Option(None, help="Model kind: painn (built-in) or mace. (default painn)"),
     config: Path = typer.Option(None, help="YAML file with further training options."),
     max_epochs: int = typer.Option(None, help="Maximum number of epochs."),
@@ -38,17 +55,24 @@ def train(
         None, help="Checkpoint and metrics.csv directory. (default: <out stem>_run next to --out)"
     ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    overwrite: bool = typer.Option(
+        False, help="Replace OUT if it exists (a run that is resumed has not written it yet)."
+    ),
 ):
     """Train a potential on energies and forces; rerun the same command to resume."""
-    options = load_config(
-        TrainConfig,
-        config,
-        model=model,
-        max_epochs=max_epochs,
-        max_time_minutes=max_time,
-        dtype=dtype,
-        seed=seed,
-    )
+    options = config_from_options(
+        TrainConfig, config, model=model, max_epochs=max_epochs, max_time_minutes=max_time,
+        dtype=dtype, seed=seed,
+    )  # fmt: skip
+    where = f"{config}: model_options" if config is not None else "model_options"
+    check_hyperparameters(options.model, options.model_options, where)
+    check_positive(n_train=n_train, n_val=n_val)
+    available = count_frames(data)  # a missing or foreign file is refused before any output
+    if n_train + n_val > available:
+        raise InputError(
+            f"{data}: has {available} frames, fewer than --n-train {n_train} + --n-val {n_val}"
+        )
+    run_dir = check_model_output(out, overwrite, [data, config], run_dir)
     trained = train_from_database(
         data, n_train, n_val, options, out, run_dir=run_dir, split_by=split_by, progress=progress
     )
@@ -68,10 +92,17 @@ def evaluate(
         False, help="Also count frames the model was trained or validated on."
     ),
     batch_size: int = typer.Option(32, help="Frames per forward pass."),
+    overwrite: bool = typer.Option(False, help="Replace the --json file if it exists."),
 ):
     """Energy (per atom, per structure) and force errors, per element, on held-out frames."""
+    check_positive(batch_size=batch_size)
+    if json_out is not None:
+        check_output_file(
+            json_out, "--json", inputs=[model, data], overwrite=overwrite, suffixes=(".json",)
+        )
     potential = load_potential(model)
     frames = read_frames(data)
+    check_elements(potential, frames, str(model), str(data))
     indices = (
         list(range(len(frames)))
         if include_training

@@ -15,28 +15,46 @@ from stablemd.core.files import check_same_options
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
+def read_config_file(path: str | Path) -> dict:
+    """The mapping of option names to values in the YAML file at ``path`` (empty file: ``{}``);
+    a missing, binary or malformed file, or one that is not a mapping, raises
+    :class:`InputError` naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a configuration file")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such configuration file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a YAML configuration file (not text)") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the configuration file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise InputError(f"{path}: expected a mapping of option names to values")
+    return loaded or {}
+
+
+def validation_message(error: dict) -> tuple[str, str]:
+    """(dotted field, message) of one pydantic error; a check of several fields together has
+    no field and its message without pydantic's "Value error, " prefix."""
+    field = ".".join(str(part) for part in error["loc"])
+    return field, str(error["msg"]).removeprefix("Value error, ")
+
+
 def load_config(schema: type[ConfigT], path: str | Path | None, **overrides) -> ConfigT:
     """Validate a YAML file (optional) plus command-line overrides (``None`` means not given)."""
-    values: dict = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such configuration file") from None
-        except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise InputError(f"{path}: expected a mapping of option names to values")
-        values.update(loaded or {})
+    values: dict = read_config_file(path) if path is not None else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return schema.model_validate(values)
     except ValidationError as exc:
         where = f"{path}: " if path is not None else ""
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        raise InputError(f"{where}field {field!r}: {first['msg']}") from None
+        field, message = validation_message(exc.errors()[0])
+        text = f"{where}field {field!r}: {message}" if field else where + message
+        raise InputError(text) from None
 
 
 def field_defaults(schema: type[BaseModel]) -> dict:

@@ -1,7 +1,10 @@
 """Files that can be trusted: atomic writes, checked loading, and the "same run?" check.
 
 Every file the toolkit writes goes through :func:`atomic_write` (a ``.partial`` sibling renamed
-into place), so a kill never leaves a half-written file that looks complete. Every resumable
+into place), so a kill never leaves a half-written file that looks complete. Every output a
+command is given is checked first by :func:`check_output_file` or :func:`check_output_directory`:
+never one of the inputs, never an existing file unless asked to overwrite, with the extension
+of its format, and in a place that can be written (missing directories are created). Every resumable
 loop (data generation, training, MD, StABlE) stores its options and refuses to continue under
 others through :func:`check_same_options`.
 """
@@ -9,7 +12,9 @@ others through :func:`check_same_options`.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Mapping
+import tempfile
+import warnings
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,9 +33,11 @@ def partial_path(path: str | Path) -> Path:
 def atomic_write(path: str | Path) -> Iterator[Path]:
     """Yield the ``.partial`` path to write; rename it to ``path`` when the block succeeds.
 
-    A block that raises leaves ``path`` as it was and removes the partial file.
+    A block that raises leaves ``path`` as it was and removes the partial file. A missing
+    parent directory is created.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(path)
     tmp.unlink(missing_ok=True)
     try:
@@ -39,6 +46,80 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     tmp.replace(path)
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file: equal once resolved (symbolic links, ``..``), or one
+    file under two names (a hard link: same device and inode)."""
+    a, b = Path(a), Path(b)
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def _check_can_create(directory: Path, where: str) -> None:
+    """Raise :class:`InputError` unless ``directory`` exists or can be created and a file can be
+    written in it: its nearest existing ancestor must be a writable directory. Nothing is created
+    (the writers create missing directories when they write), so a command refused later for
+    another reason leaves no trace."""
+    for existing in (directory, *directory.parents):
+        if existing.exists():
+            break
+    if not existing.is_dir():
+        raise InputError(f"{where}: {existing} is a file, not a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".stablemd-write-test-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"{where}: cannot write in {existing} ({exc.strerror})") from None
+
+
+def check_output_file(
+    path: str | Path,
+    option: str = "--out",
+    *,
+    inputs: Iterable[str | Path | None] = (),
+    overwrite: bool = False,
+    suffixes: Collection[str] = (),
+) -> Path:
+    """Check an output file before any work, the rule of every command that writes one.
+
+    Refused, with :class:`InputError` naming ``option`` and the path: an extension not in
+    ``suffixes`` (lower case, with the dot; a file's extension must say its format); one of the
+    ``inputs`` (the same path, a symbolic link to it, or a hard link); a directory; an existing
+    file unless ``overwrite``; a place where it cannot be written. A missing parent directory
+    is fine: the writers create it."""
+    path = Path(path)
+    where = f"{option} {path}"
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise InputError(f"{where}: the file name must end in {' or '.join(sorted(suffixes))}")
+    for source in inputs:
+        if source is not None and same_file(path, source):
+            raise InputError(f"{where}: is also an input ({source}); choose another output")
+    if path.is_dir():
+        raise InputError(f"{where}: is a directory, not a file")
+    if path.exists() and not overwrite:
+        raise InputError(f"{where}: already exists; choose another output or pass --overwrite")
+    _check_can_create(path.parent, where)
+    return path
+
+
+def check_output_directory(
+    path: str | Path, option: str = "--out", inputs: Iterable[str | Path | None] = ()
+) -> Path:
+    """Check an output directory before any work: not an existing file, not one of the
+    ``inputs``, and writable or creatable; raises :class:`InputError` naming ``option`` and
+    the path."""
+    path = Path(path)
+    where = f"{option} {path}"
+    for source in inputs:
+        if source is not None and same_file(path, source):
+            raise InputError(f"{where}: is also an input ({source}); choose another output")
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{where}: is a file, not a directory")
+    _check_can_create(path, where)
+    return path
 
 
 def write_json(data: dict, path: str | Path) -> None:
@@ -61,12 +142,16 @@ def load_tagged_torch_file(path: str | Path, file_format: str, description: str)
     :class:`~stablemd.core.errors.InputError` naming the file and the ``description`` expected.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a {description}")
     if not path.is_file():
         raise InputError(f"{path}: no such {description}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # torch raises many types for corrupt or foreign files
-        raise InputError(f"{path}: not a {description} (unreadable)") from None
+        raise InputError(f"{path}: not a {description}") from None
     if not isinstance(payload, dict) or payload.get("format") != file_format:
         found = payload.get("format") if isinstance(payload, dict) else None
         detail = f"its format is {found!r}" if found else "no stablemd format tag"
@@ -112,6 +197,23 @@ def record_run_options(
     options missing from an older record count as their ``defaults``."""
     path = Path(path)
     if path.is_file():
-        check_same_options(path, json.loads(path.read_text()), options, may_change, defaults)
+        check_same_options(
+            path, read_json_record(path, "run record"), options, may_change, defaults
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(options, path)
+
+
+def read_json_record(path: str | Path, description: str, keys: Collection[str] = ()) -> dict:
+    """The JSON object that a run wrote at ``path``, with ``keys``; anything else (a foreign or
+    damaged file) raises :class:`InputError` naming it as not a stablemd ``description``."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        record = None
+    if not isinstance(record, dict) or any(key not in record for key in keys):
+        raise InputError(
+            f"{path}: not a stablemd {description}; use another output or delete the file"
+        )
+    return record

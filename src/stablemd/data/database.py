@@ -22,7 +22,7 @@ from ase.db.core import check as check_key_value_pairs
 from ase.db.row import AtomsRow
 
 from stablemd.core.errors import InputError
-from stablemd.core.files import atomic_write
+from stablemd.core.files import atomic_write, check_output_file
 
 
 def connect(path: str | Path, append: bool = True):
@@ -33,13 +33,15 @@ def connect(path: str | Path, append: bool = True):
 def open_database(path: str | Path):
     """An existing ASE database, checked read-only first so foreign files are never modified."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not an ASE database file")
     if not path.is_file():
         raise InputError(f"{path}: no such database file")
     try:
         with closing(sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)) as con:
             tables = con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
-    except sqlite3.Error as exc:
-        raise InputError(f"{path}: not an SQLite database ({exc})") from None
+    except sqlite3.Error:
+        raise InputError(f"{path}: not an ASE database (not an SQLite file)") from None
     if ("systems",) not in tables:
         raise InputError(f"{path}: not an ASE database (no 'systems' table)")
     return connect(path)
@@ -61,9 +63,9 @@ def key_value_pairs(info: dict) -> dict:
 
 
 def check_new_output(path: Path, overwrite: bool) -> None:
-    """Refuse to replace an existing output file unless asked to."""
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} already exists; delete it, choose another output or overwrite")
+    """Refuse to replace an existing output file unless asked to, or to write where no file
+    can be written (see :func:`~stablemd.core.files.check_output_file`)."""
+    check_output_file(path, "output", overwrite=overwrite)
 
 
 def write_frames(
@@ -133,6 +135,11 @@ def read_frames(
         atoms.info.update(row.key_value_pairs)
         frames.append(atoms)
     return frames
+
+
+def count_frames(path: str | Path) -> int:
+    """Number of frames in the database at ``path``."""
+    return open_database(path).count()
 
 
 def summarize(path: str | Path) -> dict:

@@ -20,9 +20,9 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.units import Bohr
 
 from stablemd.core.errors import InputError
-from stablemd.core.files import atomic_write
+from stablemd.core.files import atomic_write, check_output_file
 from stablemd.core.units import ENERGY_UNITS_IN_EV
-from stablemd.data.database import check_new_output, read_frames, write_frames
+from stablemd.data.database import read_frames, write_frames
 
 #: Energy unit assumed for npz files that do not say (MD17's unit).
 DEFAULT_NPZ_ENERGY_UNIT = "kcal/mol"
@@ -77,7 +77,16 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                     data[name] = str(npz[names[name]])
             return data
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise InputError(f"{path}: not a readable npz file ({exc})") from None
+        raise InputError(f"{path}: not a readable npz file ({_npz_problem(path, exc)})") from None
+
+
+def _npz_problem(path: Path, exc: Exception) -> str:
+    """Why numpy could not read ``path``, in a user's words rather than numpy's."""
+    if not zipfile.is_zipfile(path):
+        return "not a zip archive of arrays"
+    if isinstance(exc, ValueError) and "pickle" in str(exc):
+        return "it holds Python objects, not plain arrays"
+    return "truncated or corrupt"
 
 
 def _npz_units(path: Path, data: dict, energy_unit: str | None) -> tuple[float, float]:
@@ -194,20 +203,28 @@ def read_positions(path: str | Path) -> list[Atoms]:
     return frames
 
 
+#: Extensions of the files ``import_file`` and ``export_extxyz`` write.
+DATABASE_SUFFIXES = (".db",)
+EXTXYZ_SUFFIXES = (".xyz", ".extxyz")
+
+
 def import_file(
     path: str | Path, out: str | Path, energy_unit: str | None = None, overwrite: bool = False
 ) -> int:
     """Convert the labelled frames of ``path`` (see :func:`read_any`) into the ASE database
-    ``out``; returns the number of frames."""
-    out = Path(out)
-    check_new_output(out, overwrite)
+    ``out`` (a ``.db`` file, never ``path`` itself); returns the number of frames."""
+    out = check_output_file(
+        out, "--out", inputs=[path], overwrite=overwrite, suffixes=DATABASE_SUFFIXES
+    )
     return write_frames(out, read_any(path, energy_unit), overwrite=overwrite)
 
 
 def export_extxyz(db_path: str | Path, out_path: str | Path, overwrite: bool = False) -> int:
-    """Write every frame of the database ``db_path`` to extended XYZ (eV, Å, eV/Å)."""
-    out = Path(out_path)
-    check_new_output(out, overwrite)
+    """Write every frame of the database ``db_path`` to extended XYZ (eV, Å, eV/Å): a
+    ``.xyz``/``.extxyz`` file, never ``db_path`` itself."""
+    out = check_output_file(
+        out_path, "--out", inputs=[db_path], overwrite=overwrite, suffixes=EXTXYZ_SUFFIXES
+    )
     frames = read_frames(db_path)
     with atomic_write(out) as tmp:
         ase.io.write(tmp, frames, format="extxyz")

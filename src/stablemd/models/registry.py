@@ -8,11 +8,17 @@ free-form metadata (training data, metrics).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import math
+import numbers
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from ase import Atoms
 
 from stablemd.core.errors import InputError
 from stablemd.core.files import load_tagged_torch_file, save_torch_file
@@ -46,6 +52,33 @@ def build_potential(kind: str, **hyperparameters: Any) -> Potential:
     return _potential_class(kind)(**hyperparameters)
 
 
+def check_hyperparameters(kind: str, options: dict[str, Any], where: str = "model_options") -> None:
+    """Refuse, before any training, model options that ``kind`` does not take (``elements``
+    comes from the data), numbers that are not positive (every size, count and cutoff of the
+    built-in models is) and values the model itself rejects; the message names ``where`` and
+    the option."""
+    cls = _potential_class(kind)
+    takes = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+    allowed = [name for name in takes if name != "elements"]
+    for name, value in options.items():
+        if name not in allowed:
+            detail = "set from the data" if name == "elements" else f"{kind} takes {allowed}"
+            raise InputError(f"{where}: unknown option {name!r} ({detail})")
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            number = isinstance(item, numbers.Real) and not isinstance(item, bool)
+            if number and not (item > 0 and math.isfinite(item)):
+                raise InputError(f"{where}.{name}: {value!r} must be a positive number")
+    try:
+        with warnings.catch_warnings():  # the libraries' deprecation notes are not the user's
+            warnings.simplefilter("ignore")
+            build_potential(kind, elements=[1], **options)
+    except InputError:
+        raise
+    except Exception as exc:  # the model's own check of a value (an irreps string, a type)
+        raise InputError(f"{where}: {kind} refuses these options ({exc})") from None
+
+
 def save_potential(potential: Potential, path: str | Path, metadata: dict | None = None) -> None:
     """Write the model to ``path`` atomically (a crash never leaves a half-written file)."""
     path = Path(path)
@@ -75,6 +108,17 @@ def load_potential(path: str | Path, dtype: torch.dtype | None = None) -> Potent
     if dtype is not None:
         potential.to(dtype)
     return potential.eval()
+
+
+def check_elements(potential: Potential, frames: Sequence[Atoms], model: str, where: str) -> None:
+    """Refuse ``frames`` (from ``where``: a file, a system) with an element the model at
+    ``model`` was not trained on, naming the frame and atom, before any MD or evaluation."""
+    for index, atoms in enumerate(frames):
+        try:
+            potential.check_elements(torch.as_tensor(atoms.numbers))
+        except InputError as exc:
+            frame = f"frame {index}, " if len(frames) > 1 else ""
+            raise InputError(f"{where}: {frame}{str(exc).replace('this model', model)}") from None
 
 
 def model_fingerprint(potential: Potential) -> str:

@@ -139,10 +139,17 @@ class TrajectoryWriter(Observer):
         if not self.path.is_file():
             raise InputError(f"{self.path}: trajectory missing; cannot resume the run")
         self.close()
-        self.file = h5py.File(self.path, "a")
-        self.frames = frames.clone()
-        self.atom_slices = self._atom_slices(len(frames))
-        self.series = [self._find_series(k) for k in range(len(frames))]
+        try:
+            self.file = h5py.File(self.path, "a")
+            self.frames = frames.clone()
+            self.atom_slices = self._atom_slices(len(frames))
+            self.series = [self._find_series(k) for k in range(len(frames))]
+        except (OSError, KeyError, ValueError):  # h5py's errors for foreign or damaged files
+            self.close()
+            raise InputError(
+                f"{self.path}: not the trajectory of this run (not an H5MD file stablemd wrote, "
+                "or damaged); cannot resume the run"
+            ) from None
         for k, series in enumerate(self.series):
             for dataset in series.values():
                 dataset.resize(int(frames[k]), axis=0)

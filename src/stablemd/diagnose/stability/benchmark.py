@@ -12,7 +12,6 @@ which gives its diffusivity (:mod:`stablemd.diagnose.stability.diffusion`).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,12 @@ from pydantic import Field
 from stablemd.analysis.structure import distance_histogram_h_r
 from stablemd.core.config_file import field_defaults
 from stablemd.core.errors import InputError
-from stablemd.core.files import record_run_options, write_json
+from stablemd.core.files import (
+    check_same_options,
+    read_json_record,
+    record_run_options,
+    write_json,
+)
 from stablemd.diagnose.stability.diffusion import DIFFUSION_WINDOW_PS, StableDisplacement
 from stablemd.diagnose.stability.report import StabilitySummary, summarize
 from stablemd.md.forces import ForceTerm, ModelForces
@@ -166,6 +170,32 @@ def stability_monitors(
     return monitors
 
 
+def check_stability_run(model_id: str, settings: StabilitySettings, out_dir: Path) -> dict | None:
+    """The finished result kept in ``out_dir`` (None: none yet), once it is clear that the
+    model ``model_id`` may run there with ``settings``: a damaged or foreign ``result.json`` or
+    ``settings.json``, other settings, another model or a shorter run are refused. Writes
+    nothing, so that several runs can all be checked before the first starts."""
+    done = out_dir / "result.json"
+    earlier = None
+    if done.is_file():
+        earlier = read_json_record(done, "stability result", ("summary", "run"))
+        summary = earlier["summary"]
+        length = summary.get("run_length_ps") if isinstance(summary, dict) else None
+        if not isinstance(length, int | float):
+            raise InputError(f"{done}: not a stablemd stability result; use another output")
+        if summary["run_length_ps"] > settings.time_ps:
+            raise InputError(
+                f"{done}: the run is already {summary['run_length_ps']:g} ps long; "
+                f"a shorter one ({settings.time_ps:g} ps) needs another output directory"
+            )
+    record = out_dir / "settings.json"
+    if record.is_file():
+        options = {"model": model_id, **settings.model_dump()}
+        previous = read_json_record(record, "run record")
+        check_same_options(record, previous, options, may_change={"time_ps"})
+    return earlier
+
+
 def run_stability(
     model: Potential | ForceTerm,
     system: System,
@@ -194,13 +224,7 @@ def run_stability(
         if not isinstance(model, Potential):
             raise ValueError("run_stability: name the force term with model_id")
         model_id = model_fingerprint(model)
-    done = out_dir / "result.json"
-    earlier = json.loads(done.read_text()) if done.is_file() else None
-    if earlier is not None and earlier["summary"]["run_length_ps"] > settings.time_ps:
-        raise InputError(
-            f"{done}: the run is already {earlier['summary']['run_length_ps']:g} ps long; "
-            f"a shorter one ({settings.time_ps:g} ps) needs another output directory"
-        )
+    earlier = check_stability_run(model_id, settings, out_dir)
     check_rdf_criterion(system, settings, reference_rdf)
     options = {"model": model_id, **settings.model_dump()}
     if settings.max_rdf_deviation is not None:
@@ -236,5 +260,5 @@ def run_stability(
         failure_reasons=result.unstable_reason,
     )
     run_fields = {k: v for k, v in asdict(outcome).items() if k != "summary"}
-    write_json({"summary": asdict(outcome.summary), "run": run_fields}, done)
+    write_json({"summary": asdict(outcome.summary), "run": run_fields}, out_dir / "result.json")
     return outcome

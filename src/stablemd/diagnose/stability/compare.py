@@ -8,10 +8,12 @@ from pathlib import Path
 from ase import Atoms
 
 from stablemd.analysis.structure import reference_observables
+from stablemd.core.files import read_json_record
 from stablemd.diagnose.stability.benchmark import (
     H_R_MAX_A,
     StabilitySettings,
     check_rdf_criterion,
+    check_stability_run,
     h_r_mae,
     run_stability,
 )
@@ -21,6 +23,7 @@ from stablemd.diagnose.stability.report import (
     write_summary,
 )
 from stablemd.models.potential import Potential
+from stablemd.models.registry import model_fingerprint
 from stablemd.systems.system import System
 
 
@@ -42,6 +45,10 @@ def compare_models(
     speed, the criterion that ended each replica, diffusivities (periodic systems) and the h(r)
     MAE against the reference.
     """
+    if (out / "summary.json").exists():  # a rerun rewrites it; a foreign file is refused
+        read_json_record(out / "summary.json", "stability summary", ("settings",))
+    for label, potential in models.items():  # every run may start, before the first does
+        check_stability_run(model_fingerprint(potential), settings, out / label)
     reference_h_r = None if reference is None else reference_observables(reference, r_max=H_R_MAX_A)
     reference_rdf = None if reference_h_r is None else reference_h_r.rdf
     check_rdf_criterion(system, settings, reference_rdf)  # before any model runs

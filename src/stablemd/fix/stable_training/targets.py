@@ -16,6 +16,8 @@ or read from an ``.npz`` file with a ``reference`` array.
 from __future__ import annotations
 
 import importlib
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,15 +180,19 @@ def reference_from_frames(
 def reference_from_file(path: Path, size: int) -> ReferenceValue:
     """g_ref from the ``reference`` array of an ``.npz`` file; its length must be ``size``."""
     path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not a readable .npz file (not a zip archive of arrays)")
     try:
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
             value = torch.as_tensor(np.asarray(data["reference"], dtype=np.float64))
     except FileNotFoundError:
         raise InputError(f"{path}: no such reference file") from None
     except KeyError:
         raise InputError(f"{path}: no 'reference' array in the file") from None
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{path}: not a readable .npz file ({exc})") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error):
+        raise InputError(f"{path}: not a readable .npz file") from None
     if value.shape != (size,):
         raise InputError(f"{path}: 'reference' has shape {list(value.shape)}, expected [{size}]")
+    if not bool(torch.isfinite(value).all()):
+        raise InputError(f"{path}: 'reference' has non-finite values")
     return ReferenceValue(value, float("nan"), str(path))

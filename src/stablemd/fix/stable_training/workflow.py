@@ -31,14 +31,14 @@ def training_frames(model_metadata: dict, data: Path) -> list[Atoms]:
     return [frames[i] for i in model_metadata["training"]["train_indices"]]
 
 
-def system_of(name: str | None, frames: list[Atoms]) -> System:
-    """The built-in system ``name``, or one derived from the frames: bonds of the first frame,
-    reference bond lengths averaged over all frames."""
+def system_of(name: str | None, frames: list[Atoms], where: str = "the training frames") -> System:
+    """The built-in system ``name``, or one derived from the frames (of ``where``, named in
+    errors): bonds of the first frame, reference bond lengths averaged over all frames."""
     if name is not None:
         system = get_system(name)
     else:
         system = System.from_atoms("data", frames[0], default_oracle="", timestep_fs=0.5)
-    system.check_frames(frames, "the training frames")
+    system.check_frames(frames, where)
     if name is None:
         system.reference_bond_lengths = np.mean([bond_lengths(a, system.bonds) for a in frames], 0)
     return system
@@ -89,7 +89,7 @@ def stable_train(
     """
     potential = load_potential(model)
     frames = training_frames(potential.metadata, data)
-    system = system_of(system_name, frames)
+    system = system_of(system_name, frames, f"{data} (training frames)")
     observable = training_observable(system, config)
     reference = reference_value(observable, system, frames, config, reference_file)
     run_dir = run_dir or Path(out).with_name(Path(out).stem + "_run")
