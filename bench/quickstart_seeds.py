@@ -30,6 +30,7 @@ SETTINGS = {
     "labels20-lambda2": {"n_train": 20, "qm_weight": 2.0},
     "labels40-lambda2": {"n_train": 40, "qm_weight": 2.0},
     "labels20-lambda10": {"n_train": 20, "qm_weight": 10.0},
+    "labels10-lambda2": {"n_train": 10, "qm_weight": 2.0},
 }
 ONE_RUN = """
 import json, sys
