@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from stablemd.core.errors import InputError
+from stablemd.data.database import write_frames
 from stablemd.data.frames import FrameSet
 from stablemd.models.potential import predict
 from stablemd.training.config import TrainConfig
@@ -19,6 +22,7 @@ from stablemd.training.statistics import (
     recentre_energies,
 )
 from stablemd.training.trainer import Trainer, new_potential
+from stablemd.training.workflow import train_from_database
 
 SMALL_MODEL = {"n_features": 16, "n_interactions": 2, "cutoff": 4.0}
 
@@ -112,3 +116,51 @@ def test_time_budget_still_returns_a_model(ethanol_frames, tmp_path):
     train, val = FrameSet(ethanol_frames[:40]), FrameSet(ethanol_frames[40:])
     result = Trainer(_config(max_time_minutes=1e-6), train, val, tmp_path, progress=False).run()
     assert np.isfinite(result.best_validation["metrics"]["forces_eV_per_A"]["mae"])
+
+
+def test_rerun_into_the_same_output_with_other_inputs_is_refused(ethanol_frames, tmp_path):
+    """A finished run is reused only for the same data (by content), split, model and options;
+    anything else is refused instead of answering with the old model and metrics."""
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    frames = [atoms.copy() for atoms in ethanol_frames[:24]]
+    for k, (atoms, original) in enumerate(zip(frames, ethanol_frames, strict=False)):
+        atoms.calc, atoms.info["trajectory"] = original.calc, k % 4
+    write_frames(a, frames)
+    write_frames(b, ethanol_frames[24:48])
+    relabelled = [atoms.copy() for atoms in ethanol_frames[:24]]  # same positions, other forces
+    for atoms, original in zip(relabelled, ethanol_frames[:24], strict=True):
+        results = original.calc.results
+        atoms.calc = SinglePointCalculator(
+            atoms, energy=results["energy"], forces=1.1 * results["forces"]
+        )
+    write_frames(tmp_path / "relabelled.db", relabelled)
+    copy = tmp_path / "elsewhere" / "a.db"
+    copy.parent.mkdir()
+    shutil.copy(a, copy)
+    config = _config(max_epochs=1)
+    out = tmp_path / "model.pt"
+    first = train_from_database(a, 10, 6, config, out, progress=False)
+    again = train_from_database(copy, 10, 6, config, out, progress=False)  # same content
+    assert again.metadata["validation"] == first.metadata["validation"]
+    saved = out.read_bytes()
+    for data, n_train, n_val, options, named in [
+        (b, 10, 6, {}, "data"),
+        (tmp_path / "relabelled.db", 10, 6, {}, "data"),
+        (a, 12, 6, {}, "n_train"),
+        (a, 10, 5, {}, "n_val"),
+        (a, 10, 6, {"model_options": {**SMALL_MODEL, "n_features": 8}}, "model_options"),
+        (a, 10, 6, {"seed": 1}, "seed"),
+    ]:
+        with pytest.raises(InputError, match=f"this run used {named}"):
+            train_from_database(data, n_train, n_val, _config(max_epochs=1, **options), out,
+                                progress=False)  # fmt: skip
+    with pytest.raises(InputError, match="this run used split_by='random', not 'trajectory'"):
+        train_from_database(a, 10, 6, config, out, split_by="trajectory", progress=False)
+    assert out.read_bytes() == saved  # the model file still describes the first run
+    # a checkpoint written before runs recorded their inputs cannot prove them: refused
+    checkpoint = tmp_path / "model_run" / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    del state["inputs"]
+    torch.save(state, checkpoint)
+    with pytest.raises(InputError, match="does not record its data_fingerprint"):
+        train_from_database(a, 10, 6, config, out, progress=False)

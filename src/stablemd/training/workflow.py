@@ -12,6 +12,7 @@ import torch
 from ase import Atoms
 
 from stablemd.data.database import read_frames
+from stablemd.data.fingerprints import labelled_frames_fingerprint
 from stablemd.data.frames import FrameSet
 from stablemd.data.splits import split_indices
 from stablemd.models.potential import Potential
@@ -46,6 +47,8 @@ def train_from_database(
     """Train on ``n_train`` frames of ``data_path``, validate on ``n_val`` others, save to ``out``.
 
     The model file records which frames were used, so that evaluation can hold them out.
+    Rerunning into the same ``run_dir`` continues (or reports) that run only for the same data
+    (by content: a copy elsewhere is the same data), split and options; others are refused.
     """
     frames = read_frames(data_path)
     trajectories = [a.info.get("trajectory", 0) for a in frames]
@@ -56,7 +59,13 @@ def train_from_database(
     train = FrameSet([frames[i] for i in split.train], dtype)
     validation = FrameSet([frames[i] for i in split.val], dtype)
     run_dir = run_dir or default_run_dir(out)
-    result = Trainer(config, train, validation, run_dir, progress=progress).run()
+    inputs = {
+        "data_fingerprint": labelled_frames_fingerprint(frames),
+        "n_train": int(n_train),
+        "n_val": int(n_val),
+        "split_by": split_by,
+    }
+    result = Trainer(config, train, validation, run_dir, progress=progress, inputs=inputs).run()
     metadata = {
         "training": {
             "data": str(Path(data_path).resolve()),
