@@ -197,7 +197,9 @@ def test_stable_train_command(ethanol_frames, tmp_path, capsys, no_oracle):
     stable = load_potential(tmp_path / "stable.pt")
     assert stable.metadata["note"] == "base"
     assert stable.metadata["stable"]["epochs"] == 3
-    assert "StABlE: 3 epochs" in capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
+    assert "StABlE: 3 epochs" in out
+    assert "no frame of train.db was used to train or validate the model; L_QM uses all" in out
 
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--config", str(tmp_path / "quick.yaml"), "--temperature", "300"])

@@ -15,7 +15,7 @@ from stablemd.data.frames import FrameSet
 from stablemd.models.registry import load_potential
 from stablemd.training.config import TrainConfig
 from stablemd.training.metrics import error_metrics
-from stablemd.training.workflow import held_out_indices, train_from_database
+from stablemd.training.workflow import locate_training_frames, train_from_database
 
 
 def train(
@@ -72,11 +72,12 @@ def evaluate(
     """Energy (per atom, per structure) and force errors, per element, on held-out frames."""
     potential = load_potential(model)
     frames = read_frames(data)
-    indices = (
-        list(range(len(frames)))
-        if include_training
-        else held_out_indices(potential.metadata, data, frames)
-    )
+    indices = list(range(len(frames)))
+    if not include_training:
+        located = locate_training_frames(potential.metadata, data, frames)
+        left_out = "" if located.by == "none" else "; they are left out"
+        console.print(located.describe(data) + left_out)
+        indices = located.held_out
     if not indices:
         raise InputError(f"{data}: every frame was used in training; pass --include-training")
     dtype = next(potential.parameters()).dtype

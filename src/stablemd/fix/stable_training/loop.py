@@ -25,6 +25,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from ase import Atoms
@@ -51,6 +52,9 @@ from stablemd.monitors.criteria import NonFinite, geometric_criterion
 from stablemd.systems.system import System
 from stablemd.training.loss import energy_force_loss
 from stablemd.training.statistics import recentre_energies
+
+if TYPE_CHECKING:
+    from stablemd.training.workflow import TrainingFrames
 
 FORMAT = "stablemd-stable-checkpoint/2"
 #: Options that may change when a run is resumed.
@@ -93,14 +97,17 @@ class _Flags(Observer):
 
 @dataclass
 class StableResult:
-    """The trained potential, one log row per epoch, wall time (s), the reference used, and
-    the change of the per-atom energy shift that re-centred the energies (eV/atom)."""
+    """The trained potential, one log row per epoch, wall time (s), the reference used, the
+    change of the per-atom energy shift that re-centred the energies (eV/atom), and (set by
+    :func:`~stablemd.fix.stable_training.workflow.stable_train`) where the base model's
+    training frames were found in the data."""
 
     potential: Potential
     history: list[dict]
     elapsed_s: float
     reference: ReferenceValue
     energy_recentred_eV_per_atom: float
+    training_frames: TrainingFrames | None = None
 
 
 def training_criterion(system: System, config: StableConfig) -> Criterion:
