@@ -180,6 +180,9 @@ def test_training_frames_are_recognised_by_content_in_a_shuffled_extxyz_copy(
                                 progress=False)  # fmt: skip
     training = model.metadata["training"]
     used = set(training["train_indices"]) | set(training["val_indices"])
+    # and what the ASE calculator compares structures with
+    assert set(training["shortest_distances_A"]) == {"H-H", "H-C", "H-O", "C-C", "C-O"}
+    assert 0.8 < training["shortest_distances_A"]["H-C"] < 1.1
     # export to extended XYZ, shuffle, import again: another file, other order, text round trip
     export_extxyz(data, tmp_path / "data.extxyz")
     exported = ase.io.read(tmp_path / "data.extxyz", index=":")

@@ -19,6 +19,7 @@ from stablemd.data.fingerprints import (
 )
 from stablemd.data.frames import FrameSet
 from stablemd.data.splits import split_indices
+from stablemd.models.coverage import shortest_distances
 from stablemd.models.potential import Potential
 from stablemd.models.registry import save_potential
 from stablemd.training.config import TrainConfig
@@ -76,6 +77,11 @@ def train_from_database(
             "train_fingerprint": frames_fingerprint(frames, split.train),
             "train_frame_fingerprints": [frame_fingerprint(frames[i]) for i in split.train],
             "val_frame_fingerprints": [frame_fingerprint(frames[i]) for i in split.val],
+            # what the ASE calculator compares a structure with (stablemd.models.coverage)
+            "distance_cutoff_A": result.potential.cutoff,
+            "shortest_distances_A": shortest_distances(
+                (frames[i] for i in split.train), result.potential.cutoff
+            ),
             "train_indices": [int(i) for i in split.train],
             "val_indices": [int(i) for i in split.val],
             "config": config.model_dump(),
