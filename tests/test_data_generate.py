@@ -9,8 +9,9 @@ from ase.calculators.emt import EMT
 
 from stablemd.core.errors import InputError
 from stablemd.data import generate
-from stablemd.data.database import read_frames
+from stablemd.data.database import open_database, read_frames
 from stablemd.data.generate import generate_reference_data
+from stablemd.oracles.xtb import XTBCalculator
 
 KEYS = {"system", "level_of_theory", "temperature_K", "timestep_fs", "trajectory", "step", "seed"}
 
@@ -73,6 +74,35 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(
     assert run(out)["new_frames"] == 0
     with pytest.raises(InputError, match="temperature_K"):
         generate_reference_data("ethanol", "xtb", 300.0, 12, 4, out, n_trajectories=2, seed=7)
+
+
+def test_a_slow_block_commits_its_state_inside_and_resumes_the_same_trajectory(
+    uninterrupted, tmp_path, monkeypatch
+):
+    """With checkpoint_seconds=0 every step inside a block is committed; a run interrupted in
+    the middle of a block continues from that step with the noise generator where it was."""
+    out = tmp_path / "ethanol.db"
+    calls = {"n": 0}
+    real_calculate = XTBCalculator.calculate
+
+    def interrupt_on_seventh(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return real_calculate(self, *args, **kwargs)
+
+    monkeypatch.setattr(XTBCalculator, "calculate", interrupt_on_seventh)
+    with pytest.raises(KeyboardInterrupt):
+        run(out, checkpoint_seconds=0.0)
+    states = open_database(tmp_path / "ethanol.db.partial").metadata["trajectories"]
+    assert states["0"]["step"] % 4 != 0 and "rng" in states["0"]  # inside a block
+    monkeypatch.setattr(XTBCalculator, "calculate", real_calculate)
+    summary = run(out, checkpoint_seconds=0.0)
+    assert summary["frames"] == 6
+    for resumed, expected in zip(read_frames(out), uninterrupted[1], strict=True):
+        assert resumed.info == expected.info
+        np.testing.assert_allclose(resumed.positions, expected.positions, atol=1e-7)
+        np.testing.assert_allclose(resumed.get_forces(), expected.get_forces(), atol=1e-4)
 
 
 class FailingEMT(EMT):
