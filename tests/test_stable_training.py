@@ -106,6 +106,54 @@ def test_interrupted_run_resumes_to_the_same_weights(ethanol_frames, tmp_path):
         _trainer(frames, tmp_path / "parts", max_epochs=7, replicas=6).run()
 
 
+class Interrupt(Exception):
+    pass
+
+
+def test_a_run_killed_inside_an_epoch_continues_inside_it(ethanol_frames, tmp_path):
+    """An epoch's MD checkpoints on time (here: every step); a run interrupted in the MD of a
+    learning epoch resumes there, samples included, and ends as an uninterrupted run."""
+    frames = ethanol_frames[:20]
+    options = dict(max_epochs=3, checkpoint_every_seconds=1e-9)
+    whole = _trainer(frames, tmp_path / "whole", **options).run()
+    assert [row["phase"] for row in whole.history] == ["simulation", "learning", "learning"]
+    cut = _trainer(frames, tmp_path / "cut", **options)
+    real_forces, calls = cut.forces, {"n": 0}
+
+    def forces_until_the_middle_of_epoch_2(state):
+        calls["n"] += cut.epoch == 2
+        if calls["n"] == 12:
+            raise Interrupt
+        return real_forces(state)
+
+    cut.forces = forces_until_the_middle_of_epoch_2
+    with pytest.raises(Interrupt):
+        cut.run()
+    assert (tmp_path / "cut" / "epoch-2-md.pt").is_file()
+    resumed = _trainer(frames, tmp_path / "cut", **options)
+    real_resumed, resumed_calls = resumed.forces, {"n": 0}
+
+    def counted(state):
+        resumed_calls["n"] += 1
+        return real_resumed(state)
+
+    resumed.forces = counted
+    result = resumed.run()
+    assert resumed_calls["n"] < 12  # it continued inside epoch 2 instead of starting it again
+    assert torch.equal(_flat(result.potential), _flat(whole.potential))
+    assert _comparable(result.history) == _comparable(whole.history)
+    assert not list((tmp_path / "cut").glob("epoch-*-md.pt"))
+
+
+def _comparable(history: list[dict]) -> list[dict]:
+    """Log rows without wall times, NaN as None (NaN equals nothing)."""
+    return [
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()
+         if k != "elapsed_s"}
+        for row in history
+    ]  # fmt: skip
+
+
 def test_each_learning_phase_restarts_its_schedule_and_ends_on_it(ethanol_frames, tmp_path):
     """As in the authors' code: the rate is cut when the learning runs' unstable fraction stops
     falling, the phase ends at the cut after ``max_lr_cuts``, and the next starts afresh."""

@@ -14,8 +14,12 @@ the samples (global: one estimate over all samples, or one per replica; local: t
 of every sample, stratified by their deviation from the reference), L_QM on a minibatch of the
 fixed training set. No new labels are ever made.
 
-Every epoch is logged (``log.csv``, ``stable_training.png``) and checkpointed; rerunning with
-the same options resumes.
+Every epoch is logged (``log.csv``, ``stable_training.png``) and checkpointed (every
+``checkpoint_every_epochs`` epochs, and after any epoch once ``checkpoint_every_seconds`` have
+passed); rerunning with the same options resumes. An epoch's MD, which may take long, keeps its
+own checkpoint (``epoch-<n>-md.pt``, at least every ``checkpoint_every_seconds``, removed when
+the epoch is done), so a resumed run continues inside the epoch and, the samples of a learning
+epoch included, gives what an uninterrupted run gives.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from stablemd.analysis.geometry import replica_numbers, replica_positions
 from stablemd.core.batch import Batch
 from stablemd.core.config_file import check_same_config
 from stablemd.core.errors import InputError
-from stablemd.core.files import load_tagged_torch_file, save_torch_file
+from stablemd.core.files import atomic_write, load_tagged_torch_file, save_torch_file
 from stablemd.data.frames import FrameSet
 from stablemd.fix.stable_training.config import StableConfig
 from stablemd.fix.stable_training.estimator import boltzmann_gradient
@@ -44,7 +48,7 @@ from stablemd.fix.stable_training.plots import plot_stable_training
 from stablemd.fix.stable_training.targets import ReferenceValue, TrainingObservable, make_observable
 from stablemd.md.forces import ModelForces
 from stablemd.md.monitor import Criterion, Observer
-from stablemd.md.runner import run
+from stablemd.md.runner import RunResult, run
 from stablemd.md.starts import initial_state
 from stablemd.md.state import MDState, state_from_dict, state_to_dict, take_replicas
 from stablemd.models.potential import Potential, predict
@@ -58,7 +62,12 @@ if TYPE_CHECKING:
 
 FORMAT = "stablemd-stable-checkpoint/2"
 #: Options that may change when a run is resumed.
-BUDGET_FIELDS = ("max_cycles", "max_epochs", "max_learning_epochs", "max_time_minutes")
+BUDGET_FIELDS = (
+    "max_cycles", "max_epochs", "max_learning_epochs", "max_time_minutes",
+    "checkpoint_every_epochs", "checkpoint_every_seconds",
+)  # fmt: skip
+#: An epoch's MD checkpoints on time only (and at its end), never on a step count.
+NO_STEP_CHECKPOINTS = 2**62
 LOG_FIELDS = (
     "epoch", "cycle", "phase", "unstable_fraction", "obs_loss", "qm_loss", "gradient_norm",
     "learning_rate", "n_samples", "simulated_ps", "elapsed_s",
@@ -80,6 +89,12 @@ class _Sampler(Observer):
         self.frames.append(replica_positions(state)[active].clone())
         self.replicas.append(torch.nonzero(active)[:, 0])
 
+    def state_dict(self) -> dict:
+        return {"frames": list(self.frames), "replicas": list(self.replicas)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.frames, self.replicas = list(state_dict["frames"]), list(state_dict["replicas"])
+
 
 class _Flags(Observer):
     """Which replicas a criterion has flagged at any call (without freezing them)."""
@@ -93,6 +108,12 @@ class _Flags(Observer):
 
     def __call__(self, state: MDState) -> None:
         self.unstable |= self.criterion(state) & state.active
+
+    def state_dict(self) -> dict:
+        return {"unstable": self.unstable.clone()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.unstable = state_dict["unstable"].clone()
 
 
 @dataclass
@@ -186,6 +207,25 @@ class StableTrainer:
     def checkpoint_path(self) -> Path:
         return self.run_dir / "checkpoint.pt"
 
+    def _epoch_md_path(self, epoch: int | None = None) -> Path:
+        """The checkpoint of the MD of ``epoch`` (default: the current one)."""
+        return self.run_dir / f"epoch-{self.epoch if epoch is None else epoch}-md.pt"
+
+    def _remove_other_epoch_checkpoints(self) -> None:
+        """MD checkpoints of epochs other than the current one (left by a kill between the
+        end of an epoch and their removal) belong to no epoch still to be run."""
+        for path in self.run_dir.glob("epoch-*-md.pt"):
+            if path != self._epoch_md_path():
+                path.unlink()
+
+    def _run_md(self, start: MDState, monitors: list) -> RunResult:
+        """``steps_per_epoch`` steps of MD from ``start``, resumed from the epoch's checkpoint."""
+        return run(
+            start, self.integrator, self.forces, self.config.steps_per_epoch, monitors,
+            checkpoint=self._epoch_md_path(), checkpoint_every=NO_STEP_CHECKPOINTS,
+            checkpoint_seconds=self.config.checkpoint_every_seconds, progress=False,
+        )  # fmt: skip
+
     def _save(self) -> None:
         save_torch_file(
             {
@@ -211,6 +251,7 @@ class StableTrainer:
             },
             self.checkpoint_path,
         )
+        self._saved_at = time.perf_counter()
 
     def _restore(self) -> None:
         saved = load_tagged_torch_file(self.checkpoint_path, FORMAT, "StABlE checkpoint")
@@ -244,12 +285,9 @@ class StableTrainer:
         self.anchor = state.clone() if self.anchor is None else take_replicas(
             state, self.anchor, ~state.active
         )  # fmt: skip
-        result = run(
-            state, self.integrator, self.forces, self.config.steps_per_epoch,
-            [self.criterion, NonFinite(every=self.config.check_every)], progress=False,
-        )  # fmt: skip
+        result = self._run_md(state, [self.criterion, NonFinite(every=self.config.check_every)])
         self.state = result.state
-        self.simulated_ps += result.steps * self.config.timestep_fs / 1000
+        self.simulated_ps += (result.state.step - state.step) * self.config.timestep_fs / 1000
         unstable = 1.0 - float(self.state.active.double().mean())
         if unstable >= self.config.f_max:
             self.phase, self.learning_epochs = "learning", 0
@@ -265,11 +303,8 @@ class StableTrainer:
             potential_energy=None,
         )
         sampler, flags = _Sampler(config.sample_every), _Flags(self.criterion, start.n_systems)
-        result = run(
-            start, self.integrator, self.forces, config.steps_per_epoch,
-            [sampler, flags, NonFinite(every=config.sample_every)], progress=False,
-        )  # fmt: skip
-        self.simulated_ps += result.steps * config.timestep_fs / 1000
+        result = self._run_md(start, [sampler, flags, NonFinite(every=config.sample_every)])
+        self.simulated_ps += (result.state.step - start.step) * config.timestep_fs / 1000
         unstable = flags.unstable | ~result.state.active
         fraction = float(unstable.double().mean())
         row = {"phase": "learning", "unstable_fraction": fraction}
@@ -364,7 +399,7 @@ class StableTrainer:
             elapsed_s=round(self._elapsed(), 2),
         )  # fmt: skip
         self.history.append(full)
-        with open(self.run_dir / "log.csv", "w", newline="") as handle:
+        with atomic_write(self.run_dir / "log.csv") as tmp, tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
             writer.writeheader()
             writer.writerows(self.history)
@@ -376,6 +411,12 @@ class StableTrainer:
         self._started = time.perf_counter()
         if self.checkpoint_path.is_file():
             self._restore()
+            self._remove_other_epoch_checkpoints()
+        else:  # a new run: no MD checkpoint is its own; and a rerun with other options is
+            for path in self.run_dir.glob("epoch-*-md.pt"):  # refused even in the first epoch
+                path.unlink()
+            self._save()
+        self._saved_at = time.perf_counter()
         columns = [
             TextColumn("[bold]StABlE[/] epoch {task.completed}"),
             BarColumn(),
@@ -393,8 +434,10 @@ class StableTrainer:
                     row = self._learning_epoch()
                 self._log(row)
                 self.epoch += 1
-                if self.epoch % self.config.checkpoint_every_epochs == 0:
+                due = time.perf_counter() - self._saved_at > self.config.checkpoint_every_seconds
+                if self.epoch % self.config.checkpoint_every_epochs == 0 or due:
                     self._save()
+                self._epoch_md_path(self.epoch - 1).unlink(missing_ok=True)
                 bar.update(task, completed=self.epoch, cycle=self.cycle, phase=self.phase,
                            unstable=f"{row['unstable_fraction']:.2f}")  # fmt: skip
         self._save()
