@@ -61,13 +61,12 @@ def _base_model(frames):
     return model
 
 
-def _trainer(frames, run_dir, **options):
+def _trainer(frames, run_dir, model=None, **options):
     system = system_of(None, frames)
     config = StableConfig(**{**QUICK, **options})
     reference = reference_from_frames(make_observable("h_r", system), frames)
-    return StableTrainer(
-        _base_model(frames), system, frames, reference, config, run_dir, progress=False
-    )
+    model = _base_model(frames) if model is None else model
+    return StableTrainer(model, system, frames, reference, config, run_dir, progress=False)
 
 
 def _flat(model) -> torch.Tensor:
@@ -104,6 +103,17 @@ def test_interrupted_run_resumes_to_the_same_weights(ethanol_frames, tmp_path):
     assert torch.equal(_flat(resumed.potential), _flat(whole.potential))
     with pytest.raises(InputError, match="replicas"):
         _trainer(frames, tmp_path / "parts", max_epochs=7, replicas=6).run()
+
+
+def test_a_rerun_with_another_base_model_or_other_frames_is_refused(ethanol_frames, tmp_path):
+    _trainer(ethanol_frames[:20], tmp_path, max_epochs=1).run()
+    base = _base_model(ethanol_frames[:20])
+    with pytest.raises(InputError, match="this run used training_frames="):
+        _trainer(ethanol_frames[20:40], tmp_path, model=base, max_epochs=2).run()
+    other = _base_model(ethanol_frames[:20])
+    other.energy_scaling.shift += 0.1
+    with pytest.raises(InputError, match="this run used base_model="):
+        _trainer(ethanol_frames[:20], tmp_path, model=other, max_epochs=2).run()
 
 
 class Interrupt(Exception):

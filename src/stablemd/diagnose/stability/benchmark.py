@@ -21,6 +21,7 @@ from pydantic import Field
 from stablemd.analysis.structure import distance_histogram_h_r
 from stablemd.core.errors import InputError
 from stablemd.core.files import record_run_options, write_json
+from stablemd.data.fingerprints import frames_fingerprint
 from stablemd.diagnose.stability.diffusion import DIFFUSION_WINDOW_PS, StableDisplacement
 from stablemd.diagnose.stability.report import StabilitySummary, summarize
 from stablemd.md.forces import ForceTerm, ModelForces
@@ -136,8 +137,8 @@ def run_stability(
     ``model_id`` names what is simulated (default: the potential's fingerprint; required for
     another force term). The finished result is kept in ``out_dir/result.json``, so a rerun
     reports it without simulating again, and a rerun with a longer ``time_ps`` extends it from
-    its last state. A rerun with other settings or another model is refused
-    (``out_dir/settings.json``).
+    its last state. A rerun with other settings, another model, system or start structures is
+    refused (``out_dir/settings.json``).
     """
     if model_id is None:
         if not isinstance(model, Potential):
@@ -150,7 +151,12 @@ def run_stability(
             f"{done}: the run is already {earlier['summary']['run_length_ps']:g} ps long; "
             f"a shorter one ({settings.time_ps:g} ps) needs another output directory"
         )
-    options = {"model": model_id, **settings.model_dump()}
+    options = {
+        "model": model_id,
+        "system": system.name,
+        "starts": frames_fingerprint(starts),
+        **settings.model_dump(),
+    }
     record_run_options(options, out_dir / "settings.json", may_change={"time_ps"})
     if earlier is not None and earlier["summary"]["run_length_ps"] == settings.time_ps:
         summary = {

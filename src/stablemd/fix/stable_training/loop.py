@@ -25,12 +25,14 @@ epoch included, gives what an uninterrupted run gives.
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from ase import Atoms
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -39,7 +41,12 @@ from stablemd.analysis.geometry import replica_numbers, replica_positions
 from stablemd.core.batch import Batch
 from stablemd.core.config_file import check_same_config
 from stablemd.core.errors import InputError
-from stablemd.core.files import atomic_write, load_tagged_torch_file, save_torch_file
+from stablemd.core.files import (
+    atomic_write,
+    check_same_options,
+    load_tagged_torch_file,
+    save_torch_file,
+)
 from stablemd.data.frames import FrameSet
 from stablemd.fix.stable_training.config import StableConfig
 from stablemd.fix.stable_training.estimator import boltzmann_gradient
@@ -52,6 +59,7 @@ from stablemd.md.runner import RunResult, run
 from stablemd.md.starts import initial_state
 from stablemd.md.state import MDState, state_from_dict, state_to_dict, take_replicas
 from stablemd.models.potential import Potential, predict
+from stablemd.models.registry import model_fingerprint
 from stablemd.monitors.criteria import NonFinite, geometric_criterion
 from stablemd.systems.system import System
 from stablemd.training.loss import energy_force_loss
@@ -177,6 +185,15 @@ class StableTrainer:
         self.reference_info, self.reference = reference, reference.value
         self.dtype = next(potential.parameters()).dtype
         self.qm_frames = FrameSet(train_frames, self.dtype)
+        #: what the result depends on besides the options: a checkpoint of others is refused
+        self.inputs = {
+            "system": system.name,
+            "base_model": model_fingerprint(potential),
+            "training_frames": self.qm_frames.fingerprint,
+            "reference": hashlib.sha256(
+                np.round(self.reference.detach().double().numpy(), 12).tobytes()
+            ).hexdigest(),
+        }
         self.criterion = training_criterion(system, config)
         self.integrator = config.integrator()
         self.forces = ModelForces(potential)
@@ -231,6 +248,7 @@ class StableTrainer:
             {
                 "format": FORMAT,
                 "config": self.config.model_dump(),
+                "inputs": self.inputs,
                 "model": self.potential.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
@@ -256,6 +274,7 @@ class StableTrainer:
     def _restore(self) -> None:
         saved = load_tagged_torch_file(self.checkpoint_path, FORMAT, "StABlE checkpoint")
         check_same_config(self.checkpoint_path, saved["config"], self.config, BUDGET_FIELDS)
+        check_same_options(self.checkpoint_path, saved.get("inputs", {}), self.inputs)
         self.potential.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
