@@ -143,6 +143,10 @@ def test_periodic_water_frames_have_stress(tmp_path):
     frames = read_frames(summary["out_path"])
     assert len(frames) == 2 and frames[0].info["level_of_theory"] == "SPC/Fw (OpenMM)"
     assert frames[0].get_stress().shape == (6,) and frames[0].info["timestep_fs"] == 1.0
+    # the same system name and atom count at another density is another run
+    denser = get_system("water", n_molecules=8, density_g_cm3=1.1)
+    with pytest.raises(InputError, match="this run used structure="):
+        generate_reference_data(denser, None, 300.0, 4, 2, tmp_path / "w.db", progress=False)
 
 
 @pytest.mark.parametrize(

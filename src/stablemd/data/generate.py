@@ -32,6 +32,7 @@ from stablemd.core.errors import InputError
 from stablemd.core.files import check_same_options
 from stablemd.core.units import FS_IN_ASE_TIME
 from stablemd.data.database import connect, open_database, partial_path
+from stablemd.data.fingerprints import labelled_frames_fingerprint
 from stablemd.oracles import get_oracle, label, level_of_theory
 from stablemd.systems import System, get_system
 
@@ -225,6 +226,8 @@ def generate_reference_data(
         **frame_info,
         "oracle": oracle if isinstance(oracle, str) else frame_info["level_of_theory"],
         "n_atoms": len(system.atoms),
+        # the start structure and cell: a system's parameters (e.g. water's density) change them
+        "structure": labelled_frames_fingerprint([system.atoms]),
         "n_steps": int(n_steps),
         "every": int(every),
         "n_trajectories": int(n_trajectories),
