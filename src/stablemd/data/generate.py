@@ -9,6 +9,14 @@ generator seeded by (seed, trajectory, step), so a resumed run continues the sam
 A block that takes longer than ``checkpoint_seconds`` (a slow oracle) also commits its MD state
 and the state of that generator after the step at which the time ran out, so an interruption
 loses at most that much work and the resumed run is still the same trajectory.
+
+An oracle that starts its SCF from the previous solution (xTB) gives forces that depend on the
+calculations before, within its convergence tolerance, and MD amplifies such differences. So
+an oracle with a ``forget_guess()`` method is told to start afresh at the start of every
+trajectory and before the step that ends each block: the forces at every committed state are
+then a function of its positions alone, and a run resumed from a committed frame continues the
+uninterrupted trajectory to the last bit. Resumed inside a block (after a ``checkpoint_seconds``
+commit) it differs from it by that tolerance.
 On completion ``<out>.partial`` is renamed to ``<out>``. A failed oracle call inside the MD
 stops that trajectory (logged, the run goes on); a frame whose labels fail is skipped.
 """
@@ -138,6 +146,15 @@ def _run_trajectory(db, run: _Run, t: int, state: dict | None, advance) -> dict:
             db.metadata = {"run": settings, "trajectories": states}
         saved_at = time.perf_counter()
 
+    forget_guess = getattr(calculator, "forget_guess", lambda: None)
+
+    def fresh_forces_at_block_ends() -> None:
+        """Before the step that ends a block: its forces from the positions alone."""
+        if (block["start"] + dyn.nsteps - block["nsteps"]) % every == every - 1:
+            forget_guess()
+
+    forget_guess()
+    dyn.attach(fresh_forces_at_block_ends, interval=1)
     dyn.attach(commit_mid_block, interval=1)
     rng_state = None if state is None else state.get("rng")
     while status == "running":
