@@ -1,17 +1,22 @@
-"""The ASE calculator of a model: agrees with ASE's numerical derivatives, drives ASE MD."""
+"""The ASE calculator of a model: agrees with ASE's numerical derivatives, drives ASE MD, refuses
+non-finite numbers and warns about structures far from its training frames."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from ase import units
 from ase.build import bulk, molecule
+from ase.calculators.calculator import CalculationFailed
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 
-from stablemd.ase import Calculator
+from stablemd.ase import Calculator, NonFiniteError, OutsideTrainingWarning
+from stablemd.models.coverage import shortest_distances
 from stablemd.models.painn import PaiNN
 from stablemd.models.registry import save_potential
 
@@ -50,3 +55,73 @@ def test_ase_velocity_verlet_conserves_energy_with_the_model():
     start = atoms.get_total_energy()
     VelocityVerlet(atoms, timestep=0.25 * units.fs).run(200)
     assert abs(atoms.get_total_energy() - start) < 1e-3 * len(atoms)
+
+
+def test_non_finite_input_or_output_raises_naming_the_atom():
+    atoms = molecule("CH3CH2OH")
+    atoms.calc = Calculator(small_painn([1, 6, 8]))
+    atoms.positions[7, 1] = np.nan
+    symbol = atoms.get_chemical_symbols()[7]
+    for _ in range(2):  # nothing is cached: the second call fails too
+        with pytest.raises(CalculationFailed, match=rf"atom 7 \({symbol}\) has a non-finite"):
+            atoms.get_forces()
+    assert issubclass(NonFiniteError, CalculationFailed)
+
+    box = bulk("Cu", "fcc", a=3.7).repeat((2, 2, 2))
+    box.calc = Calculator(small_painn([29]))
+    box.cell[0, 0] = np.inf
+    with pytest.raises(NonFiniteError, match="the cell is not finite"):
+        box.get_potential_energy()
+
+    broken = small_painn([1, 6, 8])
+    broken.energy_scaling.reference_energies[8] = np.nan  # every oxygen energy is NaN
+    ethanol = molecule("CH3CH2OH")
+    ethanol.calc = Calculator(broken)
+    oxygen = ethanol.get_chemical_symbols().index("O")
+    for _ in range(2):
+        with pytest.raises(NonFiniteError, match=rf"energy is not finite \(first at atom {oxygen}"):
+            ethanol.get_forces()
+
+
+def test_structures_far_from_the_training_frames_warn_once_per_element_pair():
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(20):
+        atoms = molecule("CH3CH2OH")
+        atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
+        frames.append(atoms)
+    potential = small_painn([1, 6, 8])
+    shortest = shortest_distances(frames, potential.cutoff)
+    assert set(shortest) == {"H-H", "H-C", "H-O", "C-C", "C-O"}  # one O: no O-O pair
+    potential.metadata = {
+        "training": {"shortest_distances_A": shortest, "distance_cutoff_A": potential.cutoff}
+    }
+    calculator = Calculator(potential)
+    atoms = molecule("CH3CH2OH")
+    atoms.calc = calculator
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a structure like the training frames: no warning
+        atoms.get_forces()
+    carbon, hydrogen = _bonded(atoms, "C", "H")
+    vector = atoms.positions[hydrogen] - atoms.positions[carbon]
+    atoms.positions[hydrogen] = atoms.positions[carbon] + 0.7 * vector / np.linalg.norm(vector)
+    with pytest.warns(OutsideTrainingWarning) as caught:
+        atoms.get_forces()
+    # the H also comes closer to the other H atoms of its carbon than in any training frame
+    messages = {str(w.message).split()[0]: str(w.message) for w in caught}
+    assert len(caught) == len(messages) and set(messages) == {"H-C", "H-H"}
+    assert f"H-C distance 0.70 Å (atoms {carbon} and {hydrogen})" in messages["H-C"]
+    assert f"shortest in the model's training frames is {shortest['H-C']:.2f} Å" in messages["H-C"]
+    assert all("\n" not in message for message in messages.values())
+    atoms.positions[hydrogen] += 0.01  # still too close: warned already
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        atoms.get_forces()
+
+
+def _bonded(atoms, a, b):
+    """The closest pair of an element ``a`` atom and an element ``b`` atom."""
+    symbols = atoms.get_chemical_symbols()
+    pairs = [(i, j) for i, s in enumerate(symbols) for j, t in enumerate(symbols)
+             if s == a and t == b]  # fmt: skip
+    return min(pairs, key=lambda p: atoms.get_distance(*p))

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+from ase.calculators.singlepoint import SinglePointCalculator
 
 from stablemd.cli.main import main
 from stablemd.data.database import read_frames, write_frames
@@ -58,19 +59,31 @@ def test_train_then_evaluate_on_held_out_frames(ethanol_db, tmp_path, capsys):
     )
     metrics = json.loads(metrics_path.read_text())
     assert metrics["n_frames"] == 60 - 30 - 10  # the held-out frames only
-    # a copy of the data elsewhere is recognised by its training frames; another file is not
+    # a copy of the data elsewhere, or its frames in another order, are recognised frame by
+    # frame by content; other structures are not
     moved = tmp_path / "moved" / "ethanol.db"
     moved.parent.mkdir()
     shutil.copy(ethanol_db, moved)
     frames = read_frames(ethanol_db)
     write_frames(tmp_path / "reversed.db", frames[::-1])
-    for data, expected in ((moved, 20), (tmp_path / "reversed.db", 60)):
-        code, _, _ = run(
+    others = []
+    for atoms in frames:
+        other = atoms.copy()
+        other.positions += 0.01
+        other.calc = SinglePointCalculator(other, **atoms.calc.results)
+        others.append(other)
+    write_frames(tmp_path / "other.db", others)
+    for data, expected, said in (
+        (moved, 20, "40 frames of ethanol.db recognised by content"),
+        (tmp_path / "reversed.db", 20, "40 frames of reversed.db recognised by content"),
+        (tmp_path / "other.db", 60, "no frame of other.db was used to train"),
+    ):
+        _, out, _ = run(
             ["evaluate", "--model", str(model), "--data", str(data), "--json", str(metrics_path),
              "--overwrite"], capsys,
         )  # fmt: skip
-        assert code in (0, None)
         assert json.loads(metrics_path.read_text())["n_frames"] == expected, data
+        assert said in " ".join(out.split()), out
     assert set(metrics["forces_per_element_eV_per_A"]) == {"C", "H", "O"}
 
 

@@ -9,8 +9,9 @@ from ase.calculators.emt import EMT
 
 from stablemd.core.errors import InputError
 from stablemd.data import generate
-from stablemd.data.database import read_frames
+from stablemd.data.database import open_database, read_frames
 from stablemd.data.generate import generate_reference_data
+from stablemd.oracles.xtb import XTBCalculator
 
 KEYS = {"system", "level_of_theory", "temperature_K", "timestep_fs", "trajectory", "step", "seed"}
 
@@ -43,36 +44,66 @@ def test_frames_carry_labels_metadata_and_momenta(uninterrupted):
     assert not np.allclose(frames[0].positions, frames[3].positions, atol=1e-3)
 
 
+@pytest.mark.parametrize("stop_at_label", [4, 5])  # trajectory 1 at its start, at step 4
 def test_resume_after_interruption_reproduces_the_uninterrupted_run(
-    uninterrupted, tmp_path, monkeypatch
+    uninterrupted, tmp_path, monkeypatch, stop_at_label
 ):
     out = tmp_path / "ethanol.db"
     calls = {"n": 0}
     real_label = generate.label
 
-    def interrupt_on_fourth(atoms, calculator):
+    def interrupt(atoms, calculator):
         calls["n"] += 1
-        if calls["n"] == 4:
+        if calls["n"] == stop_at_label:
             raise KeyboardInterrupt
         return real_label(atoms, calculator)
 
-    monkeypatch.setattr(generate, "label", interrupt_on_fourth)
+    monkeypatch.setattr(generate, "label", interrupt)
     with pytest.raises(KeyboardInterrupt):
         run(out)
     assert not out.exists() and (tmp_path / "ethanol.db.partial").exists()
-    assert len(read_frames(tmp_path / "ethanol.db.partial")) == 3
+    assert len(read_frames(tmp_path / "ethanol.db.partial")) == stop_at_label - 1
     monkeypatch.setattr(generate, "label", real_label)
     summary = run(out)
-    assert summary["new_frames"] == 3 and summary["frames"] == 6
+    assert summary["new_frames"] == 7 - stop_at_label and summary["frames"] == 6
     assert not (tmp_path / "ethanol.db.partial").exists()
     for resumed, expected in zip(read_frames(out), uninterrupted[1], strict=True):
-        assert resumed.info == expected.info
-        np.testing.assert_allclose(resumed.positions, expected.positions, atol=1e-7)
-        np.testing.assert_allclose(resumed.get_forces(), expected.get_forces(), atol=1e-4)
+        assert resumed.info == expected.info  # and to the last bit: xTB starts afresh there
+        np.testing.assert_array_equal(resumed.positions, expected.positions)
+        np.testing.assert_array_equal(resumed.get_forces(), expected.get_forces())
     # a finished run is left alone; different options are refused
     assert run(out)["new_frames"] == 0
     with pytest.raises(InputError, match="temperature_K"):
         generate_reference_data("ethanol", "xtb", 300.0, 12, 4, out, n_trajectories=2, seed=7)
+
+
+def test_a_slow_block_commits_its_state_inside_and_resumes_the_same_trajectory(
+    uninterrupted, tmp_path, monkeypatch
+):
+    """With checkpoint_seconds=0 every step inside a block is committed; a run interrupted in
+    the middle of a block continues from that step with the noise generator where it was."""
+    out = tmp_path / "ethanol.db"
+    calls = {"n": 0}
+    real_calculate = XTBCalculator.calculate
+
+    def interrupt_on_seventh(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return real_calculate(self, *args, **kwargs)
+
+    monkeypatch.setattr(XTBCalculator, "calculate", interrupt_on_seventh)
+    with pytest.raises(KeyboardInterrupt):
+        run(out, checkpoint_seconds=0.0)
+    states = open_database(tmp_path / "ethanol.db.partial").metadata["trajectories"]
+    assert states["0"]["step"] % 4 != 0 and "rng" in states["0"]  # inside a block
+    monkeypatch.setattr(XTBCalculator, "calculate", real_calculate)
+    summary = run(out, checkpoint_seconds=0.0)
+    assert summary["frames"] == 6
+    for resumed, expected in zip(read_frames(out), uninterrupted[1], strict=True):
+        assert resumed.info == expected.info
+        np.testing.assert_allclose(resumed.positions, expected.positions, atol=1e-7)
+        np.testing.assert_allclose(resumed.get_forces(), expected.get_forces(), atol=1e-4)
 
 
 class FailingEMT(EMT):
@@ -113,6 +144,10 @@ def test_periodic_water_frames_have_stress(tmp_path):
     frames = read_frames(summary["out_path"])
     assert len(frames) == 2 and frames[0].info["level_of_theory"] == "SPC/Fw (OpenMM)"
     assert frames[0].get_stress().shape == (6,) and frames[0].info["timestep_fs"] == 1.0
+    # the same system name and atom count at another density is another run
+    denser = get_system("water", n_molecules=8, density_g_cm3=1.1)
+    with pytest.raises(InputError, match="this run used structure="):
+        generate_reference_data(denser, None, 300.0, 4, 2, tmp_path / "w.db", progress=False)
 
 
 @pytest.mark.parametrize(

@@ -69,6 +69,9 @@ def test_a_broken_replica_is_frozen_and_reported_while_the_others_finish(tmp_pat
     hotter = StabilitySettings(replicas=4, temperature_K=600, time_ps=0.1, check_every=10)
     with pytest.raises(InputError, match="temperature_K=300"):
         run_stability(potential, ethanol, starts, hotter, tmp_path, progress=False)
+    # other starts are another benchmark: refused, not answered with these stable times
+    with pytest.raises(InputError, match="this run used starts="):
+        run_stability(potential, ethanol, [ethanol.atoms] * 4, settings, tmp_path, progress=False)
 
 
 def test_a_finished_run_extends_to_a_longer_one_as_if_run_at_once(tmp_path):

@@ -68,13 +68,12 @@ def _base_model(frames):
     return model
 
 
-def _trainer(frames, run_dir, **options):
+def _trainer(frames, run_dir, model=None, **options):
     system = system_of(None, frames)
     config = StableConfig(**{**QUICK, **options})
     reference = reference_from_frames(make_observable("h_r", system), frames)
-    return StableTrainer(
-        _base_model(frames), system, frames, reference, config, run_dir, progress=False
-    )
+    model = _base_model(frames) if model is None else model
+    return StableTrainer(model, system, frames, reference, config, run_dir, progress=False)
 
 
 def _flat(model) -> torch.Tensor:
@@ -111,6 +110,65 @@ def test_interrupted_run_resumes_to_the_same_weights(ethanol_frames, tmp_path):
     assert torch.equal(_flat(resumed.potential), _flat(whole.potential))
     with pytest.raises(InputError, match="replicas"):
         _trainer(frames, tmp_path / "parts", max_epochs=7, replicas=6).run()
+
+
+def test_a_rerun_with_another_base_model_or_other_frames_is_refused(ethanol_frames, tmp_path):
+    _trainer(ethanol_frames[:20], tmp_path, max_epochs=1).run()
+    base = _base_model(ethanol_frames[:20])
+    with pytest.raises(InputError, match="this run used training_frames="):
+        _trainer(ethanol_frames[20:40], tmp_path, model=base, max_epochs=2).run()
+    other = _base_model(ethanol_frames[:20])
+    other.energy_scaling.shift += 0.1
+    with pytest.raises(InputError, match="this run used base_model="):
+        _trainer(ethanol_frames[:20], tmp_path, model=other, max_epochs=2).run()
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_a_run_killed_inside_an_epoch_continues_inside_it(ethanol_frames, tmp_path):
+    """An epoch's MD checkpoints on time (here: every step); a run interrupted in the MD of a
+    learning epoch resumes there, samples included, and ends as an uninterrupted run."""
+    frames = ethanol_frames[:20]
+    options = dict(max_epochs=3, checkpoint_every_seconds=1e-9)
+    whole = _trainer(frames, tmp_path / "whole", **options).run()
+    assert [row["phase"] for row in whole.history] == ["simulation", "learning", "learning"]
+    cut = _trainer(frames, tmp_path / "cut", **options)
+    real_forces, calls = cut.forces, {"n": 0}
+
+    def forces_until_the_middle_of_epoch_2(state):
+        calls["n"] += cut.epoch == 2
+        if calls["n"] == 12:
+            raise Interrupt
+        return real_forces(state)
+
+    cut.forces = forces_until_the_middle_of_epoch_2
+    with pytest.raises(Interrupt):
+        cut.run()
+    assert (tmp_path / "cut" / "epoch-2-md.pt").is_file()
+    resumed = _trainer(frames, tmp_path / "cut", **options)
+    real_resumed, resumed_calls = resumed.forces, {"n": 0}
+
+    def counted(state):
+        resumed_calls["n"] += 1
+        return real_resumed(state)
+
+    resumed.forces = counted
+    result = resumed.run()
+    assert resumed_calls["n"] < 12  # it continued inside epoch 2 instead of starting it again
+    assert torch.equal(_flat(result.potential), _flat(whole.potential))
+    assert _comparable(result.history) == _comparable(whole.history)
+    assert not list((tmp_path / "cut").glob("epoch-*-md.pt"))
+
+
+def _comparable(history: list[dict]) -> list[dict]:
+    """Log rows without wall times, NaN as None (NaN equals nothing)."""
+    return [
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()
+         if k != "elapsed_s"}
+        for row in history
+    ]  # fmt: skip
 
 
 def test_each_learning_phase_restarts_its_schedule_and_ends_on_it(ethanol_frames, tmp_path):
@@ -351,7 +409,9 @@ def test_stable_train_command(ethanol_frames, tmp_path, capsys, no_oracle):
     stable = load_potential(tmp_path / "stable.pt")
     assert stable.metadata["note"] == "base"
     assert stable.metadata["stable"]["epochs"] == 3
-    assert "StABlE: 3 epochs" in capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
+    assert "StABlE: 3 epochs" in out
+    assert "no frame of train.db was used to train or validate the model; L_QM uses all" in out
 
     with pytest.raises(SystemExit) as exit_info:  # the finished model is never replaced silently
         main([*args, "--config", str(tmp_path / "quick.yaml")])

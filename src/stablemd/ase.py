@@ -2,21 +2,41 @@
 
 from stablemd.ase import Calculator
 atoms.calc = Calculator.from_file("model.pt")
+
+Nothing non-finite passes silently: a position or cell that is not finite, or an energy, force
+or stress the model returns that is not, raises :class:`NonFiniteError` (an ASE
+``CalculationFailed``) naming the atom. A structure far outside the model's training frames
+(an interatomic distance well below the shortest of its element pair in them, see
+:mod:`stablemd.models.coverage`) gives one :class:`OutsideTrainingWarning` per element pair.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from ase.calculators.calculator import CalculationFailed, all_changes
 from ase.calculators.calculator import Calculator as _AseCalculator
-from ase.calculators.calculator import all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from stablemd.core.batch import Batch
+from stablemd.models.coverage import OutsideTrainingWarning, close_contacts
 from stablemd.models.potential import Potential, predict
 from stablemd.models.registry import load_potential
+
+__all__ = ["Calculator", "NonFiniteError", "OutsideTrainingWarning"]
+
+
+class NonFiniteError(CalculationFailed):
+    """A non-finite number went into or came out of the model."""
+
+
+def _first_non_finite(values: np.ndarray) -> int | None:
+    """Index of the first row of ``values`` with a non-finite number (None: all finite)."""
+    bad = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+    return int(bad[0]) if len(bad) else None
 
 
 class Calculator(_AseCalculator):
@@ -32,6 +52,10 @@ class Calculator(_AseCalculator):
         self.potential = potential.eval()
         self.direct_forces = direct_forces
         self.dtype = next(potential.parameters()).dtype
+        training = getattr(potential, "metadata", {}).get("training", {})
+        self.shortest_distances = training.get("shortest_distances_A")
+        self.distance_cutoff = training.get("distance_cutoff_A", potential.cutoff)
+        self.warned_pairs: set[str] = set()
 
     @classmethod
     def from_file(cls, path: str | Path, dtype: torch.dtype | None = None, **kwargs) -> Calculator:
@@ -40,6 +64,7 @@ class Calculator(_AseCalculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
+        self._check_input()
         batch = Batch.from_atoms([self.atoms], dtype=self.dtype)
         periodic = bool(self.atoms.pbc.any())
         wanted = ["direct_forces" if self.direct_forces else "forces"]
@@ -47,7 +72,7 @@ class Calculator(_AseCalculator):
         out = predict(self.potential, batch, wanted)
         energy = float(out["energy"][0].detach())
         forces = out["direct_forces"] if self.direct_forces else out["forces"]
-        self.results = {
+        results = {
             "energy": energy,
             "free_energy": energy,
             "energies": out["energies"].detach().double().numpy(),
@@ -55,4 +80,37 @@ class Calculator(_AseCalculator):
         }
         if "stress" in out:
             stress = out["stress"][0].detach().double().numpy()
-            self.results["stress"] = full_3x3_to_voigt_6_stress(np.asarray(stress))
+            results["stress"] = full_3x3_to_voigt_6_stress(np.asarray(stress))
+        self._check_output(results)  # before they are kept: ASE would hand them out again
+        self.results = results
+
+    def _atom(self, k: int) -> str:
+        return f"atom {k} ({self.atoms.get_chemical_symbols()[k]})"
+
+    def _check_input(self) -> None:
+        k = _first_non_finite(self.atoms.positions)
+        if k is not None:
+            raise NonFiniteError(
+                f"{self._atom(k)} has a non-finite position {self.atoms.positions[k].tolist()}"
+            )
+        if self.atoms.pbc.any() and not np.isfinite(self.atoms.cell.array).all():
+            raise NonFiniteError(f"the cell is not finite: {self.atoms.cell.array.tolist()}")
+        if self.shortest_distances is None:
+            return  # a model saved without training statistics
+        for contact in close_contacts(self.atoms, self.shortest_distances, self.distance_cutoff):
+            if contact.pair not in self.warned_pairs:
+                self.warned_pairs.add(contact.pair)
+                warnings.warn(contact.message(), OutsideTrainingWarning, stacklevel=4)
+
+    def _check_output(self, results: dict) -> None:
+        k = _first_non_finite(results["energies"])
+        if k is not None or not np.isfinite(results["energy"]):
+            where = "" if k is None else f" (first at {self._atom(k)})"
+            raise NonFiniteError(f"the model's energy is not finite{where}")
+        k = _first_non_finite(results["forces"])
+        if k is not None:
+            raise NonFiniteError(
+                f"the model's force on {self._atom(k)} is not finite: {results['forces'][k]}"
+            )
+        if "stress" in results and not np.isfinite(results["stress"]).all():
+            raise NonFiniteError(f"the model's stress is not finite: {results['stress']}")

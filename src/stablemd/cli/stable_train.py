@@ -82,6 +82,10 @@ def stable_train(
     reference = result.reference
     n_eff = reference.effective_samples
     effective = f", N_eff {n_eff:.1f}" if math.isfinite(n_eff) else ""
+    located = result.training_frames
+    if located is not None:
+        qm = len(located.train) if located.train else "all"
+        console.print(f"{located.describe(data)}; L_QM uses {qm} frames of {data.name}")
     console.print(f"reference: {reference.source}{effective}")
     console.print(
         f"StABlE: {len(result.history)} epochs ({learning} learning) in {result.elapsed_s:.0f} s; "

@@ -15,7 +15,11 @@ from stablemd.data.frames import FrameSet
 from stablemd.models.registry import check_elements, check_hyperparameters, load_potential
 from stablemd.training.config import TrainConfig
 from stablemd.training.metrics import error_metrics
-from stablemd.training.workflow import default_run_dir, held_out_indices, train_from_database
+from stablemd.training.workflow import (
+    default_run_dir,
+    locate_training_frames,
+    train_from_database,
+)
 
 #: Extension of model files: every command that writes one refuses another.
 MODEL_SUFFIXES = (".pt",)
@@ -103,11 +107,12 @@ def evaluate(
     potential = load_potential(model)
     frames = read_frames(data)
     check_elements(potential, frames, str(model), str(data))
-    indices = (
-        list(range(len(frames)))
-        if include_training
-        else held_out_indices(potential.metadata, data, frames)
-    )
+    indices = list(range(len(frames)))
+    if not include_training:
+        located = locate_training_frames(potential.metadata, data, frames)
+        left_out = "" if located.by == "none" else "; they are left out"
+        console.print(located.describe(data) + left_out)
+        indices = located.held_out
     if not indices:
         raise InputError(f"{data}: every frame was used in training; pass --include-training")
     dtype = next(potential.parameters()).dtype

@@ -176,11 +176,20 @@ def check_same_options(
     ``options``, naming the first that differs.
 
     Keys in ``may_change`` (a budget, a run length that a continuation extends) may differ;
-    keys missing from ``previous`` (options added since it was written) count as ``defaults``.
+    keys missing from ``previous`` (options added since it was written) count as ``defaults``,
+    and without a default as ``None``: a run that does not record what it needs is refused.
     """
     previous = {**(defaults or {}), **previous}
     for key, value in options.items():
-        if key not in may_change and previous.get(key) != value:
+        if key in may_change:
+            continue
+        if key not in previous and value is not None:
+            raise InputError(
+                f"{path}: this run does not record its {key} (an older stablemd wrote it), so "
+                "it cannot be told apart from another run; use another output or delete the "
+                "run directory"
+            )
+        if previous.get(key) != value:
             raise InputError(
                 f"{path}: this run used {key}={previous.get(key)!r}, not {value!r}; "
                 "use another output or delete the run directory"

@@ -38,13 +38,26 @@ def open_database(path: str | Path):
     if not path.is_file():
         raise InputError(f"{path}: no such database file")
     try:
-        with closing(sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)) as con:
-            tables = con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+        try:
+            tables = _tables(path, "ro")
+        except sqlite3.Error as exc:
+            hot_journal = path.with_name(path.name + "-journal").is_file()
+            if not hot_journal or exc.sqlite_errorcode != sqlite3.SQLITE_READONLY_ROLLBACK:
+                raise
+            # A transaction cut short by a kill left its rollback journal, which only a writer
+            # may roll back: SQLite does so on this read-write open (as ASE's would), restoring
+            # the last commit; a journal is SQLite's own, so this is an SQLite file.
+            tables = _tables(path, "rw")
     except sqlite3.Error:
         raise InputError(f"{path}: not an ASE database (not an SQLite file)") from None
     if ("systems",) not in tables:
         raise InputError(f"{path}: not an ASE database (no 'systems' table)")
     return connect(path)
+
+
+def _tables(path: Path, mode: str) -> list[tuple]:
+    with closing(sqlite3.connect(path.resolve().as_uri() + f"?mode={mode}", uri=True)) as con:
+        return con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
 
 
 def key_value_pairs(info: dict) -> dict:

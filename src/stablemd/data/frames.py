@@ -10,6 +10,7 @@ from ase import Atoms
 
 from stablemd.core.batch import Batch
 from stablemd.core.errors import InputError
+from stablemd.data.fingerprints import labelled_frames_fingerprint
 
 
 class FrameSet:
@@ -30,6 +31,8 @@ class FrameSet:
         self.pbc = torch.as_tensor(np.stack([a.get_pbc() for a in frames]), dtype=torch.bool)
         self.energy = torch.as_tensor([a.calc.results["energy"] for a in frames], dtype=dtype)
         self.forces = [torch.as_tensor(a.calc.results["forces"], dtype=dtype) for a in frames]
+        #: what a result computed from these frames depends on (structures and labels, in order)
+        self.fingerprint = labelled_frames_fingerprint(frames)
 
     def __len__(self) -> int:
         return len(self.positions)

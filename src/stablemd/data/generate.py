@@ -6,12 +6,24 @@ drawn from ``seed`` and ``t`` (centre-of-mass momentum removed, and kept fixed b
 state (positions, momenta, step) in the database metadata, in one SQLite transaction to
 ``<out>.partial``. The Langevin noise of each block of ``every`` steps is drawn from a
 generator seeded by (seed, trajectory, step), so a resumed run continues the same trajectory.
+A block that takes longer than ``checkpoint_seconds`` (a slow oracle) also commits its MD state
+and the state of that generator after the step at which the time ran out, so an interruption
+loses at most that much work and the resumed run is still the same trajectory.
+
+An oracle that starts its SCF from the previous solution (xTB) gives forces that depend on the
+calculations before, within its convergence tolerance, and MD amplifies such differences. So
+an oracle with a ``forget_guess()`` method is told to start afresh at the start of every
+trajectory and before the step that ends each block: the forces at every committed state are
+then a function of its positions alone, and a run resumed from a committed frame continues the
+uninterrupted trajectory to the last bit. Resumed inside a block (after a ``checkpoint_seconds``
+commit) it differs from it by that tolerance.
 On completion ``<out>.partial`` is renamed to ``<out>``. A failed oracle call inside the MD
 stops that trajectory (logged, the run goes on); a frame whose labels fail is skipped.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -28,6 +40,7 @@ from stablemd.core.errors import InputError
 from stablemd.core.files import check_same_options, partial_path
 from stablemd.core.units import FS_IN_ASE_TIME
 from stablemd.data.database import connect, open_database
+from stablemd.data.fingerprints import labelled_frames_fingerprint
 from stablemd.oracles import get_oracle, label, level_of_theory
 from stablemd.systems import System, get_system
 
@@ -35,6 +48,8 @@ log = logging.getLogger(__name__)
 
 #: Langevin friction in 1/fs (a 100 fs relaxation time).
 FRICTION_PER_FS = 0.01
+#: Wall time (s) after which a block of MD steps commits its state before it is labelled.
+CHECKPOINT_SECONDS = 120.0
 
 
 @dataclass
@@ -43,6 +58,7 @@ class _Run:
     calculator: Calculator
     settings: dict  # what a resumed run must share with the interrupted one
     frame_info: dict  # key-value pairs of every frame (plus trajectory and step)
+    checkpoint_seconds: float = CHECKPOINT_SECONDS
 
 
 def _check_options(temperature_K, n_steps, every, n_trajectories, seed, timestep_fs) -> None:
@@ -108,10 +124,48 @@ def _run_trajectory(db, run: _Run, t: int, state: dict | None, advance) -> dict:
     counts = {"new_frames": 0, "skipped_frames": 0, "md_steps": 0}
     states = db.metadata["trajectories"]
     status = "running"
+    saved_at = time.perf_counter()
+    block = {"start": step, "nsteps": dyn.nsteps}
+
+    def commit_mid_block() -> None:
+        """After a step inside a block: commit the MD state once ``checkpoint_seconds`` passed."""
+        nonlocal saved_at
+        now_step = block["start"] + dyn.nsteps - block["nsteps"]
+        if now_step % every == 0 or time.perf_counter() - saved_at < run.checkpoint_seconds:
+            return
+        if not (np.isfinite(atoms.positions).all() and np.isfinite(atoms.get_momenta()).all()):
+            return  # the block ends in a failure that the loop records
+        states[str(t)] = {
+            "status": "running",
+            "step": now_step,
+            "positions": atoms.positions.tolist(),
+            "momenta": atoms.get_momenta().tolist(),
+            "rng": json.dumps(dyn.rng.bit_generator.state),
+        }
+        with db:
+            db.metadata = {"run": settings, "trajectories": states}
+        saved_at = time.perf_counter()
+
+    forget_guess = getattr(calculator, "forget_guess", lambda: None)
+
+    def fresh_forces_at_block_ends() -> None:
+        """Before the step that ends a block: its forces from the positions alone."""
+        if (block["start"] + dyn.nsteps - block["nsteps"]) % every == every - 1:
+            forget_guess()
+
+    forget_guess()
+    dyn.attach(fresh_forces_at_block_ends, interval=1)
+    dyn.attach(commit_mid_block, interval=1)
+    rng_state = None if state is None else state.get("rng")
     while status == "running":
-        dyn.rng = np.random.default_rng([seed, t, step])
+        dyn.rng = np.random.default_rng([seed, t, step - step % every])
+        if rng_state is not None:  # resumed inside a block: its generator as it was
+            dyn.rng.bit_generator.state = json.loads(rng_state)
+            rng_state = None
+        block.update(start=step, nsteps=dyn.nsteps)
+        n_block = every - step % every
         try:
-            dyn.run(every)
+            dyn.run(n_block)
         except InputError:
             raise
         except Exception as exc:  # a failed force call ends this trajectory only
@@ -120,8 +174,8 @@ def _run_trajectory(db, run: _Run, t: int, state: dict | None, advance) -> dict:
             states[str(t)] = {"status": status, "step": step}
             db.metadata = {"run": settings, "trajectories": states}
             break
-        step += every
-        counts["md_steps"] += every
+        step += n_block
+        counts["md_steps"] += n_block
         result = label(atoms, calculator)
         if not result.ok:
             counts["skipped_frames"] += 1
@@ -144,6 +198,7 @@ def _run_trajectory(db, run: _Run, t: int, state: dict | None, advance) -> dict:
                 db.write(frame, key_value_pairs=frame.info)
                 counts["new_frames"] += 1
             db.metadata = {"run": settings, "trajectories": states}
+        saved_at = time.perf_counter()
         advance()
     return counts
 
@@ -159,12 +214,15 @@ def generate_reference_data(
     seed: int = 0,
     timestep_fs: float | None = None,
     progress: bool = True,
+    checkpoint_seconds: float = CHECKPOINT_SECONDS,
 ) -> dict:
     """Run ``n_trajectories`` Langevin trajectories of ``n_steps`` steps at ``temperature_K`` (K)
     with time step ``timestep_fs`` (default: the system's), labelling every ``every``-th state
     with ``oracle`` (default: the system's) into the ASE database ``out_path``.
 
-    Rerunning the same call continues an interrupted run; a finished one is left as it is.
+    Rerunning the same call continues an interrupted run; a finished one is left as it is. The
+    state is committed after every labelled frame and, inside a block of ``every`` steps, at
+    least every ``checkpoint_seconds`` of wall time.
     Returns a summary: frames in the file, frames written and skipped by this call, failed
     trajectories, frames/s and MD steps/s (one oracle force call per MD step).
     """
@@ -185,6 +243,8 @@ def generate_reference_data(
         **frame_info,
         "oracle": oracle if isinstance(oracle, str) else frame_info["level_of_theory"],
         "n_atoms": len(system.atoms),
+        # the start structure and cell: a system's parameters (e.g. water's density) change them
+        "structure": labelled_frames_fingerprint([system.atoms]),
         "n_steps": int(n_steps),
         "every": int(every),
         "n_trajectories": int(n_trajectories),
@@ -197,7 +257,7 @@ def generate_reference_data(
         _check_same_settings(out, db.metadata.get("run"), settings)
     else:
         db = _open_run(out, settings)
-        run = _Run(system, calculator, settings, frame_info)
+        run = _Run(system, calculator, settings, frame_info, checkpoint_seconds)
         n_frames = n_steps // every
         states = db.metadata["trajectories"]
         done = sum(

@@ -49,3 +49,8 @@ class XTBCalculator(TBLite):
     def calculate(self, *args, **kwargs):
         with omp_threads(self.threads):
             super().calculate(*args, **kwargs)
+
+    def forget_guess(self) -> None:
+        """Start the next SCF from tblite's initial guess rather than from the last solution, so
+        that its result depends on the positions only (not on the calculations before)."""
+        self._res = None

@@ -4,7 +4,9 @@ The run directory holds ``checkpoint.pt`` (everything needed to continue, writte
 ``checkpoint_every_seconds`` and after every epoch) and ``metrics.csv`` (one row per epoch).
 Rerunning with the same run directory continues from the checkpoint: the batch order of every
 epoch is a pure function of (seed, epoch), so a resumed run sees the same batches as an
-uninterrupted one.
+uninterrupted one. The checkpoint records what the run was given (the options, fingerprints of
+the training and validation frames with their labels and of any starting weights, and what the
+caller adds in ``inputs``), and a rerun with anything else is refused, finished or not.
 """
 
 from __future__ import annotations
@@ -20,11 +22,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from stablemd.core.config_file import check_same_config
-from stablemd.core.files import atomic_write, load_checkpoint, save_torch_file
+from stablemd.core.files import (
+    atomic_write,
+    check_same_options,
+    load_checkpoint,
+    save_torch_file,
+)
 from stablemd.core.runtime import adapt_threads
 from stablemd.data.frames import FrameSet
 from stablemd.models.potential import Potential, predict
-from stablemd.models.registry import build_potential
+from stablemd.models.registry import build_potential, model_fingerprint
 from stablemd.training.config import TrainConfig
 from stablemd.training.loss import energy_force_loss
 from stablemd.training.metrics import error_metrics
@@ -81,7 +88,9 @@ class Trainer:
     """One training run: ``Trainer(...).run()`` trains, or continues, and returns the best model.
 
     ``potential`` starts the run from given weights (fine-tuning); by default a new model is built
-    and its energy scaling is fitted on the training frames.
+    and its energy scaling is fitted on the training frames. ``inputs`` names further things the
+    result depends on (e.g. the data file's fingerprint and the split); a checkpoint made with
+    other inputs, frames, starting weights or options is refused.
     """
 
     def __init__(
@@ -93,8 +102,15 @@ class Trainer:
         potential: Potential | None = None,
         progress: bool = True,
         after_batch: Callable[[int, int], None] | None = None,
+        inputs: dict | None = None,
     ):
         self.config = config
+        self.inputs = dict(inputs or {})
+        self.frames_and_weights = {
+            "train_frames": train.fingerprint,
+            "validation_frames": validation.fingerprint,
+            "initial_weights": None if potential is None else model_fingerprint(potential),
+        }
         self.train_frames = train
         self.validation = validation
         self.run_dir = Path(run_dir)
@@ -130,6 +146,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "config": self.config.model_dump(),
+            "inputs": {**self.inputs, **self.frames_and_weights},
             "model": self.potential.state_dict(),
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -145,7 +162,11 @@ class Trainer:
         }
 
     def _restore(self, state: dict) -> None:
+        # the caller's inputs and the options first: they name the cause of other frames
+        saved_inputs = state.get("inputs", {})
+        check_same_options(self.checkpoint_path, saved_inputs, self.inputs)
         check_same_config(self.checkpoint_path, state["config"], self.config, BUDGET_FIELDS)
+        check_same_options(self.checkpoint_path, saved_inputs, self.frames_and_weights)
         self.potential.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -12,8 +12,14 @@ import torch
 from ase import Atoms
 
 from stablemd.data.database import read_frames
+from stablemd.data.fingerprints import (
+    frame_fingerprint,
+    frame_fingerprint_candidates,
+    labelled_frames_fingerprint,
+)
 from stablemd.data.frames import FrameSet
 from stablemd.data.splits import split_indices
+from stablemd.models.coverage import shortest_distances
 from stablemd.models.potential import Potential
 from stablemd.models.registry import save_potential
 from stablemd.training.config import TrainConfig
@@ -46,6 +52,8 @@ def train_from_database(
     """Train on ``n_train`` frames of ``data_path``, validate on ``n_val`` others, save to ``out``.
 
     The model file records which frames were used, so that evaluation can hold them out.
+    Rerunning into the same ``run_dir`` continues (or reports) that run only for the same data
+    (by content: a copy elsewhere is the same data), split and options; others are refused.
     """
     frames = read_frames(data_path)
     trajectories = [a.info.get("trajectory", 0) for a in frames]
@@ -56,11 +64,24 @@ def train_from_database(
     train = FrameSet([frames[i] for i in split.train], dtype)
     validation = FrameSet([frames[i] for i in split.val], dtype)
     run_dir = run_dir or default_run_dir(out)
-    result = Trainer(config, train, validation, run_dir, progress=progress).run()
+    inputs = {
+        "data_fingerprint": labelled_frames_fingerprint(frames),
+        "n_train": int(n_train),
+        "n_val": int(n_val),
+        "split_by": split_by,
+    }
+    result = Trainer(config, train, validation, run_dir, progress=progress, inputs=inputs).run()
     metadata = {
         "training": {
             "data": str(Path(data_path).resolve()),
             "train_fingerprint": frames_fingerprint(frames, split.train),
+            "train_frame_fingerprints": [frame_fingerprint(frames[i]) for i in split.train],
+            "val_frame_fingerprints": [frame_fingerprint(frames[i]) for i in split.val],
+            # what the ASE calculator compares a structure with (stablemd.models.coverage)
+            "distance_cutoff_A": result.potential.cutoff,
+            "shortest_distances_A": shortest_distances(
+                (frames[i] for i in split.train), result.potential.cutoff
+            ),
             "train_indices": [int(i) for i in split.train],
             "val_indices": [int(i) for i in split.val],
             "config": config.model_dump(),
@@ -76,7 +97,8 @@ def train_from_database(
 
 
 def frames_fingerprint(frames: Sequence[Atoms], indices: Sequence[int]) -> str:
-    """SHA-256 of the atomic numbers and positions of ``frames[indices]``."""
+    """SHA-256 of the atomic numbers and positions of ``frames[indices]`` (unrounded; the
+    ``train_fingerprint`` of model files, read for models saved before per-frame fingerprints)."""
     digest = hashlib.sha256()
     for i in indices:
         digest.update(np.asarray(frames[i].numbers, dtype=np.int64).tobytes())
@@ -85,8 +107,9 @@ def frames_fingerprint(frames: Sequence[Atoms], indices: Sequence[int]) -> str:
 
 
 def is_training_file(model_metadata: dict, data: Path, frames: Sequence[Atoms]) -> bool:
-    """Whether ``data`` (read as ``frames``) is the file the model was trained on: its recorded
-    path, or a moved or copied file whose frames at the training indices are the same."""
+    """For models without per-frame fingerprints: whether ``data`` (read as ``frames``) is the
+    file the model was trained on: its recorded path, or a moved or copied file whose frames at
+    the training indices are the same."""
     training = model_metadata.get("training", {})
     if training.get("data") == str(Path(data).resolve()):
         return True
@@ -96,10 +119,96 @@ def is_training_file(model_metadata: dict, data: Path, frames: Sequence[Atoms]) 
     return frames_fingerprint(frames, indices) == fingerprint
 
 
-def held_out_indices(model_metadata: dict, data: Path, frames: Sequence[Atoms]) -> list[int]:
-    """Frames of ``data`` not used to train or validate the model (all when it is another file)."""
+@dataclass
+class TrainingFrames:
+    """Where a model's training and validation frames are in a file of ``n_frames`` frames.
+
+    ``train``, ``val``: their indices in the file, in the model's order (frames not found are
+    missing); ``held_out``: every other frame; ``recognised``: frames of the file that are
+    training or validation frames; ``by``: how they were found (``content``: per-frame
+    fingerprints; ``path`` or ``indices``: the record of a model saved before those existed;
+    ``none``: no frame of the file was used).
+    """
+
+    train: list[int]
+    val: list[int]
+    held_out: list[int]
+    recognised: int
+    by: str
+    n_model_train: int
+    n_model_val: int
+
+    def describe(self, data: Path) -> str:
+        """One line for the terminal."""
+        name = Path(data).name
+        if self.by == "none":
+            return f"no frame of {name} was used to train or validate the model"
+        how = {
+            "content": "by content",
+            "path": "by its recorded path",
+            "indices": "by the frames at the recorded training indices",
+        }[self.by]
+        return (
+            f"{self.recognised} frames of {name} recognised {how} as training or validation "
+            f"frames ({len(self.train)} of the model's {self.n_model_train} training frames, "
+            f"{len(self.val)} of its {self.n_model_val} validation frames)"
+        )
+
+
+def locate_training_frames(
+    model_metadata: dict, data: Path, frames: Sequence[Atoms]
+) -> TrainingFrames:
+    """Find the model's training and validation frames in ``data`` (read as ``frames``).
+
+    Models that record per-frame fingerprints are matched by content, so a copy, a reordered or
+    regenerated file, or an extended XYZ round trip is recognised frame by frame, whatever the
+    path. Older models fall back to their recorded path and training indices.
+    """
+    training = model_metadata.get("training", {})
+    train_prints = training.get("train_frame_fingerprints")
+    val_prints = training.get("val_frame_fingerprints")
+    if train_prints is not None and val_prints is not None:
+        return _by_content(train_prints, val_prints, frames)
+    train, val = training.get("train_indices", []), training.get("val_indices", [])
     if not is_training_file(model_metadata, data, frames):
-        return list(range(len(frames)))
-    training = model_metadata["training"]
-    used = set(training["train_indices"]) | set(training["val_indices"])
-    return [i for i in range(len(frames)) if i not in used]
+        return TrainingFrames([], [], list(range(len(frames))), 0, "none", len(train), len(val))
+    by = "path" if training.get("data") == str(Path(data).resolve()) else "indices"
+    used = set(train) | set(val)
+    held_out = [i for i in range(len(frames)) if i not in used]
+    train = [i for i in train if i < len(frames)]
+    val = [i for i in val if i < len(frames)]
+    n_model = (len(training["train_indices"]), len(training["val_indices"]))
+    return TrainingFrames(train, val, held_out, len(frames) - len(held_out), by, *n_model)
+
+
+def _by_content(train_prints: list[str], val_prints: list[str], frames: Sequence[Atoms]):
+    used = set(train_prints) | set(val_prints)
+    prints = []  # each frame's recorded fingerprint, or its own when it has none
+    for atoms in frames:
+        candidates = frame_fingerprint_candidates(atoms)
+        prints.append(next((c for c in candidates if c in used), candidates[0]))
+    where: dict[str, list[int]] = {}
+    for i, fingerprint in enumerate(prints):
+        where.setdefault(fingerprint, []).append(i)
+    taken: set[int] = set()
+
+    def find(prints: list[str]) -> list[int]:
+        found = []
+        for fingerprint in prints:
+            free = [i for i in where.get(fingerprint, ()) if i not in taken]
+            if free:
+                taken.add(free[0])
+                found.append(free[0])
+        return found
+
+    train, val = find(train_prints), find(val_prints)
+    held_out = [i for i, fingerprint in enumerate(prints) if fingerprint not in used]
+    recognised = len(frames) - len(held_out)
+    by = "content" if recognised else "none"
+    return TrainingFrames(train, val, held_out, recognised, by, len(train_prints), len(val_prints))
+
+
+def held_out_indices(model_metadata: dict, data: Path, frames: Sequence[Atoms]) -> list[int]:
+    """Frames of ``data`` not used to train or validate the model (all when it is another file);
+    see :func:`locate_training_frames`, which also says how many were recognised."""
+    return locate_training_frames(model_metadata, data, frames).held_out

@@ -21,7 +21,6 @@ from ase import Atoms
 from pydantic import Field
 
 from stablemd.analysis.structure import distance_histogram_h_r
-from stablemd.core.config_file import field_defaults
 from stablemd.core.errors import InputError
 from stablemd.core.files import (
     check_same_options,
@@ -29,6 +28,7 @@ from stablemd.core.files import (
     record_run_options,
     write_json,
 )
+from stablemd.data.fingerprints import frames_fingerprint
 from stablemd.diagnose.stability.diffusion import DIFFUSION_WINDOW_PS, StableDisplacement
 from stablemd.diagnose.stability.report import StabilitySummary, summarize
 from stablemd.md.forces import ForceTerm, ModelForces
@@ -42,6 +42,8 @@ from stablemd.models.registry import model_fingerprint
 from stablemd.monitors.criteria import NonFinite, RDFDeviation, geometric_criterion
 from stablemd.systems.system import System
 
+#: Settings added after runs were recorded without them, and the value those runs had.
+RECORDED_LATER = {"max_rdf_deviation": None, "rdf_window_ps": 1.0}
 #: h(r) range (Å): every intramolecular distance of the built-in molecules.
 H_R_MAX_A = 10.0
 
@@ -192,7 +194,7 @@ def check_stability_run(model_id: str, settings: StabilitySettings, out_dir: Pat
     if record.is_file():
         options = {"model": model_id, **settings.model_dump()}
         previous = read_json_record(record, "run record")
-        check_same_options(record, previous, options, may_change={"time_ps"})
+        check_same_options(record, previous, options, {"time_ps"}, RECORDED_LATER)
     return earlier
 
 
@@ -217,8 +219,8 @@ def run_stability(
     ``model_id`` names what is simulated (default: the potential's fingerprint; required for
     another force term). The finished result is kept in ``out_dir/result.json``, so a rerun
     reports it without simulating again, and a rerun with a longer ``time_ps`` extends it from
-    its last state. A rerun with other settings or another model is refused
-    (``out_dir/settings.json``).
+    its last state. A rerun with other settings, another model, system or start structures is
+    refused (``out_dir/settings.json``).
     """
     if model_id is None:
         if not isinstance(model, Potential):
@@ -226,12 +228,17 @@ def run_stability(
         model_id = model_fingerprint(model)
     earlier = check_stability_run(model_id, settings, out_dir)
     check_rdf_criterion(system, settings, reference_rdf)
-    options = {"model": model_id, **settings.model_dump()}
+    options = {
+        "model": model_id,
+        "system": system.name,
+        "starts": frames_fingerprint(starts),
+        **settings.model_dump(),
+    }
     if settings.max_rdf_deviation is not None:
         options["rdf_reference"] = rdf_fingerprint(reference_rdf)
     record_run_options(
         options, out_dir / "settings.json", may_change={"time_ps"},
-        defaults=field_defaults(StabilitySettings),
+        defaults=RECORDED_LATER,
     )  # fmt: skip
     if earlier is not None and earlier["summary"]["run_length_ps"] == settings.time_ps:
         summary = {

@@ -75,6 +75,9 @@ class StableConfig(MDSettings):
     max_learning_epochs: int = Field(60, ge=1, description="per learning phase")
     max_time_minutes: float | None = Field(None, gt=0, description="wall-time budget")
     checkpoint_every_epochs: int = Field(1, ge=1)
+    checkpoint_every_seconds: float = Field(
+        120.0, gt=0, description="wall time after which an epoch, or its MD, checkpoints"
+    )
 
     @model_validator(mode="after")
     def _thresholds(self) -> StableConfig:

@@ -19,18 +19,25 @@ tested: it ends if at most f_min of the replicas went unstable in this epoch's r
 ``max_lr_cuts`` + 1-th time; simulation then resumes from this run's last states (its unstable
 replicas frozen). So every learning phase makes at least one update.
 
-Every epoch is logged (``log.csv``, ``stable_training.png``) and checkpointed; rerunning with
-the same options resumes.
+Every epoch is logged (``log.csv``, ``stable_training.png``) and checkpointed (every
+``checkpoint_every_epochs`` epochs, and after any epoch once ``checkpoint_every_seconds`` have
+passed); rerunning with the same options resumes. An epoch's MD, which may take long, keeps its
+own checkpoint (``epoch-<n>-md.pt``, at least every ``checkpoint_every_seconds``, removed when
+the epoch is done), so a resumed run continues inside the epoch and, the samples of a learning
+epoch included, gives what an uninterrupted run gives.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from ase import Atoms
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -39,7 +46,12 @@ from stablemd.analysis.geometry import replica_numbers, replica_positions
 from stablemd.core.batch import Batch
 from stablemd.core.config_file import check_same_config
 from stablemd.core.errors import InputError
-from stablemd.core.files import load_tagged_torch_file, save_torch_file
+from stablemd.core.files import (
+    atomic_write,
+    check_same_options,
+    load_tagged_torch_file,
+    save_torch_file,
+)
 from stablemd.data.frames import FrameSet
 from stablemd.fix.stable_training.config import StableConfig
 from stablemd.fix.stable_training.estimator import boltzmann_gradient
@@ -48,20 +60,29 @@ from stablemd.fix.stable_training.plots import plot_stable_training
 from stablemd.fix.stable_training.targets import ReferenceValue, TrainingObservable, make_observable
 from stablemd.md.forces import ModelForces
 from stablemd.md.monitor import Criterion, Observer
-from stablemd.md.runner import run
+from stablemd.md.runner import RunResult, run
 from stablemd.md.starts import initial_state
 from stablemd.md.state import MDState, state_from_dict, state_to_dict, take_replicas
 from stablemd.models.potential import Potential, predict
+from stablemd.models.registry import model_fingerprint
 from stablemd.monitors.criteria import NonFinite, geometric_criterion
 from stablemd.systems.system import System
 from stablemd.training.loss import energy_force_loss
 from stablemd.training.statistics import recentre_energies
 
-#: /3: a learning epoch steps before it tests f_min; a /2 checkpoint would resume into a mix of
-#: both loops (its counters may hold a phase end that is still due), so it is refused.
-FORMAT = "stablemd-stable-checkpoint/3"
+if TYPE_CHECKING:
+    from stablemd.training.workflow import TrainingFrames
+
+#: /4: a learning epoch steps before it tests f_min (/3), and an epoch's MD resumes from its own
+#: checkpoint; an older checkpoint would resume into a mix of loops, so it is refused.
+FORMAT = "stablemd-stable-checkpoint/4"
 #: Options that may change when a run is resumed.
-BUDGET_FIELDS = ("max_cycles", "max_epochs", "max_learning_epochs", "max_time_minutes")
+BUDGET_FIELDS = (
+    "max_cycles", "max_epochs", "max_learning_epochs", "max_time_minutes",
+    "checkpoint_every_epochs", "checkpoint_every_seconds",
+)  # fmt: skip
+#: An epoch's MD checkpoints on time only (and at its end), never on a step count.
+NO_STEP_CHECKPOINTS = 2**62
 LOG_FIELDS = (
     "epoch", "cycle", "phase", "unstable_fraction", "obs_loss", "qm_loss", "gradient_norm",
     "learning_rate", "n_samples", "simulated_ps", "elapsed_s",
@@ -88,6 +109,12 @@ class _Sampler(Observer):
         self.frames.append(replica_positions(state)[active].clone())
         self.replicas.append(torch.nonzero(active)[:, 0])
 
+    def state_dict(self) -> dict:
+        return {"frames": list(self.frames), "replicas": list(self.replicas)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.frames, self.replicas = list(state_dict["frames"]), list(state_dict["replicas"])
+
 
 class _Flags(Observer):
     """Which replicas a criterion has flagged at any call (without freezing them)."""
@@ -102,17 +129,26 @@ class _Flags(Observer):
     def __call__(self, state: MDState) -> None:
         self.unstable |= self.criterion(state) & state.active
 
+    def state_dict(self) -> dict:
+        return {"unstable": self.unstable.clone()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.unstable = state_dict["unstable"].clone()
+
 
 @dataclass
 class StableResult:
-    """The trained potential, one log row per epoch, wall time (s), the reference used, and
-    the change of the per-atom energy shift that re-centred the energies (eV/atom)."""
+    """The trained potential, one log row per epoch, wall time (s), the reference used, the
+    change of the per-atom energy shift that re-centred the energies (eV/atom), and (set by
+    :func:`~stablemd.fix.stable_training.workflow.stable_train`) where the base model's
+    training frames were found in the data."""
 
     potential: Potential
     history: list[dict]
     elapsed_s: float
     reference: ReferenceValue
     energy_recentred_eV_per_atom: float
+    training_frames: TrainingFrames | None = None
 
 
 def training_criterion(system: System, config: StableConfig) -> Criterion:
@@ -161,6 +197,15 @@ class StableTrainer:
         self.reference_info, self.reference = reference, reference.value
         self.dtype = next(potential.parameters()).dtype
         self.qm_frames = FrameSet(train_frames, self.dtype)
+        #: what the result depends on besides the options: a checkpoint of others is refused
+        self.inputs = {
+            "system": system.name,
+            "base_model": model_fingerprint(potential),
+            "training_frames": self.qm_frames.fingerprint,
+            "reference": hashlib.sha256(
+                np.round(self.reference.detach().double().numpy(), 12).tobytes()
+            ).hexdigest(),
+        }
         self.criterion = training_criterion(system, config)
         self.integrator = config.integrator()
         self.forces = ModelForces(potential)
@@ -191,11 +236,31 @@ class StableTrainer:
     def checkpoint_path(self) -> Path:
         return self.run_dir / "checkpoint.pt"
 
+    def _epoch_md_path(self, epoch: int | None = None) -> Path:
+        """The checkpoint of the MD of ``epoch`` (default: the current one)."""
+        return self.run_dir / f"epoch-{self.epoch if epoch is None else epoch}-md.pt"
+
+    def _remove_other_epoch_checkpoints(self) -> None:
+        """MD checkpoints of epochs other than the current one (left by a kill between the
+        end of an epoch and their removal) belong to no epoch still to be run."""
+        for path in self.run_dir.glob("epoch-*-md.pt"):
+            if path != self._epoch_md_path():
+                path.unlink()
+
+    def _run_md(self, start: MDState, monitors: list) -> RunResult:
+        """``steps_per_epoch`` steps of MD from ``start``, resumed from the epoch's checkpoint."""
+        return run(
+            start, self.integrator, self.forces, self.config.steps_per_epoch, monitors,
+            checkpoint=self._epoch_md_path(), checkpoint_every=NO_STEP_CHECKPOINTS,
+            checkpoint_seconds=self.config.checkpoint_every_seconds, progress=False,
+        )  # fmt: skip
+
     def _save(self) -> None:
         save_torch_file(
             {
                 "format": FORMAT,
                 "config": self.config.model_dump(),
+                "inputs": self.inputs,
                 "model": self.potential.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
@@ -216,10 +281,12 @@ class StableTrainer:
             },
             self.checkpoint_path,
         )
+        self._saved_at = time.perf_counter()
 
     def _restore(self) -> None:
         saved = load_tagged_torch_file(self.checkpoint_path, FORMAT, "StABlE checkpoint")
         check_same_config(self.checkpoint_path, saved["config"], self.config, BUDGET_FIELDS)
+        check_same_options(self.checkpoint_path, saved.get("inputs", {}), self.inputs)
         self.potential.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
@@ -250,12 +317,9 @@ class StableTrainer:
         self.anchor = state.clone() if self.anchor is None else take_replicas(
             state, self.anchor, ~state.active
         )  # fmt: skip
-        result = run(
-            state, self.integrator, self.forces, self.config.steps_per_epoch,
-            [self.criterion, NonFinite(every=self.config.check_every)], progress=False,
-        )  # fmt: skip
+        result = self._run_md(state, [self.criterion, NonFinite(every=self.config.check_every)])
         self.state = result.state
-        self.simulated_ps += result.steps * self.config.timestep_fs / 1000
+        self.simulated_ps += (result.state.step - state.step) * self.config.timestep_fs / 1000
         unstable = 1.0 - float(self.state.active.double().mean())
         if unstable >= self.config.f_max:
             self.phase, self.learning_epochs = "learning", 0
@@ -275,11 +339,8 @@ class StableTrainer:
         )
         sampler = _Sampler(config.sample_every, after_step=start.step)
         flags = _Flags(self.criterion, start.n_systems)
-        result = run(
-            start, self.integrator, self.forces, config.steps_per_epoch,
-            [sampler, flags, NonFinite(every=config.sample_every)], progress=False,
-        )  # fmt: skip
-        self.simulated_ps += result.steps * config.timestep_fs / 1000
+        result = self._run_md(start, [sampler, flags, NonFinite(every=config.sample_every)])
+        self.simulated_ps += (result.state.step - start.step) * config.timestep_fs / 1000
         unstable = flags.unstable | ~result.state.active
         fraction = float(unstable.double().mean())
         rate = self.optimizer.param_groups[0]["lr"]
@@ -375,7 +436,7 @@ class StableTrainer:
             elapsed_s=round(self._elapsed(), 2),
         )  # fmt: skip
         self.history.append(full)
-        with open(self.run_dir / "log.csv", "w", newline="") as handle:
+        with atomic_write(self.run_dir / "log.csv") as tmp, tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
             writer.writeheader()
             writer.writerows(self.history)
@@ -387,6 +448,12 @@ class StableTrainer:
         self._started = time.perf_counter()
         if self.checkpoint_path.is_file():
             self._restore()
+            self._remove_other_epoch_checkpoints()
+        else:  # a new run: no MD checkpoint is its own; and a rerun with other options is
+            for path in self.run_dir.glob("epoch-*-md.pt"):  # refused even in the first epoch
+                path.unlink()
+            self._save()
+        self._saved_at = time.perf_counter()
         columns = [
             TextColumn("[bold]StABlE[/] epoch {task.completed}"),
             BarColumn(),
@@ -404,8 +471,10 @@ class StableTrainer:
                     row = self._learning_epoch()
                 self._log(row)
                 self.epoch += 1
-                if self.epoch % self.config.checkpoint_every_epochs == 0:
+                due = time.perf_counter() - self._saved_at > self.config.checkpoint_every_seconds
+                if self.epoch % self.config.checkpoint_every_epochs == 0 or due:
                     self._save()
+                self._epoch_md_path(self.epoch - 1).unlink(missing_ok=True)
                 bar.update(task, completed=self.epoch, cycle=self.cycle, phase=self.phase,
                            unstable=f"{row['unstable_fraction']:.2f}")  # fmt: skip
         self._save()

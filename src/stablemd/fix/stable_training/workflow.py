@@ -20,15 +20,19 @@ from stablemd.fix.stable_training.targets import (
 from stablemd.models.registry import load_potential, save_potential
 from stablemd.systems import get_system
 from stablemd.systems.system import System, bond_lengths
-from stablemd.training.workflow import is_training_file
+from stablemd.training.workflow import TrainingFrames, locate_training_frames
 
 
-def training_frames(model_metadata: dict, data: Path) -> list[Atoms]:
-    """The frames of ``data`` the base model was trained on (all of them for another file)."""
+def training_frames(model_metadata: dict, data: Path) -> tuple[list[Atoms], TrainingFrames]:
+    """The frames of ``data`` the base model was trained on, in the model's order (recognised
+    by content when the model records per-frame fingerprints, so a copy, a reordered file or an
+    extended XYZ round trip serves as well), and where they were found. When none of them is in
+    ``data`` it is another file, and all its frames are returned."""
     frames = read_frames(data)
-    if not is_training_file(model_metadata, data, frames):
-        return frames
-    return [frames[i] for i in model_metadata["training"]["train_indices"]]
+    located = locate_training_frames(model_metadata, data, frames)
+    if not located.train:
+        return frames, located
+    return [frames[i] for i in located.train], located
 
 
 def system_of(name: str | None, frames: list[Atoms], where: str = "the training frames") -> System:
@@ -88,7 +92,7 @@ def stable_train(
     model's training record, so ``stablemd evaluate`` still holds its training frames out.
     """
     potential = load_potential(model)
-    frames = training_frames(potential.metadata, data)
+    frames, located = training_frames(potential.metadata, data)
     system = system_of(system_name, frames, f"{data} (training frames)")
     observable = training_observable(system, config)
     reference = reference_value(observable, system, frames, config, reference_file)
@@ -108,4 +112,5 @@ def stable_train(
         },
     }
     save_potential(result.potential, out, metadata)
+    result.training_frames = located
     return result
