@@ -30,7 +30,7 @@ from stablemd.ase import Calculator
 from stablemd.core.runtime import tune_memory_allocator
 from stablemd.md.forces import ModelForces
 from stablemd.md.integrators import BAOAB, VelocityVerlet
-from stablemd.md.monitor import Observer
+from stablemd.md.monitoring import Observer
 from stablemd.md.runner import run
 from stablemd.md.starts import state_from_atoms
 from stablemd.md.thermostats import LangevinNoise

@@ -47,7 +47,7 @@ max_epochs: 60
 """
 STABLE_OPTIONS = (
     "--system", "water", "--estimator", "local", "--observable", "molecule_bond_length",
-    "--criterion", "min_intermolecular_distance", "--temperature", "300", "--timestep", "1",
+    "--criterion", "min_nonbonded_distance", "--temperature", "300", "--timestep", "1",
     "--replicas", "8", "--steps-per-epoch", "300", "--f-max", "0.75", "--f-min", "0",
     "--qm-weight", "0", "--max-time", "40",
 )  # fmt: skip

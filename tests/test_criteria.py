@@ -14,7 +14,7 @@ from stablemd.md.state import MDState
 from stablemd.md.velocities import temperature
 from stablemd.monitors.criteria import (
     BondLengthDeviation,
-    MinIntermolecularDistance,
+    MinNonbondedDistance,
     NonFinite,
     RDFDeviation,
 )
@@ -94,7 +94,7 @@ def test_bond_length_deviation_rejects_bonds_outside_the_replica(ethanol):
         criterion(make_state([ethanol.atoms]))
 
 
-def test_min_intermolecular_distance_matches_ase_and_fires_through_the_boundary(water):
+def test_min_nonbonded_distance_matches_ase_and_fires_through_the_boundary(water):
     atoms = water.atoms
     distances = atoms.get_all_distances(mic=True)
     different = water.molecule_index[:, None] != water.molecule_index[None, :]
@@ -104,15 +104,15 @@ def test_min_intermolecular_distance_matches_ase_and_fires_through_the_boundary(
     # an H of molecule 1 placed 1.0 Å from the O of molecule 0, through the periodic boundary
     collided.positions[4] = collided.positions[0] + [1.0, 0.0, 0.0] - collided.cell[0]
     state = make_state([atoms, collided])
-    criterion = MinIntermolecularDistance(water.molecule_index)
+    criterion = MinNonbondedDistance(water.molecule_index)
     values = criterion.values(state)
     assert values[0].item() == pytest.approx(expected, abs=1e-9)
     assert values[1].item() == pytest.approx(1.0, abs=1e-9)
     assert criterion(state).tolist() == [False, True]
 
 
-def test_min_intermolecular_distance_single_molecule_never_fires(ethanol):
-    criterion = MinIntermolecularDistance(ethanol.molecule_index)
+def test_min_nonbonded_distance_single_molecule_never_fires(ethanol):
+    criterion = MinNonbondedDistance(ethanol.molecule_index)
     assert criterion(make_state([ethanol.atoms])).tolist() == [False]
 
 
@@ -188,8 +188,8 @@ def test_contacts_count_nonbonded_pairs_inside_a_molecule_only_on_request(water)
     state = make_state([water.atoms, folded])
     h_h = np.linalg.norm(folded.positions[h1] - folded.positions[h2])
     assert h_h < 1.2
-    between = MinIntermolecularDistance(water.molecule_index)
-    nonbonded = MinIntermolecularDistance(water.molecule_index, bonds=water.bonds)
+    between = MinNonbondedDistance(water.molecule_index)
+    nonbonded = MinNonbondedDistance(water.molecule_index, bonds=water.bonds)
     assert between(state).tolist() == [False, False]
     assert nonbonded(state).tolist() == [False, True]
     assert nonbonded.values(state)[1].item() == pytest.approx(h_h, abs=1e-9)

@@ -12,7 +12,7 @@ from md_support import ClusterLJ, argon_state, single_thread  # noqa: F401
 
 from stablemd.core.errors import InputError
 from stablemd.md.integrators import BAOAB, VelocityVerlet
-from stablemd.md.monitor import Criterion, Observer
+from stablemd.md.monitoring import Criterion, Observer
 from stablemd.md.runner import run
 from stablemd.md.state import take_replicas
 from stablemd.md.thermostats import LangevinNoise

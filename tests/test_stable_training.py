@@ -31,7 +31,7 @@ from stablemd.fix.stable_training.targets import (
     reference_from_frames,
 )
 from stablemd.fix.stable_training.workflow import reference_value, system_of
-from stablemd.md.monitor import Criterion
+from stablemd.md.monitoring import Criterion
 from stablemd.models.potential import Potential, predict
 from stablemd.models.registry import build_potential, load_potential, save_potential
 from stablemd.oracles import registry as oracle_registry

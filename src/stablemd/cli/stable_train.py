@@ -41,7 +41,7 @@ def stable_train(
         None, help="Temperature (K) of the training frames; reweights the reference."
     ),
     criterion: str = typer.Option(
-        None, help="bond_length_deviation or min_intermolecular_distance. (default by system)"
+        None, help="bond_length_deviation or min_nonbonded_distance. (default by system)"
     ),
     max_bond_deviation: float = typer.Option(None, help="Training bond criterion in Å. (0.25)"),
     min_distance: float = typer.Option(None, help="Training contact criterion in Å. (1.2)"),

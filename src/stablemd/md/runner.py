@@ -1,7 +1,7 @@
 """The MD loop: integrate, call monitors on their own intervals, freeze unstable replicas,
 checkpoint.
 
-Monitors (:mod:`stablemd.md.monitor`) run on the starting state and after every step that
+Monitors (:mod:`stablemd.md.monitoring`) run on the starting state and after every step that
 is a multiple of their ``every``. All monitors of a step see the same state; replicas that a
 criterion flags are frozen after them (so a trajectory writer still records the frame at which a
 replica was found unstable), with the time (fs) and the criterion's name recorded.
@@ -26,7 +26,7 @@ from stablemd.core.files import check_same_options, load_checkpoint, save_torch_
 from stablemd.core.runtime import adapt_threads
 from stablemd.md.forces import ForceLevels, ForceResult, ForceTerm
 from stablemd.md.integrators import Integrator
-from stablemd.md.monitor import Criterion, Monitor
+from stablemd.md.monitoring import Criterion, Monitor
 from stablemd.md.state import MDState, state_from_dict, state_to_dict
 
 CHECKPOINT_FORMAT = "stablemd-md-checkpoint/2"

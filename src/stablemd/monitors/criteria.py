@@ -1,10 +1,10 @@
-"""Stability criteria (:class:`~stablemd.md.monitor.Criterion`): ``criterion(state)`` is a
+"""Stability criteria (:class:`~stablemd.md.monitoring.Criterion`): ``criterion(state)`` is a
 BoolTensor [n_systems], True = unstable; the runner freezes the replicas flagged.
 
 Criteria only read the state. The geometric ones treat the replicas as copies of one structure
 (atom order inside each replica as in the structure) and count a replica whose value is NaN as
 unstable. Thresholds follow StABlE (paper appendix A.5): bond-length deviation 0.5 Å for
-evaluation (0.25 Å while training), minimum intermolecular distance 1.2 Å, RDF deviation 3.0
+evaluation (0.25 Å while training), minimum distance of non-bonded atoms 1.2 Å, RDF deviation 3.0
 over 1 ps windows.
 """
 
@@ -18,7 +18,7 @@ import torch
 from stablemd.analysis.geometry import bond_lengths, pair_vectors, replica_positions
 from stablemd.analysis.structure import DR_A, SIGMA_A, radial_distribution
 from stablemd.core.errors import InputError
-from stablemd.md.monitor import Criterion
+from stablemd.md.monitoring import Criterion
 from stablemd.md.state import MDState
 from stablemd.systems.system import System
 
@@ -65,7 +65,7 @@ class BondLengthDeviation(Criterion):
         return ~(self.values(state) <= self.max_deviation)
 
 
-class MinIntermolecularDistance(Criterion):
+class MinNonbondedDistance(Criterion):
     """Unstable when two atoms of different molecules come closer than ``min_distance`` (Å).
 
     ``molecule_index`` [n_atoms] of one structure (e.g. ``System.molecule_index``). With
@@ -75,7 +75,7 @@ class MinIntermolecularDistance(Criterion):
     periodic cells. A single molecule without ``bonds`` is never unstable.
     """
 
-    name = "min_intermolecular_distance"
+    name = "min_nonbonded_distance"
 
     def __init__(self, molecule_index, min_distance: float = 1.2, bonds=None, every: int = 1):
         super().__init__(every)
@@ -212,7 +212,7 @@ def _copy(value):
 
 
 #: Names of the geometric criteria, for options and configuration files.
-GEOMETRIC_CRITERIA = ("bond_length_deviation", "min_intermolecular_distance")
+GEOMETRIC_CRITERIA = ("bond_length_deviation", "min_nonbonded_distance")
 
 
 def geometric_criterion(
@@ -227,10 +227,10 @@ def geometric_criterion(
     :data:`GEOMETRIC_CRITERIA`), by default contacts for periodic boxes and bond lengths for
     molecules; ``nonbonded_intramolecular`` makes contacts count non-bonded pairs inside a
     molecule too."""
-    kind = kind or ("min_intermolecular_distance" if system.periodic else "bond_length_deviation")
-    if kind == "min_intermolecular_distance":
+    kind = kind or ("min_nonbonded_distance" if system.periodic else "bond_length_deviation")
+    if kind == "min_nonbonded_distance":
         bonds = system.bonds if nonbonded_intramolecular else None
-        return MinIntermolecularDistance(system.molecule_index, min_distance_A, bonds, every)
+        return MinNonbondedDistance(system.molecule_index, min_distance_A, bonds, every)
     if kind == "bond_length_deviation":
         return BondLengthDeviation(
             system.bonds, system.reference_bond_lengths, max_bond_deviation_A, every

@@ -32,7 +32,7 @@ import torch
 
 from stablemd.core.errors import InputError
 from stablemd.md.integrators import Integrator
-from stablemd.md.monitor import Observer
+from stablemd.md.monitoring import Observer
 from stablemd.md.state import MDState
 from stablemd.md.velocities import temperature
 

@@ -1,7 +1,7 @@
 """The stability benchmark: every model from the same starts, same velocities, same thermostat.
 
 For each model, R replicas run in one batch until ``time_ps`` or until every replica is unstable
-(bond-length deviation for molecules, minimum intermolecular distance for periodic systems,
+(bond-length deviation for molecules, minimum distance of non-bonded atoms for periodic systems,
 non-finite numbers always; for periodic systems optionally StABlE's evaluation criterion, the
 deviation of window-averaged element-resolved RDFs from a reference RDF). The h(r) of each
 replica is accumulated over its stable part only and compared with a reference h(r) (e.g. of
@@ -32,7 +32,7 @@ from stablemd.data.fingerprints import frames_fingerprint
 from stablemd.diagnose.stability.diffusion import DIFFUSION_WINDOW_PS, StableDisplacement
 from stablemd.diagnose.stability.report import StabilitySummary, summarize
 from stablemd.md.forces import ForceTerm, ModelForces
-from stablemd.md.monitor import Monitor, Observer
+from stablemd.md.monitoring import Monitor, Observer
 from stablemd.md.runner import run
 from stablemd.md.settings import MDSettings
 from stablemd.md.starts import initial_state
@@ -67,10 +67,10 @@ class StabilitySettings(MDSettings):
     rdf_window_ps: float = Field(1.0, gt=0, description="averaging window of the RDF criterion")
 
 
-class StableHistogram(Observer):
+class StablePartHistogram(Observer):
     """The h(r) of each replica summed over the calls at which it is still active."""
 
-    name = "stable_h_r"
+    name = "stable_part_h_r"
 
     def __init__(self, n_replicas: int, r_max: float = H_R_MAX_A, every: int = 1):
         super().__init__(every)
@@ -164,7 +164,7 @@ def stability_monitors(
                 max_mae=settings.max_rdf_deviation, every=every,
             )
         )  # fmt: skip
-    monitors.append(StableHistogram(settings.replicas, every=every))
+    monitors.append(StablePartHistogram(settings.replicas, every=every))
     interval_fs = every * settings.timestep_fs
     window = round(DIFFUSION_WINDOW_PS * 1000 / interval_fs)
     if system.periodic and window >= 2:
@@ -255,7 +255,7 @@ def run_stability(
         checkpoint_every=max(settings.check_every, 2000), progress=progress, label=label,
     )  # fmt: skip
     stable_ps = (result.unstable_time_fs / 1000).tolist()
-    histogram = next(m for m in monitors if isinstance(m, StableHistogram))
+    histogram = next(m for m in monitors if isinstance(m, StablePartHistogram))
     displacement = next((m for m in monitors if isinstance(m, StableDisplacement)), None)
     pooled = histogram.pooled()
     outcome = ModelStability(

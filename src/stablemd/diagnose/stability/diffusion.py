@@ -21,7 +21,7 @@ from ase.data import chemical_symbols
 
 from stablemd.analysis.dynamics import to_cm2_per_s
 from stablemd.analysis.geometry import replica_numbers, replica_positions
-from stablemd.md.monitor import Observer
+from stablemd.md.monitoring import Observer
 from stablemd.md.state import MDState
 
 #: Longest lag of the MSD (ps).

@@ -34,7 +34,7 @@ class StableConfig(MDSettings):
     reference_temperature_K: float | None = Field(
         None, gt=0, description="temperature of the reference frames, to reweight them"
     )
-    criterion: Literal["bond_length_deviation", "min_intermolecular_distance"] | None = Field(
+    criterion: Literal["bond_length_deviation", "min_nonbonded_distance"] | None = Field(
         None, description="default: bonds for molecules, contacts for periodic systems"
     )
     max_bond_deviation_A: float = Field(0.25, gt=0)

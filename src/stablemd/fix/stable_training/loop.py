@@ -59,7 +59,7 @@ from stablemd.fix.stable_training.local_samples import molecule_samples, select,
 from stablemd.fix.stable_training.plots import plot_stable_training
 from stablemd.fix.stable_training.targets import ReferenceValue, TrainingObservable, make_observable
 from stablemd.md.forces import ModelForces
-from stablemd.md.monitor import Criterion, Observer
+from stablemd.md.monitoring import Criterion, Observer
 from stablemd.md.runner import RunResult, run
 from stablemd.md.starts import initial_state
 from stablemd.md.state import MDState, state_from_dict, state_to_dict, take_replicas
