@@ -63,6 +63,8 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(
         run(out)
     assert not out.exists() and (tmp_path / "ethanol.db.partial").exists()
     assert len(read_frames(tmp_path / "ethanol.db.partial")) == stop_at_label - 1
+    # what ASE's lock file would look like after a kill inside a write: it must not block
+    (tmp_path / "ethanol.db.partial.lock").touch()
     monkeypatch.setattr(generate, "label", real_label)
     summary = run(out)
     assert summary["new_frames"] == 7 - stop_at_label and summary["frames"] == 6

@@ -26,8 +26,13 @@ from stablemd.core.files import atomic_write, check_output_file
 
 
 def connect(path: str | Path, append: bool = True):
-    """An ASE SQLite database at ``path`` whatever its extension (created when missing)."""
-    return ase.db.connect(str(path), type="db", append=append)
+    """An ASE SQLite database at ``path`` whatever its extension (created when missing).
+
+    Without ASE's ``<path>.lock`` file: a process killed while writing leaves that file behind,
+    and every later write waits for it forever. SQLite's own locking and transactions, which
+    a kill cannot leave stale, keep the file consistent.
+    """
+    return ase.db.connect(str(path), type="db", append=append, use_lock_file=False)
 
 
 def open_database(path: str | Path):

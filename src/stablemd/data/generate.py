@@ -85,6 +85,7 @@ def _open_run(out: Path, settings: dict):
         return db
     db = open_database(tmp)
     _check_same_settings(tmp, db.metadata.get("run"), settings)
+    tmp.with_name(tmp.name + ".lock").unlink(missing_ok=True)  # ASE's, left by older versions
     return db
 
 
