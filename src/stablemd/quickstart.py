@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stablemd.core.files import write_json
 from stablemd.data.database import read_frames
-from stablemd.data.frames import FrameSet
 from stablemd.data.generate import generate_reference_data
+from stablemd.diagnose.held_out import held_out_errors
 from stablemd.diagnose.stability.benchmark import StabilitySettings
 from stablemd.diagnose.stability.compare import compare_models
 from stablemd.fix.stable_training.config import StableConfig
@@ -29,8 +29,7 @@ from stablemd.fix.stable_training.workflow import stable_train
 from stablemd.models.registry import load_potential
 from stablemd.systems import get_system
 from stablemd.training.config import TrainConfig
-from stablemd.training.metrics import error_metrics
-from stablemd.training.workflow import held_out_indices, train_from_database
+from stablemd.training.workflow import train_from_database
 
 #: The quickstart's small PaiNN: fast enough for minutes on two cores.
 QUICK_MODEL = {"n_features": 32, "n_interactions": 3, "cutoff": 5.0}
@@ -115,12 +114,12 @@ def run_quickstart(
     baseline = train_from_database(
         data_path, n_train, n_val, config, out / "model.pt", progress=progress
     )
-    held_out = held_out_indices(baseline.metadata, data_path, frames)
     train_frames = [frames[i] for i in baseline.metadata["training"]["train_indices"]]
-    test_frames = FrameSet([frames[i] for i in held_out])
 
     stage(3)
-    errors = {"baseline": error_metrics(baseline.potential, test_frames)}
+    tested = held_out_errors(baseline.potential, data_path)
+    held_out = tested.indices
+    errors = {"baseline": tested.metrics}
     write_json(errors["baseline"], out / "test_metrics.json")
 
     stage(4)
@@ -149,7 +148,7 @@ def run_quickstart(
     rows = compare_models(
         potentials, system, starts, train_frames, stability, out / "stability", progress
     )
-    errors["stable"] = error_metrics(potentials["stable"], test_frames)
+    errors["stable"] = held_out_errors(potentials["stable"], data_path).metrics
     write_json(errors["stable"], out / "test_metrics_stable.json")
     stage(len(STAGES) + 1)
     return QuickstartResult(

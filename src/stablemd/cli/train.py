@@ -10,14 +10,12 @@ from stablemd.cli.options import check_positive, config_from_options
 from stablemd.cli.output import console, metrics_table
 from stablemd.core.errors import InputError
 from stablemd.core.files import check_output_directory, check_output_file, write_json
-from stablemd.data.database import count_frames, read_frames
-from stablemd.data.frames import FrameSet
-from stablemd.models.registry import check_elements, check_hyperparameters, load_potential
+from stablemd.data.database import count_frames
+from stablemd.diagnose.held_out import held_out_errors
+from stablemd.models.registry import check_hyperparameters, load_potential
 from stablemd.training.config import TrainConfig
-from stablemd.training.metrics import error_metrics
 from stablemd.training.workflow import (
     default_run_dir,
-    locate_training_frames,
     train_from_database,
 )
 
@@ -105,18 +103,11 @@ def evaluate(
             json_out, "--json", inputs=[model, data], overwrite=overwrite, suffixes=(".json",)
         )
     potential = load_potential(model)
-    frames = read_frames(data)
-    check_elements(potential, frames, str(model), str(data))
-    indices = list(range(len(frames)))
-    if not include_training:
-        located = locate_training_frames(potential.metadata, data, frames)
-        left_out = "" if located.by == "none" else "; they are left out"
-        console.print(located.describe(data) + left_out)
-        indices = located.held_out
-    if not indices:
-        raise InputError(f"{data}: every frame was used in training; pass --include-training")
-    dtype = next(potential.parameters()).dtype
-    metrics = error_metrics(potential, FrameSet([frames[i] for i in indices], dtype), batch_size)
+    result = held_out_errors(potential, data, include_training, batch_size, str(model))
+    if result.located is not None:
+        left_out = "" if result.located.by == "none" else "; they are left out"
+        console.print(result.located.describe(data) + left_out)
+    metrics, indices = result.metrics, result.indices
     console.print(metrics_table(metrics, f"{model.name} on {len(indices)} frames of {data.name}"))
     if json_out is not None:
         write_json({"model": str(model), "data": str(data), **metrics}, json_out)

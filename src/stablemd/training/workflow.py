@@ -93,6 +93,7 @@ def train_from_database(
         "train_set_errors": error_metrics(result.potential, train, batch_size=64),
     }
     save_potential(result.potential, out, metadata)
+    result.potential.metadata = metadata  # as a model loaded from the file has it
     return TrainedModel(result.potential, Path(out), metadata)
 
 
@@ -206,9 +207,3 @@ def _by_content(train_prints: list[str], val_prints: list[str], frames: Sequence
     recognised = len(frames) - len(held_out)
     by = "content" if recognised else "none"
     return TrainingFrames(train, val, held_out, recognised, by, len(train_prints), len(val_prints))
-
-
-def held_out_indices(model_metadata: dict, data: Path, frames: Sequence[Atoms]) -> list[int]:
-    """Frames of ``data`` not used to train or validate the model (all when it is another file);
-    see :func:`locate_training_frames`, which also says how many were recognised."""
-    return locate_training_frames(model_metadata, data, frames).held_out
