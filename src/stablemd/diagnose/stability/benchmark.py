@@ -172,10 +172,30 @@ def stability_monitors(
     return monitors
 
 
-def check_stability_run(model_id: str, settings: StabilitySettings, out_dir: Path) -> dict | None:
-    """The finished result kept in ``out_dir`` (None: none yet), once it is clear that the
-    model ``model_id`` may run there with ``settings``: a damaged or foreign ``result.json`` or
-    ``settings.json``, other settings, another model or a shorter run are refused. Writes
+def stability_run_options(
+    model_id: str,
+    system: System,
+    starts: list[Atoms],
+    settings: StabilitySettings,
+    reference_rdf: Mapping | None,
+) -> dict:
+    """What defines a stability run's result: the model, the system, the start structures, the
+    settings and (with the RDF criterion) the reference RDF, as ``settings.json`` records it."""
+    options = {
+        "model": model_id,
+        "system": system.name,
+        "starts": frames_fingerprint(starts),
+        **settings.model_dump(),
+    }
+    if settings.max_rdf_deviation is not None:
+        options["rdf_reference"] = rdf_fingerprint(reference_rdf)
+    return options
+
+
+def check_stability_run(options: dict, out_dir: Path) -> dict | None:
+    """The finished result kept in ``out_dir`` (None: none yet), once it is clear that a run
+    with ``options`` (:func:`stability_run_options`) may go there: a damaged or foreign
+    ``result.json`` or ``settings.json``, other options or a shorter run are refused. Writes
     nothing, so that several runs can all be checked before the first starts."""
     done = out_dir / "result.json"
     earlier = None
@@ -185,14 +205,13 @@ def check_stability_run(model_id: str, settings: StabilitySettings, out_dir: Pat
         length = summary.get("run_length_ps") if isinstance(summary, dict) else None
         if not isinstance(length, int | float):
             raise InputError(f"{done}: not a stablemd stability result; use another output")
-        if summary["run_length_ps"] > settings.time_ps:
+        if summary["run_length_ps"] > options["time_ps"]:
             raise InputError(
                 f"{done}: the run is already {summary['run_length_ps']:g} ps long; "
-                f"a shorter one ({settings.time_ps:g} ps) needs another output directory"
+                f"a shorter one ({options['time_ps']:g} ps) needs another output directory"
             )
     record = out_dir / "settings.json"
     if record.is_file():
-        options = {"model": model_id, **settings.model_dump()}
         previous = read_json_record(record, "run record")
         check_same_options(record, previous, options, {"time_ps"}, RECORDED_LATER)
     return earlier
@@ -226,16 +245,9 @@ def run_stability(
         if not isinstance(model, Potential):
             raise ValueError("run_stability: name the force term with model_id")
         model_id = model_fingerprint(model)
-    earlier = check_stability_run(model_id, settings, out_dir)
     check_rdf_criterion(system, settings, reference_rdf)
-    options = {
-        "model": model_id,
-        "system": system.name,
-        "starts": frames_fingerprint(starts),
-        **settings.model_dump(),
-    }
-    if settings.max_rdf_deviation is not None:
-        options["rdf_reference"] = rdf_fingerprint(reference_rdf)
+    options = stability_run_options(model_id, system, starts, settings, reference_rdf)
+    earlier = check_stability_run(options, out_dir)
     record_run_options(
         options, out_dir / "settings.json", may_change={"time_ps"},
         defaults=RECORDED_LATER,

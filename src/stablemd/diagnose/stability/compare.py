@@ -16,6 +16,7 @@ from stablemd.diagnose.stability.benchmark import (
     check_stability_run,
     h_r_mae,
     run_stability,
+    stability_run_options,
 )
 from stablemd.diagnose.stability.report import (
     plot_h_r_comparison,
@@ -47,11 +48,14 @@ def compare_models(
     """
     if (out / "summary.json").exists():  # a rerun rewrites it; a foreign file is refused
         read_json_record(out / "summary.json", "stability summary", ("settings",))
-    for label, potential in models.items():  # every run may start, before the first does
-        check_stability_run(model_fingerprint(potential), settings, out / label)
     reference_h_r = None if reference is None else reference_observables(reference, r_max=H_R_MAX_A)
     reference_rdf = None if reference_h_r is None else reference_h_r.rdf
     check_rdf_criterion(system, settings, reference_rdf)  # before any model runs
+    for label, potential in models.items():  # every run may start, before the first does
+        options = stability_run_options(
+            model_fingerprint(potential), system, starts, settings, reference_rdf
+        )
+        check_stability_run(options, out / label)
     summaries, rows, curves = {}, {}, {}
     for label, potential in models.items():
         result = run_stability(
