@@ -80,12 +80,21 @@ def run_uninterrupted(args: list) -> float:
     return time.perf_counter() - started
 
 
-def run_with_kills(args: list, duration_s: float, seed: int) -> list[str]:
+def run_with_kills(
+    args: list, duration_s: float, seed: int, written_last: Path | None = None
+) -> list[str]:
     """Kill ``stablemd args`` ``KILLS`` times at random fractions of ``duration_s``, rerunning it
-    each time, then let it finish. Returns what happened to each attempt."""
+    each time, then let it finish. Returns what happened to each attempt.
+
+    ``written_last`` is an output the command writes last and refuses to replace: once it exists
+    (the run finished, or was killed between writing it and exiting) the run is complete and
+    the same command is not repeated.
+    """
     rng = np.random.default_rng([seed, int(os.environ.get("STABLEMD_KILL_SEED", 0))])
     outcomes = [f"uninterrupted: {duration_s:.2f} s"]
     for _ in range(KILLS):
+        if written_last is not None and written_last.exists():
+            return [*outcomes, f"{written_last.name} written: the run is complete"]
         delay = rng.uniform(0.1, 0.7) * duration_s
         process = _start(args)
         started = time.perf_counter()
@@ -98,7 +107,8 @@ def run_with_kills(args: list, duration_s: float, seed: int) -> list[str]:
         assert killed or process.returncode == 0, err
         took = time.perf_counter() - started
         outcomes.append(f"killed after {delay:.2f} s" if killed else f"finished in {took:.2f} s")
-    _finish(_start(args))
+    if written_last is None or not written_last.exists():
+        _finish(_start(args))
     return outcomes
 
 
@@ -167,7 +177,7 @@ def _assert_same_weights(a: Path, b: Path) -> tuple[dict, dict]:
 def test_train(generated, trained, work):
     reference, duration = trained
     out = work / "killed.pt"
-    print(run_with_kills(_train_args(work, generated[0], out), duration, seed=2))
+    print(run_with_kills(_train_args(work, generated[0], out), duration, seed=2, written_last=out))
     expected, got = _assert_same_weights(reference, out)
     for key in ("epochs", "best_epoch", "train_indices", "val_indices", "shortest_distances_A"):
         assert got["training"][key] == expected["training"][key], key
@@ -271,7 +281,8 @@ def test_stable_train(generated, trained, work):
     log = _log(work / "stable-reference_run" / "log.csv")
     assert "learning" in [row["phase"] for row in log]  # the case covers a gradient step
     out = work / "stable-killed.pt"
-    print(run_with_kills(_stable_train_args(work, trained[0], generated[0], out), duration, 5))
+    args = _stable_train_args(work, trained[0], generated[0], out)
+    print(run_with_kills(args, duration, seed=5, written_last=out))
     _assert_same_weights(reference, out)
     assert _log(work / "stable-killed_run" / "log.csv") == log
 

@@ -131,3 +131,15 @@ def model_fingerprint(potential: Potential) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+#: How a model was trained to give forces (``TrainConfig.forces``, recorded in its file):
+#: −∂E/∂r of the energy head, the direct (non-conservative) head alone, or both heads.
+TRAINED_FORCES = ("conservative", "direct", "both")
+
+
+def trained_forces(potential: Potential) -> str:
+    """Which of :data:`TRAINED_FORCES` the model was trained with (``conservative`` for a model
+    without a training record)."""
+    record = getattr(potential, "metadata", {}).get("training", {})
+    return record.get("config", {}).get("forces", "conservative")
