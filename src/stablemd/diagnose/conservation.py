@@ -303,11 +303,7 @@ def rotation_deformation_loop(
     K = _cross_matrix(axis)
     angle = turns * t
     # Rodrigues: R = I + sin θ K + (1 − cos θ) K²; dR/dt = turns · K R.
-    R = (
-        np.eye(3)
-        + np.sin(angle)[:, None, None] * K
-        + (1 - np.cos(angle))[:, None, None] * (K @ K)
-    )
+    R = np.eye(3) + np.sin(angle)[:, None, None] * K + (1 - np.cos(angle))[:, None, None] * (K @ K)
     rotated = np.einsum("mab,mnb->mna", R, body)
     positions = c + rotated
     tangents = turns * rotated @ K.T + np.einsum("mab,mnb->mna", R, displacement_rate)
@@ -387,4 +383,3 @@ def closed_loop_work(
         parameter=path.parameter,
         cumulative_work_eV=cumulative,
     )
-
