@@ -42,8 +42,8 @@ class CyclicCurl:
     J_ii = −k I, J_{i,i+1} = c Z (Z = [ẑ]×), every other block zero; by hand, with n ≥ 3 atoms:
     ‖J‖² = n(3k² + 2c²); the antisymmetric part has blocks ±cZ/2 at (i, i+1) and (i+1, i), so
     ‖J_anti‖² = n c², λ = c / sqrt(3k² + 2c²) for the structure and for every atom (its rows
-    hold −kI, cZ, and two blocks cZ/2), and each coupled pair has norm sqrt((2c² + 0)/2) = c and
-    antisymmetric norm c/√2: λ_ij = 1/√2."""
+    and its columns of J each hold −kI and cZ, its rows of J_anti two blocks cZ/2), and each
+    coupled pair has norm sqrt((2c² + 0)/2) = c and antisymmetric norm c/√2: λ_ij = 1/√2."""
 
     def __init__(self, k: float, c: float):
         self.k, self.c = k, c
@@ -87,6 +87,9 @@ def test_conservative_model_has_symmetric_jacobian():
 def test_direct_head_is_not_conservative():
     result = jacobian_asymmetry(tiny_painn(), [ethanol()], "direct")
     assert result.overall_lambda > 0.05
+    # ‖(X − Yᵀ)/2‖² ≤ (‖X‖² + ‖Y‖²)/2: no atom's or pair's λ exceeds 1 (the rows of H
+    # alone would give 1.19 here).
+    assert 0.2 < result.atom_lambda.max() <= 1 and result.pair_lambda.max() <= 1
 
 
 def test_analytic_field_lambda_matches_closed_form():
@@ -109,6 +112,30 @@ def test_analytic_field_lambda_matches_closed_form():
     i, j = result.pair_i[mine], result.pair_j[mine]
     distances = np.linalg.norm(atoms.positions[i] - atoms.positions[j], axis=1)
     np.testing.assert_allclose(result.pair_distance[mine], distances, rtol=1e-12)
+
+
+class OneWay:
+    """f_0 = c ẑ × Σ_{j>0} r_j, f_j = −k r_j (one structure): atom 0 feels the others, nobody
+    feels atom 0. By hand: the rows of atom 0 hold n − 1 blocks cZ (2c² each) and its columns
+    nothing, J_anti's rows of 0 hold n − 1 blocks cZ/2, so λ_0 = sqrt((n−1)c²/2 /
+    ((n−1)2c²/2)) = 1/√2; atom j > 0 has rows −kI, columns −kI and cZ, one block cZ/2 in
+    J_anti: λ_j = sqrt(c²/2 / ((3k² + 3k² + 2c²)/2)) = c / sqrt(6k² + 2c²)."""
+
+    def __init__(self, k: float, c: float):
+        self.k, self.c = k, c
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        r = batch.positions
+        f = -self.k * r
+        first = self.c * r[1:].sum(0) @ Z_CROSS.T
+        return torch.cat([first[None], f[1:]])
+
+
+def test_atom_lambda_counts_rows_and_columns():
+    k, c = 0.8, 0.5
+    result = jacobian_asymmetry(OneWay(k, c), [ethanol()])
+    expected = [1 / math.sqrt(2)] + [c / math.sqrt(6 * k**2 + 2 * c**2)] * 8
+    np.testing.assert_allclose(result.atom_lambda, expected, rtol=1e-12)
 
 
 def test_jacobian_of_batch_equals_single_structures():

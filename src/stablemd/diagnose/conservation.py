@@ -96,7 +96,10 @@ class JacobianAsymmetry:
     squared norms summed over all structures.
 
     Per atom [n_atoms of all structures, in order]: ``atom_structure`` (which structure),
-    ``atom_numbers``, ``atom_lambda`` = ‖rows iα of J_anti‖ / ‖rows iα of J‖.
+    ``atom_numbers``, ``atom_lambda`` = ‖rows iα of J_anti‖ / sqrt((‖rows iα of J‖² +
+    ‖columns iα of J‖²)/2): J_anti's rows of atom i hold J's columns of i too, so dividing by
+    the rows alone could exceed 1 (untrained PaiNN direct head, ethanol: 1.19 for H); with both
+    in the denominator it is at most 1 and the atoms' squared terms add up to the structure's.
 
     Per unordered pair i < j of one structure [n_pairs]: ``pair_structure``, ``pair_i``,
     ``pair_j`` (atom indices within the structure), ``pair_distance`` r_ij (Å, minimum image),
@@ -185,7 +188,7 @@ def jacobian_asymmetry(
         norms.append(total)
         anti_norms.append(total_anti)
         structure_lambda.append(total_anti / total)
-        rows, anti_rows = block.sum(1), anti_block.sum(1)
+        rows, anti_rows = 0.5 * (block.sum(1) + block.sum(0)), anti_block.sum(1)
         if bool((rows == 0).any()):
             k = int(torch.nonzero(rows == 0)[0])
             raise InputError(f"structure {s}: the force on atom {k} does not change at all")
