@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from ase.build import bulk
@@ -64,3 +69,27 @@ def test_fused_result_does_not_depend_on_thread_count(threads):
         torch.set_num_threads(before)
     reference = predict(model, batch, create_graph=True)
     torch.testing.assert_close(out["forces"], reference["forces"].detach(), rtol=1e-12, atol=1e-13)
+
+
+THREADS_SCRIPT = """
+import torch
+torch.set_num_threads(1)
+import numba
+from test_models import ethanol, make_model
+from stablemd.core.batch import Batch
+from stablemd.models.potential import predict
+predict(make_model("painn"), Batch.from_atoms([ethanol()] * 4, dtype=torch.float64))
+print(torch.get_num_threads(), numba.get_num_threads())
+"""
+
+
+def test_a_one_thread_process_stays_on_one_thread():
+    """numba's OpenMP pool, launched by the fused kernel, must not raise torch's thread count
+    (nor use more threads itself) in a process told to use one thread."""
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), *sys.path])}
+    env.pop("NUMBA_NUM_THREADS", None)
+    out = subprocess.run(
+        [sys.executable, "-c", THREADS_SCRIPT], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["1", "1"]

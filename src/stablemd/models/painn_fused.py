@@ -137,8 +137,32 @@ def _backward(
 
 
 def _n_blocks(n_pairs: int) -> int:
-    """One block of pairs per torch thread (each block owns its scatter buffers)."""
+    """One block of pairs per torch thread of the calling thread (each block owns its scatter
+    buffers)."""
     return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, n_pairs))
+
+
+def _use_threads(n_blocks: int) -> int:
+    """Give numba's parallel regions ``n_blocks`` threads; returns it. Without it a region
+    wakes numba's whole pool, whose spare threads fight other processes for the cores."""
+    numba.set_num_threads(n_blocks)
+    return n_blocks
+
+
+def _launch_numba_pool() -> None:
+    """Start numba's thread pool now, keeping torch's thread count.
+
+    Launching numba's OpenMP pool resets OpenMP's thread count, which torch reads, to
+    ``NUMBA_NUM_THREADS`` (all cores), even under ``OMP_NUM_THREADS=1``: a process limited to one
+    torch thread silently ran on two after its first PaiNN call, and on a loaded machine a call
+    on 8 aspirin replicas took 530–900 ms instead of 70–100 ms.
+    """
+    threads = torch.get_num_threads()
+    numba.get_num_threads()
+    torch.set_num_threads(threads)
+
+
+_launch_numba_pool()
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -151,7 +175,8 @@ class FusedMessage(torch.autograd.Function):
     @staticmethod
     def forward(ctx, phi, v, filters, directions, first, second):
         inputs = (phi, v, filters, directions, first, second)
-        ds, dv = _forward(*[_np(t) for t in inputs], _n_blocks(len(first)))
+        ctx.n_blocks = _use_threads(_n_blocks(len(first)))
+        ds, dv = _forward(*[_np(t) for t in inputs], ctx.n_blocks)
         ctx.save_for_backward(*inputs)
         return torch.from_numpy(ds), torch.from_numpy(dv)
 
@@ -166,7 +191,7 @@ class FusedMessage(torch.autograd.Function):
             grad_v = phi.new_zeros((phi.shape[0], 3, n_f))
         arrays = (grad_s, grad_v, phi, v, filters, directions, first, second)
         grad_phi, grad_v_in, grad_filters, grad_directions = _backward(
-            *[_np(t) for t in arrays], _n_blocks(len(first))
+            *[_np(t) for t in arrays], _use_threads(ctx.n_blocks)
         )
         return (
             torch.from_numpy(grad_phi),
