@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from ase import Atoms
 from pydantic import Field, model_validator
 
@@ -100,19 +101,31 @@ class DiagnoseResult:
 def load_inputs(
     model: Path, system: System, data: Path | None = None, starts: Path | None = None
 ) -> DiagnoseInputs:
-    """Load and check the inputs: a model file, start frames and labelled frames of ``system``
-    (in its atom order) with elements the model knows; raises InputError naming the file."""
+    """Load and check the inputs: a model file, start frames of ``system`` (in its atom order)
+    with elements the model knows, labelled frames (any structures: the held-out errors check
+    their elements); raises InputError naming the file."""
     potential = load_potential(model)
     start_frames = read_positions(starts) if starts is not None else [system.atoms]
     starts_name = str(starts) if starts is not None else "the relaxed structure"
     if starts is not None:
         system.check_frames(start_frames, str(starts))
     check_elements(potential, start_frames, str(model), str(starts or f"--system {system.name}"))
-    data_frames = None
-    if data is not None:
-        data_frames = read_frames(data)
-        system.check_frames(data_frames, str(data))
+    data_frames = read_frames(data) if data is not None else None
     return DiagnoseInputs(model, potential, system, start_frames, starts_name, data, data_frames)
+
+
+def reference_h_r(frames: list[Atoms] | None, system: System) -> np.ndarray | None:
+    """h(r) of labelled frames on the benchmark's grid, the reference of the stability
+    section; None without frames or when any frame is not of the system's composition (the
+    held-out errors do not need it to be)."""
+    expected = np.sort(system.atoms.numbers)
+    if not frames or any(
+        len(a) != len(expected) or not np.array_equal(np.sort(a.numbers), expected) for a in frames
+    ):
+        return None
+    # h(r) counts every pair alike, so atoms may come in any order: sort them to stack frames
+    ordered = [a[np.argsort(a.numbers, kind="stable")] for a in frames]
+    return reference_observables(ordered, r_max=H_R_MAX_A).h_r.numpy()
 
 
 def check_report_directory(
@@ -188,9 +201,7 @@ def build_sections(
         progress=progress,
         label=f"{stability.replicas} × {inputs.system.name} at {stability.temperature_K:g} K",
     )  # fmt: skip
-    reference = None
-    if inputs.data_frames:
-        reference = reference_observables(inputs.data_frames, r_max=H_R_MAX_A).h_r.numpy()
+    reference = reference_h_r(inputs.data_frames, inputs.system)
     sections.append(
         stability_section(result, stability, inputs.system.name, inputs.starts_name, reference)
     )

@@ -34,15 +34,17 @@ def _force_bar_plot(per_element: dict, warn: float, fail: float) -> MatplotlibFi
             for e in elements]  # fmt: skip
     ax.bar(x - 0.2, mae, width=0.4, color="tab:blue", label="MAE")
     ax.bar(x + 0.2, rmse, width=0.4, color="tab:blue", alpha=0.45, label="RMSE")
-    top = max([*mae, *rmse, 0.0])
-    for value, colour, name in ((warn, "tab:orange", "warn"), (fail, "tab:red", "fail")):
-        if 1000 * value <= 1.3 * top:  # a threshold far above every bar would flatten them
-            ax.axhline(1000 * value, color=colour, lw=1.2, ls="--", label=f"{name} (MAE)")
+    top = max([*mae, *rmse, 1e-9])
+    # a threshold far above every bar would flatten them: draw those within reach only
+    lines = ((1000 * warn, "tab:orange", "warn"), (1000 * fail, "tab:red", "fail"))
+    shown = [line for line in lines if line[0] <= 1.3 * top]
+    for value, colour, name in shown:
+        ax.axhline(value, color=colour, lw=1.2, ls="--", label=f"{name} threshold")
     ax.set_xticks(x, elements)
     ax.set_ylabel("Force error (meV/Å)")
     ax.set_xlabel("Element")
     ax.grid(axis="y", alpha=0.3)
-    ax.set_ylim(0, 1.25 * max(top, *(1000 * v for v in (warn, fail) if 1000 * v <= 1.3 * top)))
+    ax.set_ylim(0, 1.3 * max([top, *(v for v, _, _ in shown)]))
     ax.legend(frameon=False, fontsize="small", ncols=4, loc="upper center")
     return fig
 
