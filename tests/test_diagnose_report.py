@@ -11,6 +11,7 @@ import math
 import re
 from html.parser import HTMLParser
 
+import ase.io
 import pytest
 import torch
 from matplotlib.figure import Figure as MatplotlibFigure
@@ -33,6 +34,7 @@ from stablemd.diagnose.report.sections.stability import stability_status
 from stablemd.diagnose.stability.report import summarize
 from stablemd.models.painn import PaiNN
 from stablemd.models.registry import save_potential
+from stablemd.systems import get_system
 
 
 def _plot(kind: str) -> MatplotlibFigure:
@@ -325,12 +327,17 @@ def test_diagnose_resumes_its_own_run_and_refuses_other_directories(workspace, c
     (workspace / "report" / "report.json").unlink()
     (workspace / "other").mkdir()
     (workspace / "other" / "notes.txt").write_text("mine")
+    ethanol = get_system("ethanol").atoms
+    ase.io.write(workspace / "reversed.xyz", [ethanol, ethanol[::-1]])
+    ase.io.write(workspace / "starts.xyz", [ethanol])
     refusals = [
         (["--out", "report", "--temperature", "300"], "temperature_K=500.0, not 300.0"),
         (["--out", "other"], "--out other: exists and holds files of something else"),
         (["--out", "data.db"], "--out data.db"),
         (["--out", "r2", "--force-mae-warn", "0.5"], "--force-mae-warn 0.5 is above"),
         (["--out", "r2", "--force-mae-fail", "0"], "--force-mae-fail 0"),
+        (["--out", "r2", "--starts", "reversed.xyz"], "reversed.xyz: frame 1, atom 0 is H"),
+        (["--out", "starts.xyz", "--starts", "starts.xyz"], "is also an input"),
     ]
     for extra, message in refusals:
         before = snapshot(workspace)

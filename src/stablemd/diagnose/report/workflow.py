@@ -7,7 +7,6 @@ Adding a diagnostic to the report is one function that returns a ``Section`` (pu
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,9 +83,14 @@ class DiagnoseInputs:
     potential: Potential
     system: System
     starts: list[Atoms]
-    starts_name: str
+    starts_path: Path | None = None
     data_path: Path | None = None
     data_frames: list[Atoms] | None = None
+
+    @property
+    def starts_name(self) -> str:
+        """Where the start structures came from, for people."""
+        return "the relaxed structure" if self.starts_path is None else str(self.starts_path)
 
 
 @dataclass
@@ -106,12 +110,11 @@ def load_inputs(
     their elements); raises InputError naming the file."""
     potential = load_potential(model)
     start_frames = read_positions(starts) if starts is not None else [system.atoms]
-    starts_name = str(starts) if starts is not None else "the relaxed structure"
     if starts is not None:
         system.check_frames(start_frames, str(starts))
     check_elements(potential, start_frames, str(model), str(starts or f"--system {system.name}"))
     data_frames = read_frames(data) if data is not None else None
-    return DiagnoseInputs(model, potential, system, start_frames, starts_name, data, data_frames)
+    return DiagnoseInputs(model, potential, system, start_frames, starts, data, data_frames)
 
 
 def reference_h_r(frames: list[Atoms] | None, system: System) -> np.ndarray | None:
@@ -136,10 +139,9 @@ def check_report_directory(
     options (a directory holding an unfinished run of the same options is resumed). Returns
     whether the stability run kept there must be removed first (``overwrite`` with other
     options)."""
-    inputs_ = [inputs.model_path, inputs.data_path]
-    if inputs.starts_name != "the relaxed structure":
-        inputs_.append(Path(inputs.starts_name))
-    check_output_directory(out, "--out", inputs=inputs_)
+    check_output_directory(
+        out, "--out", inputs=[inputs.model_path, inputs.data_path, inputs.starts_path]
+    )
     if not out.is_dir():
         return False
     report = [name for name in REPORT_FILES if (out / name).exists()]
@@ -217,7 +219,6 @@ def run_diagnosis(
     starts: Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
-    on_checked: Callable[[DiagnoseInputs], None] | None = None,
 ) -> DiagnoseResult:
     """Diagnose the model at ``model`` on ``system``; write ``out/report.html`` and
     ``out/report.json``.
@@ -226,7 +227,7 @@ def run_diagnosis(
     not trained on) and a short stability run (from ``starts``, default the relaxed structure,
     kept in ``out/stability``, so a killed diagnosis resumes). Every input and the output
     directory (:func:`check_report_directory`) are checked, and the held-out errors computed,
-    before anything is written. ``on_checked`` is called once the checks passed.
+    before anything is written.
     """
     settings = settings or DiagnoseSettings()
     inputs = load_inputs(model, system, data, starts)
@@ -236,8 +237,6 @@ def run_diagnosis(
         errors = held_out_errors(
             inputs.potential, data, settings.include_training, settings.batch_size, str(model)
         )
-    if on_checked is not None:
-        on_checked(inputs)
     if clear:
         remove_stability_run(out / STABILITY_DIR)
     sections = build_sections(inputs, settings, out, errors, progress)

@@ -102,7 +102,7 @@ def held_out_section(
     found = "all frames counted" if located is None else located.describe(data_name)
     summary = (
         f"Energy and force errors of the model on the {metrics['n_frames']} frames of "
-        f"{data_name} it was neither trained nor validated on ({found}). Low errors are "
+        f"{data_name} it was neither trained nor validated on: {found}. Low errors are "
         "necessary for stable MD, not sufficient: the stability section tests the rest."
     )
     data = {
