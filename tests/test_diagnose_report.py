@@ -314,6 +314,22 @@ def test_diagnose_writes_both_files_and_refuses_an_existing_report(workspace, ca
     assert json.loads(report_json.read_text())["meta"]["settings"]["seed"] == 1
 
 
+def test_overwrite_removes_the_old_report_before_the_new_run(workspace, capsys, monkeypatch):
+    """Killed during the new run, --overwrite leaves no report of the old one behind."""
+    import stablemd.diagnose.report.workflow as workflow
+
+    assert run([*COMMAND, "--out", "report"], capsys)[0] == 0
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(workflow, "run_stability", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        main([*COMMAND, "--out", "report", "--overwrite", "--seed", "2"])
+    assert not (workspace / "report" / "report.html").exists()
+    assert not (workspace / "report" / "report.json").exists()
+
+
 def test_diagnose_resumes_its_own_run_and_refuses_other_directories(workspace, capsys):
     assert run([*COMMAND, "--out", "report"], capsys)[0] == 0
     # killed after the stability run, before the report: the same command finishes it

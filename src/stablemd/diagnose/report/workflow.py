@@ -237,6 +237,9 @@ def run_diagnosis(
         errors = held_out_errors(
             inputs.potential, data, settings.include_training, settings.batch_size, str(model)
         )
+    if overwrite:  # an earlier report must not stand beside a run that is not its own
+        for name in REPORT_FILES:
+            (out / name).unlink(missing_ok=True)
     if clear:
         remove_stability_run(out / STABILITY_DIR)
     sections = build_sections(inputs, settings, out, errors, progress)
