@@ -129,7 +129,7 @@ def _meta_value(value: Any) -> str:
         return f"<table>{rows}</table>"
     if isinstance(value, list | tuple):
         return _e(json.dumps(value))
-    return _e(value)
+    return "–" if value is None else _e(value)
 
 
 def _meta_cell(value: Any) -> str:

@@ -98,12 +98,17 @@ def held_out_section(
         ],
         caption=f"Errors on {metrics['n_frames']} held-out frames of {data_name}",
     )
-    located = errors.located
-    found = "all frames counted" if located is None else located.describe(data_name)
+    n = metrics["n_frames"]
+    if errors.located is None:  # --include-training
+        which = f"all {n} frames of {data_name}, training and validation frames included"
+    else:
+        which = (
+            f"the {n} frames of {data_name} it was neither trained nor validated on: "
+            + errors.located.describe(data_name)
+        )
     summary = (
-        f"Energy and force errors of the model on the {metrics['n_frames']} frames of "
-        f"{data_name} it was neither trained nor validated on: {found}. Low errors are "
-        "necessary for stable MD, not sufficient: the stability section tests the rest."
+        f"Energy and force errors of the model on {which}. Low errors are necessary for "
+        "stable MD, not sufficient: the stability section tests the rest."
     )
     data = {
         "data": data_name,
