@@ -13,6 +13,7 @@ import typer
 from stablemd.cli import (
     analyze,
     data,
+    diagnose,
     quickstart,
     simulate,
     stability,
@@ -39,6 +40,7 @@ app.command()(train.evaluate)
 app.command()(simulate.simulate)
 app.command()(analyze.analyze)
 app.command()(stability.stability)
+app.command()(diagnose.diagnose)
 app.command(name="stable-train")(stable_train.stable_train)
 
 
