@@ -162,8 +162,8 @@ def test_an_element_with_fewer_atoms_than_features_uses_the_span_it_has():
     assert float(domain.grade(inside[None], numbers)[0]) <= 1 + TOLERANCE
     off_span = inside + 1e-3 * torch.as_tensor(rng.normal(size=8))  # leaves the span
     assert float(domain.grade(off_span[None], numbers)[0]) > 100
-    far = 5.0 * training[0]  # in the span but five times farther out
-    assert float(domain.grade(far[None], numbers)[0]) >= 5 - 1e-9
+    far = -5.0 * training[element.active_rows[0]]  # an active atom's features, × −5
+    assert float(domain.grade(far[None], numbers)[0]) == pytest.approx(5.0)
 
 
 def test_the_domain_round_trips_through_a_file_and_refuses_what_it_cannot_judge(fitted, tmp_path):
@@ -274,24 +274,32 @@ def test_the_monitor_accumulates_flagged_time_and_skips_frozen_replicas(fitted):
     outside = inside.clone()
     outside[[0, 3, 11 + 9]] *= 50.0  # atoms 0 and 3 of replica 0, atom 9 of replica 1
     monitor = LatentInstabilityMonitor(domain, every=1)
-    monitor(fake_state(outside, [True, True], 0.0))  # the first call adds no time
+    monitor(fake_state(outside, [True, True], 100.0))  # the first call adds no time
     assert torch.equal(monitor.replica_index_ps(), torch.zeros(2, dtype=torch.float64))
-    monitor(fake_state(outside, [True, True], 10.0))  # 10 fs = 0.01 ps flagged
+    monitor(fake_state(outside, [True, True], 110.0))  # 10 fs = 0.01 ps flagged
     expected_atoms = torch.zeros(22, dtype=torch.float64)
     expected_atoms[[0, 3, 20]] = 0.01
     assert torch.allclose(monitor.atom_index_ps, expected_atoms)
     assert torch.allclose(monitor.replica_index_ps(), f64([0.02, 0.01]) / 11)
-    monitor(fake_state(outside, [True, False], 30.0))  # replica 1 frozen: unchanged
+    monitor(fake_state(outside, [True, False], 130.0))  # replica 1 frozen: unchanged
     expected_atoms[[0, 3]] = 0.03
     assert torch.allclose(monitor.atom_index_ps, expected_atoms)
-    monitor(fake_state(inside, [True, False], 40.0))  # back inside: no more growth
+    monitor(fake_state(inside, [True, False], 140.0))  # back inside: no more growth
+    monitor(fake_state(outside, [True, True], 150.0))  # replica 1 active again: its frozen
+    expected_atoms[[0, 3]] = 0.04  # time does not count, only what follows
+    assert torch.allclose(monitor.atom_index_ps, expected_atoms)
+    monitor(fake_state(outside, [True, True], 155.0))
+    expected_atoms[[0, 3]], expected_atoms[20] = 0.045, 0.015
+    assert torch.allclose(monitor.atom_index_ps, expected_atoms)
     series = monitor.series()
-    assert torch.allclose(series["times_ps"], f64([0.0, 0.01, 0.03, 0.04]))
-    assert torch.allclose(series["cli_ps"][:, 0], f64([0, 0.02, 0.06, 0.06]) / 11)
+    assert torch.allclose(series["times_ps"], f64([0.1, 0.11, 0.13, 0.14, 0.15, 0.155]))
+    assert torch.allclose(series["cli_ps"][:4, 0], f64([0, 0.02, 0.06, 0.06]) / 11)
     assert series["cli_ps"][1, 1].item() == pytest.approx(0.01 / 11)
-    assert bool(series["cli_ps"][2:, 1].isnan().all())
+    assert bool(series["cli_ps"][2:4, 1].isnan().all())
+    assert series["cli_ps"][4, 1].item() == pytest.approx(0.01 / 11)
     assert bool((series["max_grade"][:3, 0] > domain.grade_threshold).all())
     assert series["max_grade"][3, 0].item() <= 1 + TOLERANCE
+    assert bool(series["max_grade"][2:4, 1].isnan().all())
     box = LatentInstabilityMonitor(domain, indicator="box")
     box(fake_state(outside, [True, True], 0.0))
     with pytest.raises(InputError, match="no latent features"):

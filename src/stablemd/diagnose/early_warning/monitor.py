@@ -3,9 +3,10 @@ features of the last force call (``ModelForces(potential, outputs=("features",))
 in ``state.outputs["features"]``), so it costs no second model call.
 
 At each call the monitor evaluates H_i for the atoms of active replicas and adds H_i × (time
-since the replica's previous call) to each atom's index (:mod:`.index`, right Riemann sum; a
-replica's first call adds nothing). Frozen replicas are skipped: their index stays as it was
-and their series is NaN after the call at which they were last active.
+since its previous call) to each atom's index (:mod:`.index`, right Riemann sum). A replica
+that was not active at the previous call (the first call, a replica made active again) adds
+nothing, so time spent frozen never counts. Frozen replicas are skipped: their index stays as
+it was and their series is NaN while they are frozen.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class LatentInstabilityMonitor(Observer):
         self.domain = domain
         self.indicator = indicator
         self.atom_index_ps: torch.Tensor | None = None  # [n_atoms]
-        self.last_time_fs: torch.Tensor | None = None  # [n_systems], NaN: never called
+        self.previous_time_fs: float | None = None  # time of the previous call
+        self.previous_active: torch.Tensor | None = None  # [n_systems] active at that call
         self.times_ps: list[float] = []
         self.cli_ps: list[torch.Tensor] = []  # each [n_systems]
         self.max_grade: list[torch.Tensor] = []  # each [n_systems]
@@ -45,7 +47,8 @@ class LatentInstabilityMonitor(Observer):
 
     def _start(self, state: MDState) -> None:
         self.atom_index_ps = torch.zeros(state.n_atoms, dtype=torch.float64)
-        self.last_time_fs = torch.full((state.n_systems,), float("nan"), dtype=torch.float64)
+        self.previous_time_fs = state.time_fs
+        self.previous_active = torch.zeros(state.n_systems, dtype=torch.bool)
 
     def __call__(self, state: MDState) -> None:
         if self.atom_index_ps is None:
@@ -72,15 +75,15 @@ class LatentInstabilityMonitor(Observer):
                 flags = grade > self.domain.grade_threshold
             else:
                 flags = self.domain.outside_box(features[atoms], numbers)
-            elapsed_fs = torch.nan_to_num(state.time_fs - self.last_time_fs, nan=0.0)
-            step_ps = elapsed_fs[state.system_index[atoms]] / 1000.0
+            elapsed_ps = (state.time_fs - self.previous_time_fs) / 1000.0 * self.previous_active
+            step_ps = elapsed_ps[state.system_index[atoms]]
             self.atom_index_ps[atoms] += flags.to(torch.float64) * step_ps
-            self.last_time_fs[active] = state.time_fs
             replica_max = torch.full((state.n_systems,), -torch.inf, dtype=torch.float64)
             replica_max = replica_max.scatter_reduce(
                 0, state.system_index[atoms], grade, reduce="amax"
             )
             grade_per_replica[active] = replica_max[active]
+        self.previous_time_fs, self.previous_active = state.time_fs, active.clone()
         cli = self.replica_index_ps()
         cli[~active] = float("nan")
         self.times_ps.append(state.time_fs / 1000.0)
@@ -91,7 +94,7 @@ class LatentInstabilityMonitor(Observer):
         """CLI_r now [n_systems] (ps): the mean of the atoms' index over each replica."""
         if self.atom_index_ps is None or self._system_index is None:
             raise InputError(f"{self.name}: not called yet")
-        n_systems = self.last_time_fs.shape[0]
+        n_systems = self.previous_active.shape[0]
         return replica_index(self.atom_index_ps, self._system_index, n_systems)
 
     def series(self) -> dict[str, torch.Tensor]:
@@ -111,7 +114,8 @@ class LatentInstabilityMonitor(Observer):
         return {
             "started": True,
             "atom_index_ps": self.atom_index_ps.clone(),
-            "last_time_fs": self.last_time_fs.clone(),
+            "previous_time_fs": self.previous_time_fs,
+            "previous_active": self.previous_active.clone(),
             "system_index": self._system_index.clone(),
             **{k: v.clone() for k, v in self.series().items()},
         }
@@ -120,7 +124,8 @@ class LatentInstabilityMonitor(Observer):
         if not state["started"]:
             return
         self.atom_index_ps = state["atom_index_ps"].clone()
-        self.last_time_fs = state["last_time_fs"].clone()
+        self.previous_time_fs = state["previous_time_fs"]
+        self.previous_active = state["previous_active"].clone()
         self._system_index = state["system_index"].clone()
         self.times_ps = state["times_ps"].tolist()
         self.cli_ps = list(state["cli_ps"].clone())
