@@ -300,8 +300,12 @@ def test_the_monitor_accumulates_flagged_time_and_skips_frozen_replicas(fitted):
     assert bool((series["max_grade"][:3, 0] > domain.grade_threshold).all())
     assert series["max_grade"][3, 0].item() <= 1 + TOLERANCE
     assert bool(series["max_grade"][2:4, 1].isnan().all())
-    box = LatentInstabilityMonitor(domain, indicator="box")
+    # the box indicator alone (a grade threshold nothing reaches)
+    lenient = LatentDomain.from_state_dict({**domain.state_dict(), "grade_threshold": 1e9})
+    box = LatentInstabilityMonitor(lenient, indicator="box")
     box(fake_state(outside, [True, True], 0.0))
+    box(fake_state(outside, [True, True], 10.0))
+    assert torch.allclose(box.atom_index_ps, 0.01 * (expected_atoms > 0))
     with pytest.raises(InputError, match="no latent features"):
         box(state_from_atoms([ethanol_and_co()] * 2))
 
