@@ -305,7 +305,7 @@ def test_the_monitor_accumulates_flagged_time_and_skips_frozen_replicas(fitted):
     box = LatentInstabilityMonitor(lenient, indicator="box")
     box(fake_state(outside, [True, True], 0.0))
     box(fake_state(outside, [True, True], 10.0))
-    assert torch.allclose(box.atom_index_ps, 0.01 * (expected_atoms > 0))
+    assert torch.allclose(box.atom_index_ps, 0.01 * (expected_atoms > 0).double())
     with pytest.raises(InputError, match="no latent features"):
         box(state_from_atoms([ethanol_and_co()] * 2))
 
