@@ -166,6 +166,26 @@ def test_an_element_with_fewer_atoms_than_features_uses_the_span_it_has():
     assert float(domain.grade(far[None], numbers)[0]) == pytest.approx(5.0)
 
 
+def test_with_each_training_atom_a_direction_of_its_own_the_scale_is_left_one_out():
+    """5 generic atoms in 8 features: every held-out atom has a part outside their span, so
+    that part is judged against the largest distance of a training atom from the others."""
+    rng = np.random.default_rng(3)
+    training = torch.as_tensor(rng.normal(size=(5, 8)))
+    domain = LatentDomain.fit(training, torch.full((5,), 1), maxvol_tolerance=TOLERANCE)
+    distances = []
+    for i in range(5):  # by brute force: the residual of a least-squares fit by the others
+        others = torch.cat([training[:i], training[i + 1 :]])
+        fit = torch.linalg.lstsq(others.T, training[i]).solution
+        distances.append(float(torch.linalg.vector_norm(training[i] - others.T @ fit)))
+    scale = max(distances)
+    assert domain.elements[1].residual_scale == pytest.approx(scale)
+    q, _ = torch.linalg.qr(torch.cat([training.T, torch.as_tensor(rng.normal(size=(8, 1)))], 1))
+    normal = q[:, 5]  # a unit vector orthogonal to every training atom
+    numbers = torch.full((2,), 1)
+    near = torch.stack([training[0] + 0.5 * scale * normal, training[0] + 3.0 * scale * normal])
+    assert domain.grade(near, numbers).tolist() == pytest.approx([1.0, 3.0])
+
+
 def test_the_domain_round_trips_through_a_file_and_refuses_what_it_cannot_judge(fitted, tmp_path):
     potential, frames, domain = fitted
     path = tmp_path / "domain.pt"

@@ -21,8 +21,11 @@ Training features that do not span all F dimensions (fewer training atoms of an 
 features, or features that are linearly dependent) are handled in the subspace they do span:
 the training matrix's singular directions above ``rank_tolerance`` × the largest singular value
 give the rank k and a basis V [F, k]; the active set is k atoms chosen by MaxVol on b V, and the
-grade adds the part of b outside that subspace, measured against the largest such part among
-the training atoms (at least ``RESIDUAL_FLOOR`` × the largest training feature norm):
+grade adds the part of b outside that subspace, measured against a scale τ: the largest such
+part among the training atoms, or, when every training atom spans a direction of its own (k
+equals their number, as with fewer atoms than features, where those parts are all zero), the
+largest distance of a training atom from the span of the others (leave one out); τ is at least
+``RESIDUAL_FLOOR`` × the largest training feature norm:
 γ_i = max(max_j |(b_i V A⁻¹)_j|, ‖b_i − b_i V Vᵀ‖ / τ). With k = F the second term is zero and
 γ is exactly the grade of ACE and MTP. A non-finite feature is always flagged.
 
@@ -176,8 +179,16 @@ def fit_element(
     residual_scale = 0.0
     if rank < features.shape[1]:
         residual = torch.linalg.vector_norm(features - projected @ basis.T, dim=1)
+        residual_scale = float(residual.max())
+        if rank == features.shape[0]:
+            # Each training atom spans a direction of its own, so its residual is zero by
+            # construction: measure instead how far each lies from the span of the others
+            # (leave one out), 1/√((G⁻¹)_ii) with G = P Pᵀ the Gram matrix.
+            gram_inverse = torch.linalg.inv(projected @ projected.T)
+            leave_one_out = gram_inverse.diagonal().clamp_min(1e-300).rsqrt()
+            residual_scale = max(residual_scale, float(leave_one_out.max()))
         floor = RESIDUAL_FLOOR * float(torch.linalg.vector_norm(features, dim=1).max())
-        residual_scale = max(float(residual.max()), floor)
+        residual_scale = max(residual_scale, floor)
     return ElementDomain(
         low=lowest - half,
         high=highest + half,
