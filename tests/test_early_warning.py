@@ -205,6 +205,10 @@ def test_the_domain_round_trips_through_a_file_and_refuses_what_it_cannot_judge(
         domain.grade(features[:1], torch.tensor([7]))
     with pytest.raises(InputError, match="not a stablemd latent domain"):
         LatentDomain.from_state_dict({"elements": {}})
+    damaged = domain.state_dict()
+    del damaged["elements"][8]["inverse"]
+    with pytest.raises(InputError, match="damaged"):
+        LatentDomain.from_state_dict(damaged)
     broken = features[:2].clone()
     broken[0, 3] = float("nan")
     assert domain.grade(broken, numbers[:2])[0] == math.inf

@@ -323,8 +323,12 @@ class LatentDomain:
         """The inverse of :meth:`state_dict`."""
         if not isinstance(values, dict) or values.get("format") != FORMAT:
             raise InputError(f"not a stablemd latent domain (expected format {FORMAT})")
-        elements = {int(z): ElementDomain.from_dict(d) for z, d in values["elements"].items()}
-        return cls(elements, values["grade_threshold"], values["box_margin"], values["model"])
+        try:
+            elements = {int(z): ElementDomain.from_dict(d) for z, d in values["elements"].items()}
+            settings = values["grade_threshold"], values["box_margin"], values["model"]
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise InputError(f"a damaged stablemd latent domain ({exc!r})") from None
+        return cls(elements, *settings)
 
 
 def latent_features(
