@@ -5,12 +5,15 @@
 ``STABLEMD_BENCH_THREADS`` says otherwise. The latent domain is fitted on 50 rattled aspirin
 structures (0.05 Å). Reported:
 
-(a) the monitor's own time per call (grade + box of every atom, accumulation, series), timed
-    on a state of the run, as a fraction of the plain MD step (goal ≤ 5 % when called every
-    step);
+(a) the monitor's own time per call (grade of every atom, accumulation, series), timed on a
+    state of the run, as a fraction of the plain MD step (goal ≤ 5 % when called every step);
 (b) whole runs, plain (``ModelForces(model)``, no monitor) against the same run with features
     returned and the monitor called every step and every ``check_every`` = 20 steps, in
     alternating repeats (medians), so that a loaded machine slows all of them alike.
+
+Both in CPU time of this process (``time.process_time``, one thread) and in wall time: on a
+machine shared with other jobs the wall times of runs a minute apart differ by tens of per
+cent, the CPU times much less.
 """
 
 from __future__ import annotations
@@ -50,31 +53,33 @@ def training_frames():
     return frames
 
 
-def timed_run(model, domain, n_steps: int, every: int | None) -> float:
-    """Wall seconds per step of one run (``every`` None: no features, no monitor)."""
+def timed_run(model, domain, n_steps: int, every: int | None) -> tuple[float, float]:
+    """CPU and wall seconds per step of one run (``every`` None: no features, no monitor)."""
     state = aspirin_state(REPLICAS, seed=1)
     if every is None:
         forces, monitors = ModelForces(model), []
     else:
         forces = ModelForces(model, outputs=("features",))
         monitors = [LatentInstabilityMonitor(domain, every=every)]
+    cpu = time.process_time()
     result = run(state, langevin(0.5, seed=1), forces, n_steps, monitors, progress=False)
-    return result.wall_time_s / n_steps
+    return (time.process_time() - cpu) / n_steps, result.wall_time_s / n_steps
 
 
-def monitor_call_time(model, domain, n_calls: int) -> float:
-    """Seconds per monitor call on a state carrying features, after a few warm-up calls."""
+def monitor_call_time(model, domain, n_calls: int) -> tuple[float, float]:
+    """CPU and wall seconds per monitor call on a state carrying features, after a few
+    warm-up calls."""
     state = aspirin_state(REPLICAS, seed=1)
     forces = ModelForces(model, outputs=("features",))
     state = langevin(0.5, seed=1).prepare(state, forces)
     monitor = LatentInstabilityMonitor(domain)
     for _ in range(3):
         monitor(state)
-    started = time.perf_counter()
+    cpu, started = time.process_time(), time.perf_counter()
     for k in range(n_calls):
         state.time_fs += 0.5 * (k + 1)
         monitor(state)
-    return (time.perf_counter() - started) / n_calls
+    return (time.process_time() - cpu) / n_calls, (time.perf_counter() - started) / n_calls
 
 
 def main(out_dir: Path, quick: bool) -> dict:
@@ -90,8 +95,12 @@ def main(out_dir: Path, quick: bool) -> dict:
         plain.append(timed_run(model, domain, n_steps, None))
         every_step.append(timed_run(model, domain, n_steps, 1))
         every_20.append(timed_run(model, domain, n_steps, 20))
-    step = statistics.median(plain)
-    call = monitor_call_time(model, domain, 10 if quick else 50)
+    call_cpu, call_wall = monitor_call_time(model, domain, 10 if quick else 50)
+
+    def median(runs, k):  # k = 0: CPU, 1: wall
+        return statistics.median(r[k] for r in runs)
+
+    step_cpu, step_wall = median(plain, 0), median(plain, 1)
     result = {
         "benchmark": "early_warning_overhead",
         "quick": quick,
@@ -105,14 +114,21 @@ def main(out_dir: Path, quick: bool) -> dict:
         },
         "steps_per_run": n_steps,
         "repeats": repeats,
-        "plain_step_s": step,
-        "monitor_call_s": call,
-        "monitor_call_fraction_of_step": call / step,
-        "run_every_step_s": statistics.median(every_step),
-        "run_every_20_steps_s": statistics.median(every_20),
-        "run_every_step_overhead_fraction": statistics.median(every_step) / step - 1,
-        "run_every_20_steps_overhead_fraction": statistics.median(every_20) / step - 1,
-        "plain_step_s_repeats": plain,
+        "plain_step_cpu_s": step_cpu,
+        "plain_step_wall_s": step_wall,
+        "monitor_call_cpu_s": call_cpu,
+        "monitor_call_wall_s": call_wall,
+        "monitor_call_fraction_of_step_cpu": call_cpu / step_cpu,
+        "monitor_call_fraction_of_step_wall": call_wall / step_wall,
+        "run_every_step_overhead_fraction_cpu": median(every_step, 0) / step_cpu - 1,
+        "run_every_20_steps_overhead_fraction_cpu": median(every_20, 0) / step_cpu - 1,
+        "run_every_step_overhead_fraction_wall": median(every_step, 1) / step_wall - 1,
+        "run_every_20_steps_overhead_fraction_wall": median(every_20, 1) / step_wall - 1,
+        "cpu_wall_s_per_step_repeats": {
+            "plain": plain,
+            "every_step": every_step,
+            "every_20_steps": every_20,
+        },
         "target_fraction": 0.05,
     }
     (out_dir / "early_warning_overhead.json").write_text(json.dumps(result, indent=1))
