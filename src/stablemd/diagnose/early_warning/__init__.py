@@ -1,0 +1,36 @@
+"""A CLI-inspired early-warning index: the model's natural interpolation domain in its own
+latent features (:mod:`.domain`), the cumulative latent instability index, its critical level
+and saturation (:mod:`.index`), and the MD observer that accumulates it (:mod:`.monitor`).
+See docs/early_warning.md."""
+
+from stablemd.diagnose.early_warning.domain import (
+    LatentDomain,
+    fit_latent_domain,
+    latent_features,
+    maxvol,
+)
+from stablemd.diagnose.early_warning.index import (
+    CriticalLevel,
+    calibrate_critical_level,
+    cumulative_index,
+    first_crossing,
+    is_saturated,
+    lead_times,
+    trailing_rate,
+)
+from stablemd.diagnose.early_warning.monitor import LatentInstabilityMonitor
+
+__all__ = [
+    "CriticalLevel",
+    "LatentDomain",
+    "LatentInstabilityMonitor",
+    "calibrate_critical_level",
+    "cumulative_index",
+    "first_crossing",
+    "fit_latent_domain",
+    "is_saturated",
+    "latent_features",
+    "lead_times",
+    "maxvol",
+    "trailing_rate",
+]

@@ -1,0 +1,132 @@
+"""The CLI index along a batched MD run: an engine :class:`Observer` that reads the latent
+features of the last force call (``ModelForces(potential, outputs=("features",))`` puts them
+in ``state.outputs["features"]``), so it costs no second model call.
+
+At each call the monitor evaluates H_i for the atoms of active replicas and adds H_i × (time
+since its previous call) to each atom's index (:mod:`.index`, right Riemann sum). A replica
+that was not active at the previous call (the first call, a replica made active again) adds
+nothing, so time spent frozen never counts. Frozen replicas are skipped: their index stays as
+it was and their series is NaN while they are frozen.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from stablemd.core.errors import InputError
+from stablemd.diagnose.early_warning.domain import INDICATORS, LatentDomain
+from stablemd.diagnose.early_warning.index import replica_index
+from stablemd.md.monitoring import Observer
+from stablemd.md.state import MDState
+
+FEATURES = "features"
+
+
+class LatentInstabilityMonitor(Observer):
+    """Per-atom and per-replica CLI (ps) of a run, and per call the time, each replica's CLI
+    and its largest extrapolation grade (NaN for frozen replicas).
+
+    ``indicator``: ``grade`` (γ > the domain's ``grade_threshold``) or ``box``.
+    """
+
+    name = "latent_instability"
+
+    def __init__(self, domain: LatentDomain, indicator: str = "grade", every: int = 1):
+        super().__init__(every)
+        if indicator not in INDICATORS:
+            raise InputError(f"unknown indicator {indicator!r}; choose from {list(INDICATORS)}")
+        self.domain = domain
+        self.indicator = indicator
+        self.atom_index_ps: torch.Tensor | None = None  # [n_atoms]
+        self.previous_time_fs: float | None = None  # time of the previous call
+        self.previous_active: torch.Tensor | None = None  # [n_systems] active at that call
+        self.times_ps: list[float] = []
+        self.cli_ps: list[torch.Tensor] = []  # each [n_systems]
+        self.max_grade: list[torch.Tensor] = []  # each [n_systems]
+        self._system_index: torch.Tensor | None = None
+
+    def _start(self, state: MDState) -> None:
+        self.atom_index_ps = torch.zeros(state.n_atoms, dtype=torch.float64)
+        self.previous_time_fs = state.time_fs
+        self.previous_active = torch.zeros(state.n_systems, dtype=torch.bool)
+
+    def __call__(self, state: MDState) -> None:
+        if self.atom_index_ps is None:
+            self._start(state)
+        if self.atom_index_ps.shape[0] != state.n_atoms:
+            raise InputError(
+                f"{self.name}: the state has {state.n_atoms} atoms, the monitor "
+                f"{self.atom_index_ps.shape[0]}"
+            )
+        self._system_index = state.system_index
+        active = state.active
+        grade_per_replica = torch.full((state.n_systems,), float("nan"), dtype=torch.float64)
+        if bool(active.any()):
+            features = state.outputs.get(FEATURES)
+            if features is None:
+                raise InputError(
+                    f"{self.name}: the state has no latent features; run the model as "
+                    "ModelForces(potential, outputs=('features',))"
+                )
+            atoms = state.active_atoms
+            numbers = state.numbers[atoms]
+            grade = self.domain.grade(features[atoms], numbers)
+            if self.indicator == "grade":
+                flags = grade > self.domain.grade_threshold
+            else:
+                flags = self.domain.outside_box(features[atoms], numbers)
+            elapsed_ps = (state.time_fs - self.previous_time_fs) / 1000.0 * self.previous_active
+            step_ps = elapsed_ps[state.system_index[atoms]]
+            self.atom_index_ps[atoms] += flags.to(torch.float64) * step_ps
+            replica_max = torch.full((state.n_systems,), -torch.inf, dtype=torch.float64)
+            replica_max = replica_max.scatter_reduce(
+                0, state.system_index[atoms], grade, reduce="amax"
+            )
+            grade_per_replica[active] = replica_max[active]
+        self.previous_time_fs, self.previous_active = state.time_fs, active.clone()
+        cli = self.replica_index_ps()
+        cli[~active] = float("nan")
+        self.times_ps.append(state.time_fs / 1000.0)
+        self.cli_ps.append(cli)
+        self.max_grade.append(grade_per_replica)
+
+    def replica_index_ps(self) -> torch.Tensor:
+        """CLI_r now [n_systems] (ps): the mean of the atoms' index over each replica."""
+        if self.atom_index_ps is None or self._system_index is None:
+            raise InputError(f"{self.name}: not called yet")
+        n_systems = self.previous_active.shape[0]
+        return replica_index(self.atom_index_ps, self._system_index, n_systems)
+
+    def series(self) -> dict[str, torch.Tensor]:
+        """``times_ps`` [n_calls], ``cli_ps`` and ``max_grade`` [n_calls, n_systems] (NaN
+        after a replica was frozen), for plots of CLI against time and for lead times."""
+        if not self.times_ps:
+            raise InputError(f"{self.name}: not called yet")
+        return {
+            "times_ps": torch.tensor(self.times_ps, dtype=torch.float64),
+            "cli_ps": torch.stack(self.cli_ps),
+            "max_grade": torch.stack(self.max_grade),
+        }
+
+    def state_dict(self) -> dict:
+        if self.atom_index_ps is None:
+            return {"started": False}
+        return {
+            "started": True,
+            "atom_index_ps": self.atom_index_ps.clone(),
+            "previous_time_fs": self.previous_time_fs,
+            "previous_active": self.previous_active.clone(),
+            "system_index": self._system_index.clone(),
+            **{k: v.clone() for k, v in self.series().items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state["started"]:
+            return
+        self.atom_index_ps = state["atom_index_ps"].clone()
+        self.previous_time_fs = state["previous_time_fs"]
+        self.previous_active = state["previous_active"].clone()
+        self._system_index = state["system_index"].clone()
+        self.times_ps = state["times_ps"].tolist()
+        self.cli_ps = list(state["cli_ps"].clone())
+        self.max_grade = list(state["max_grade"].clone())
