@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 import pytest
 import torch
@@ -35,23 +34,13 @@ from stablemd.md.starts import initial_state, state_from_atoms
 from stablemd.md.thermostats import LangevinNoise
 from stablemd.models.painn import PaiNN
 
-pytestmark = pytest.mark.usefixtures("single_thread", "single_numba_thread")
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 CUTOFF_A = 4.0
 #: The CO molecule sits this far (Å) from the ethanol: beyond the cutoff, so with one
 #: interaction (receptive field = cutoff) neither molecule's features see the other.
 SEPARATION_A = 12.0
 TOLERANCE = 0.01
-
-
-@pytest.fixture
-def single_numba_thread():
-    """PaiNN's fused kernel runs in numba's threads; on a loaded machine two of them wait for
-    each other at every call (measured 30–300 ms instead of 4 ms per force call)."""
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(threads)
 
 
 def f64(values) -> torch.Tensor:

@@ -4,7 +4,6 @@ temperature at equilibrium and the hand-computed value for velocities set by han
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 import torch
@@ -29,16 +28,6 @@ from stablemd.models.painn import PaiNN
 from stablemd.models.potential import predict
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-@pytest.fixture(autouse=True)
-def one_numba_thread():
-    """The fused PaiNN kernel wakes numba's whole pool even for one block of pairs, which on a
-    busy machine costs 0.1 s per call."""
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(threads)
 
 
 class SpringNetwork:
