@@ -26,6 +26,7 @@ from stablemd.md.forces import (
     model_force_term,
 )
 from stablemd.md.integrators import BAOAB, RESPA, VelocityVerlet
+from stablemd.md.runner import run
 from stablemd.md.settings import MDSettings
 from stablemd.md.starts import state_from_atoms
 from stablemd.md.velocities import maxwell_boltzmann
@@ -152,11 +153,13 @@ def test_frozen_replicas_get_zeros_and_cost_nothing(make):
 
 
 def test_the_outer_step_shares_one_forward_pass():
-    """M − 1 direct-only calls and one shared call per outer step: M model calls, not M + 1."""
+    """M − 1 direct-only calls and one shared call per outer step: M model calls, not M + 1
+    (through the runner, which wraps each level to time it)."""
     model = CurlLJ(curl=1e-3)
     term = model_force_term(model, mts=4)
     model.atoms_evaluated = 0
-    run_steps(RESPA(10.0, 4), warm_argon(2), term, 5)
+    result = run(warm_argon(2), RESPA(10.0, 4), term, 5, progress=False)
+    assert result.state.step == 5
     assert model.atoms_evaluated == (1 + 5 * 4) * 2 * 13
 
 

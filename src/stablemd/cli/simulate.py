@@ -72,8 +72,8 @@ def simulate(
     result = done.result
     console.print(
         f"{replicas} replicas of {system} at {temperature:g} K ({thermostat}): "
-        f"{result.state.time_fs / 1000:.3f} ps, {result.steps} steps in "
-        f"{result.wall_time_s:.1f} s this session; trajectory: {done.trajectory}"
+        f"{result.state.time_fs / 1000:.3f} ps, {result.steps} steps of {settings.step_fs:g} fs "
+        f"in {result.wall_time_s:.1f} s this session; trajectory: {done.trajectory}"
     )
     frozen = [
         f"replica {k} at {t / 1000:.3f} ps ({reason})"

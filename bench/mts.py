@@ -1,0 +1,125 @@
+"""Cost of an MD step with conservative forces, direct forces and multiple time stepping.
+
+64 aspirin replicas in one batch, PaiNN with default hyperparameters (float32), one torch
+thread, NVE from the same 300 K start. Three force schemes, run side by side in rounds (each
+round runs all three, in turn, so a change of the machine's load touches each alike); the
+median over rounds of the wall time per (inner) step:
+
+- conservative: velocity Verlet with −∂E/∂r (forward and backward pass every step);
+- direct: velocity Verlet with the direct-force head (forward pass only, no autograd);
+- mts: RESPA with M = 8 inner steps, the direct head inside and the conservative correction
+  every outer step (one shared forward + backward pass), per inner step.
+
+Ratios conservative/direct (what direct forces save; the paper's reason for them) and
+mts/direct (what the conservative correction costs; goal ≤ 1.3×). The weights are random:
+cost does not depend on them, only on the structures, which stay near the start over these
+few steps (energy scale 0.1 eV keeps the random forces gentle). ``STABLEMD_BENCH_MODEL`` names
+a model file instead. One command: ``python bench/mts.py`` (or ``python bench/run.py mts``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from machine import machine_info
+
+from stablemd.core.runtime import tune_memory_allocator
+from stablemd.md.forces import model_force_term
+from stablemd.md.integrators import RESPA, VelocityVerlet
+from stablemd.md.starts import state_from_atoms
+from stablemd.md.velocities import maxwell_boltzmann
+from stablemd.models.painn import PaiNN
+from stablemd.models.registry import load_potential
+from stablemd.systems import get_system
+
+REPLICAS = 64
+TEMPERATURE_K = 300.0
+TIMESTEP_FS = 0.5
+M = 8
+#: A model trained with both heads, as far as the force-term builder is concerned.
+BOTH_HEADS = {"training": {"config": {"forces": "both"}}}
+
+
+def load_model():
+    path = os.environ.get("STABLEMD_BENCH_MODEL")
+    if path:
+        return load_potential(path, dtype=torch.float32)
+    torch.manual_seed(0)
+    model = PaiNN([1, 6, 8]).eval()
+    model.energy_scaling.scale.fill_(0.1)
+    model.metadata = BOTH_HEADS
+    return model
+
+
+def schemes(model) -> dict:
+    """name → (integrator, force term, inner steps per integrator step)."""
+    return {
+        "conservative": (VelocityVerlet(TIMESTEP_FS), model_force_term(model, "conservative"), 1),
+        "direct": (VelocityVerlet(TIMESTEP_FS), model_force_term(model, "direct"), 1),
+        "mts": (RESPA(TIMESTEP_FS, M), model_force_term(model, mts=M), M),
+    }
+
+
+def seconds_per_inner_step(integrator, term, inner: int, start, inner_steps: int) -> float:
+    """Wall time of ``inner_steps`` inner steps from ``start`` (forces prepared first)."""
+    state = integrator.prepare(start, term)
+    began = time.perf_counter()
+    for _ in range(inner_steps // inner):
+        state = integrator.step(state, term)
+    return (time.perf_counter() - began) / inner_steps
+
+
+def main(out_dir: Path, quick: bool) -> dict:
+    torch.set_num_threads(1)
+    model = load_model()
+    start = maxwell_boltzmann(
+        state_from_atoms([get_system("aspirin").atoms] * REPLICAS), TEMPERATURE_K, 0
+    )
+    runs = schemes(model)
+    rounds, inner_steps = (1, M) if quick else (5, 2 * M)
+    for integrator, term, inner in runs.values():  # warm-up: kernels compiled, memory mapped
+        seconds_per_inner_step(integrator, term, inner, start, inner)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    load_before = os.getloadavg()
+    for _ in range(rounds):
+        for name, (integrator, term, inner) in runs.items():
+            times[name].append(seconds_per_inner_step(integrator, term, inner, start, inner_steps))
+    median = {name: statistics.median(values) for name, values in times.items()}
+    result = {
+        "benchmark": "mts",
+        "quick": quick,
+        "model": os.environ.get("STABLEMD_BENCH_MODEL") or "PaiNN defaults, random weights",
+        "machine": machine_info(),
+        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
+        "replicas": REPLICAS,
+        "atoms": start.n_atoms,
+        "timestep_fs": TIMESTEP_FS,
+        "mts_inner_steps": M,
+        "rounds": rounds,
+        "inner_steps_per_round": inner_steps,
+        "ms_per_inner_step": {name: 1e3 * value for name, value in median.items()},
+        "ms_per_inner_step_all_rounds": {
+            name: [1e3 * v for v in values] for name, values in times.items()
+        },
+        "conservative_over_direct": median["conservative"] / median["direct"],
+        "mts_over_direct": median["mts"] / median["direct"],
+        "mts_expected_over_direct": ((M - 1) * median["direct"] + median["conservative"])
+        / (M * median["direct"]),
+        "target_mts_over_direct": 1.3,
+    }
+    (out_dir / "mts.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    import sys
+
+    tune_memory_allocator()
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(exist_ok=True)
+    print(json.dumps(main(results, quick="--quick" in sys.argv), indent=1))
