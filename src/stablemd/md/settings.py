@@ -37,7 +37,9 @@ class MDSettings(BaseModel):
     thermostat: Thermostat = "nose-hoover"
     tau_fs: float = Field(100.0, gt=0, description="Nosé–Hoover or CSVR time constant")
     friction_per_fs: float = Field(0.01, gt=0, description="Langevin friction")
-    check_every: int = Field(20, ge=1, description="steps between stability checks")
+    check_every: int = Field(
+        20, ge=1, description="steps between stability checks (outer steps with mts)"
+    )
     seed: int = Field(0, description="start structures, velocities and thermostat noise")
     forces: Literal["conservative", "direct"] | None = Field(
         None, description="−∂E/∂r or the model's direct head; None: what the model was trained for"
