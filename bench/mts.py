@@ -1,9 +1,10 @@
 """Cost of an MD step with conservative forces, direct forces and multiple time stepping.
 
 64 aspirin replicas in one batch, PaiNN with default hyperparameters (float32), one thread
-(torch's and numba's), NVE from the same 300 K start. Three force schemes, run side by side in rounds (each
-round runs all three, in turn, so a change of the machine's load touches each alike); the
-median over rounds of the wall time and of this process's CPU time per (inner) step:
+(torch's and numba's), NVE from the same 300 K start. Three force schemes, run side by side
+in rounds (each round runs all three, in turn, so a change of the machine's load touches each
+alike) after one unrecorded round; the median over rounds of the wall time and of this
+process's CPU time per (inner) step:
 
 - conservative: velocity Verlet with −∂E/∂r (forward and backward pass every step);
 - direct: velocity Verlet with the direct-force head (forward pass only, no autograd);
