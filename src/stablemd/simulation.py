@@ -6,6 +6,11 @@ start structures), ``trajectory.h5`` and ``checkpoint.pt``. Calling again with t
 continues from the checkpoint (a longer ``time_ps`` extends the run); other inputs are refused.
 A replica whose numbers turn non-finite is frozen, its trajectory ends there, and the result
 says so.
+
+The forces are the model's conservative ones, its direct head, or both by multiple time
+stepping (``forces``, ``mts``; :meth:`~stablemd.md.settings.MDSettings.force_term`). ``every``
+and ``checkpoint_every`` count integrator steps: with ``mts`` = M, outer steps of M ×
+``timestep_fs``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ from stablemd.core.config_file import field_defaults
 from stablemd.core.errors import InputError
 from stablemd.core.files import record_run_options
 from stablemd.data.fingerprints import frames_fingerprint
-from stablemd.md.forces import ModelForces
 from stablemd.md.runner import RunResult, run
 from stablemd.md.settings import MDSettings, Thermostat
 from stablemd.md.starts import initial_state
@@ -40,7 +44,7 @@ class SimulationSettings(MDSettings):
     temperature_K: float = Field(300.0, gt=0, description="velocities and thermostat")
     thermostat: Thermostat = "langevin"
     time_ps: float = Field(10.0, gt=0, description="simulated time per replica")
-    every: int = Field(100, ge=1, description="steps between trajectory frames")
+    every: int = Field(100, ge=1, description="steps (outer steps with mts) between frames")
     velocities: bool = Field(False, description="write velocities too (for the VACF)")
     checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints")
 
@@ -62,6 +66,7 @@ def simulate(
 ) -> Simulation:
     """Run ``settings.replicas`` replicas drawn from ``starts`` into the directory ``out``."""
     out = Path(out)
+    forces = settings.force_term(potential)  # refuses a force scheme the model cannot give
     if not (out / "run.json").is_file():
         for name in ("trajectory.h5", "checkpoint.pt"):
             if (out / name).exists():
@@ -79,14 +84,14 @@ def simulate(
     )
     state = initial_state(starts, settings.replicas, settings.temperature_K, settings.seed)
     integrator = settings.integrator()
-    n_steps = round(settings.time_ps * 1000 / settings.timestep_fs)
+    n_steps = round(settings.time_ps * 1000 / integrator.step_fs)
     trajectory = out / "trajectory.h5"
     writer = TrajectoryWriter(
         trajectory, integrator, velocities=settings.velocities, every=settings.every
     )
     with writer:
         result = run(
-            state, integrator, ModelForces(potential), n_steps,
+            state, integrator, forces, n_steps,
             [NonFinite(), writer], checkpoint=out / "checkpoint.pt",
             checkpoint_every=settings.checkpoint_every, progress=progress,
         )  # fmt: skip

@@ -32,6 +32,17 @@ def simulate(
         help="Start structures (.db/.xyz/.extxyz, positions only), drawn without replacement "
         "when there are enough. (default: the system's relaxed structure)",
     ),
+    forces: str = typer.Option(
+        None,
+        help="conservative (−∂E/∂r) or direct (the model's direct-force head). (default: what "
+        "the model was trained for)",
+    ),
+    mts: int = typer.Option(
+        None,
+        help="Multiple time stepping: M inner steps of --timestep with direct forces, the "
+        "conservative correction every M; a step (--every, --checkpoint-every) is then M inner "
+        "steps. Needs a model trained with direct forces.",
+    ),
     every: int = typer.Option(100, help="Write a trajectory frame every this many steps."),
     velocities: bool = typer.Option(
         False, help="Write velocities too (stablemd analyze then gives the VACF)."
@@ -46,7 +57,8 @@ def simulate(
         SimulationSettings, replicas=replicas, temperature_K=temperature, time_ps=time_ps,
         timestep_fs=reference.timestep_fs if timestep is None else timestep,
         thermostat=thermostat, friction_per_fs=friction, tau_fs=tau, every=every,
-        velocities=velocities, checkpoint_every=checkpoint_every, seed=seed,
+        velocities=velocities, checkpoint_every=checkpoint_every, seed=seed, forces=forces,
+        mts=mts,
     )  # fmt: skip
     structures = [reference.atoms]
     if starts is not None:
@@ -54,13 +66,14 @@ def simulate(
         reference.check_frames(structures, str(starts))
     potential = load_potential(model)
     check_elements(potential, structures, str(model), str(starts or f"--system {system}"))
+    settings.force_term(potential, str(model))  # a scheme the model cannot give: refused now
     check_output_directory(out, "--out", inputs=[model, starts])
     done = run_simulation(potential, structures, settings, out, progress)
     result = done.result
     console.print(
         f"{replicas} replicas of {system} at {temperature:g} K ({thermostat}): "
-        f"{result.state.time_fs / 1000:.3f} ps, {result.steps} steps in "
-        f"{result.wall_time_s:.1f} s this session; trajectory: {done.trajectory}"
+        f"{result.state.time_fs / 1000:.3f} ps, {result.steps} steps of {settings.step_fs:g} fs "
+        f"in {result.wall_time_s:.1f} s this session; trajectory: {done.trajectory}"
     )
     frozen = [
         f"replica {k} at {t / 1000:.3f} ps ({reason})"

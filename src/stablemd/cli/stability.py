@@ -61,7 +61,20 @@ def stability(
         "water setting: 3.0). Off by default.",
     ),
     rdf_window_ps: float = typer.Option(1.0, help="Averaging window of --max-rdf-deviation (ps)."),
-    check_every: int = typer.Option(20, help="Check the criteria every this many steps."),
+    forces: str = typer.Option(
+        None,
+        help="conservative (−∂E/∂r) or direct (the model's direct-force head). (default: what "
+        "each model was trained for)",
+    ),
+    mts: int = typer.Option(
+        None,
+        help="Multiple time stepping: M inner steps of --timestep with direct forces, the "
+        "conservative correction every M; --check-every then counts outer steps of M inner "
+        "steps. Needs models trained with direct forces.",
+    ),
+    check_every: int = typer.Option(
+        20, help="Check the criteria every this many steps (outer steps with --mts)."
+    ),
     seed: int = typer.Option(0, help="Seed of the start structures, velocities and noise."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ):
@@ -73,7 +86,7 @@ def stability(
         thermostat=thermostat, tau_fs=tau, friction_per_fs=friction,
         max_bond_deviation_A=max_bond_deviation, min_intermolecular_A=min_distance,
         nonbonded_intramolecular=intramolecular, max_rdf_deviation=max_rdf_deviation,
-        rdf_window_ps=rdf_window_ps, check_every=check_every, seed=seed,
+        rdf_window_ps=rdf_window_ps, check_every=check_every, seed=seed, forces=forces, mts=mts,
     )  # fmt: skip
     if max_rdf_deviation is not None and not target.periodic:
         raise InputError(
@@ -97,6 +110,7 @@ def stability(
     }
     for path, potential in zip(model, potentials.values(), strict=True):
         check_elements(potential, start_frames, str(path), str(starts or f"--system {system}"))
+        settings.force_term(potential, str(path))  # a scheme the model cannot give: refused now
     check_output_directory(out, "--out", inputs=[*model, starts, reference])
     rows = compare_models(
         potentials, target, start_frames, reference_frames, settings, out, progress

@@ -2,15 +2,22 @@
 
 Typed with pydantic so that the command line, YAML files and checkpoints validate and compare
 them alike. Times in fs, temperatures K.
+
+A *step* is one step of the integrator: ``timestep_fs`` long, or with multiple time stepping
+(``mts`` = M) one outer step of M inner steps, M × ``timestep_fs`` long (:attr:`step_fs`).
+Every interval counted in steps (``check_every``, and the trajectory's ``every`` and
+``checkpoint_every``) counts these steps, because monitors only see the state between them.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from stablemd.md.integrators import Integrator, make_integrator
+from stablemd.md.forces import ForceTerm, model_force_term
+from stablemd.md.integrators import RESPA, Integrator, make_integrator, make_thermostat
+from stablemd.models.potential import Potential
 
 #: The thermostats of :func:`~stablemd.md.integrators.make_integrator` (``nve``: none).
 Thermostat = Literal["nve", "langevin", "nose-hoover", "csvr"]
@@ -30,12 +37,49 @@ class MDSettings(BaseModel):
     thermostat: Thermostat = "nose-hoover"
     tau_fs: float = Field(100.0, gt=0, description="Nosé–Hoover or CSVR time constant")
     friction_per_fs: float = Field(0.01, gt=0, description="Langevin friction")
-    check_every: int = Field(20, ge=1, description="steps between stability checks")
+    check_every: int = Field(
+        20, ge=1, description="steps between stability checks (outer steps with mts)"
+    )
     seed: int = Field(0, description="start structures, velocities and thermostat noise")
+    forces: Literal["conservative", "direct"] | None = Field(
+        None, description="−∂E/∂r or the model's direct head; None: what the model was trained for"
+    )
+    mts: int | None = Field(
+        None,
+        ge=1,
+        description="multiple time stepping: M inner steps of timestep_fs with direct forces, "
+        "the conservative correction every M (needs a trained direct head); None: off",
+    )
+
+    @model_validator(mode="after")
+    def _one_force_scheme(self) -> MDSettings:
+        if self.mts is not None and self.forces is not None:
+            raise ValueError(
+                f"--mts {self.mts} runs direct forces inside and conservative ones every "
+                f"{self.mts} steps: leave --forces ({self.forces}) unset"
+            )
+        return self
+
+    @property
+    def step_fs(self) -> float:
+        """Simulated time of one integrator step, fs: ``timestep_fs``, × ``mts`` with MTS."""
+        return self.timestep_fs * (self.mts or 1)
 
     def integrator(self) -> Integrator:
-        """A new integrator with these settings (its noise seeded by ``seed + 1``)."""
+        """A new integrator with these settings (its noise seeded by ``seed + 1``): with ``mts``
+        RESPA, the thermostat acting around each outer step; else by thermostat name."""
+        if self.mts is not None:
+            bath = make_thermostat(
+                self.thermostat, self.temperature_K, self.friction_per_fs, self.tau_fs,
+                self.seed + 1,
+            )  # fmt: skip
+            return RESPA(self.timestep_fs, self.mts, bath)
         return make_integrator(
             self.thermostat, self.timestep_fs, self.temperature_K, self.friction_per_fs,
             self.tau_fs, self.seed + 1,
         )  # fmt: skip
+
+    def force_term(self, potential: Potential, model: str = "this model") -> ForceTerm:
+        """The force term of a run of ``potential`` (named ``model`` in errors) with these
+        ``forces`` and ``mts`` (:func:`~stablemd.md.forces.model_force_term`)."""
+        return model_force_term(potential, self.forces, self.mts, model=model)

@@ -31,7 +31,7 @@ from stablemd.core.files import (
 from stablemd.data.fingerprints import frames_fingerprint
 from stablemd.diagnose.stability.diffusion import DIFFUSION_WINDOW_PS, StableDisplacement
 from stablemd.diagnose.stability.report import StabilitySummary, summarize
-from stablemd.md.forces import ForceTerm, ModelForces
+from stablemd.md.forces import ForceTerm
 from stablemd.md.monitoring import Monitor, Observer
 from stablemd.md.runner import run
 from stablemd.md.settings import MDSettings
@@ -165,7 +165,7 @@ def stability_monitors(
             )
         )  # fmt: skip
     monitors.append(StablePartHistogram(settings.replicas, every=every))
-    interval_fs = every * settings.timestep_fs
+    interval_fs = every * settings.step_fs
     window = round(DIFFUSION_WINDOW_PS * 1000 / interval_fs)
     if system.periodic and window >= 2:
         monitors.append(StableDisplacement(window, interval_fs, every=every))
@@ -245,6 +245,12 @@ def run_stability(
         if not isinstance(model, Potential):
             raise ValueError("run_stability: name the force term with model_id")
         model_id = model_fingerprint(model)
+    if isinstance(model, Potential):
+        term = settings.force_term(model)
+    elif settings.forces is not None or settings.mts is not None:
+        raise InputError(f"forces, mts: choose the forces of a model, not of {model_id}")
+    else:
+        term = model
     check_rdf_criterion(system, settings, reference_rdf)
     options = stability_run_options(model_id, system, starts, settings, reference_rdf)
     earlier = check_stability_run(options, out_dir)
@@ -260,10 +266,9 @@ def run_stability(
         return ModelStability(StabilitySummary(**summary), **earlier["run"])
     state = initial_state(starts, settings.replicas, settings.temperature_K, settings.seed)
     monitors = stability_monitors(system, settings, reference_rdf)
-    n_steps = round(settings.time_ps * 1000 / settings.timestep_fs)
+    n_steps = round(settings.time_ps * 1000 / settings.step_fs)
     result = run(
-        state, settings.integrator(), ModelForces(model) if isinstance(model, Potential) else model,
-        n_steps, monitors, checkpoint=out_dir / "checkpoint.pt",
+        state, settings.integrator(), term, n_steps, monitors, checkpoint=out_dir / "checkpoint.pt",
         checkpoint_every=max(settings.check_every, 2000), progress=progress, label=label,
     )  # fmt: skip
     stable_ps = (result.unstable_time_fs / 1000).tolist()

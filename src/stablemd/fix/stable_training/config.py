@@ -80,6 +80,17 @@ class StableConfig(MDSettings):
     )
 
     @model_validator(mode="after")
+    def _conservative_forces(self) -> StableConfig:
+        # The loop trains the energy through its Boltzmann gradient and runs −∂E/∂r (ModelForces):
+        # direct forces or multiple time stepping would simulate other dynamics than it learns.
+        if self.forces == "direct" or self.mts is not None:
+            raise ValueError(
+                "StABlE simulates and trains conservative forces only: remove forces: direct "
+                "and mts from the config"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _thresholds(self) -> StableConfig:
         if self.f_min >= self.f_max:
             raise ValueError(f"f_min ({self.f_min}) must be below f_max ({self.f_max})")
