@@ -31,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numba
 import torch
 from machine import machine_info
 
@@ -85,6 +86,7 @@ def first_reaching(history: list[dict], clock: list[float], target: float, offse
 
 def main(out_dir: Path, quick: bool) -> dict:
     torch.set_num_threads(1)
+    numba.set_num_threads(1)  # its parallel launches would set torch's OpenMP threads to its own
     scale = 0.1 if quick else 1.0
     epochs = {
         name: max(2, int(n * scale))
@@ -159,7 +161,7 @@ def main(out_dir: Path, quick: bool) -> dict:
         "levels": levels,
         "runs": runs,
         "load_average_before_after": [load_before, os.getloadavg()[0]],
-        "machine": {**machine_info(), "torch_threads": torch.get_num_threads()},
+        "machine": {**machine_info(), "numba_threads": numba.get_num_threads()},
     }
     (out_dir / "conservative_finetune.json").write_text(json.dumps(result, indent=1))
     return result

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 import torch
 from ase import Atoms
@@ -91,12 +92,16 @@ def time_steps(system: str, rounds: int, warmup: int, run_root: Path) -> dict:
 
 def main(out_dir: Path, quick: bool) -> dict:
     torch.set_num_threads(1)
+    # numba's parallel launch of the fused kernel sets the OpenMP thread count of this thread
+    # to its own (torch reads it back): one thread for both
+    numba.set_num_threads(1)
     torch.manual_seed(0)
     rounds, warmup = (5, 2) if quick else (25, 3)
     load_before = os.getloadavg()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [time_steps(system, rounds, warmup, Path(tmp)) for system in MOLECULES]
+    assert torch.get_num_threads() == 1, "the steps ran on more than one thread"
     result = {
         "benchmark": "training_forces",
         "description": "one Trainer step (batch of 16 frames, default PaiNN, float32, one "
@@ -106,7 +111,7 @@ def main(out_dir: Path, quick: bool) -> dict:
         "results": rows,
         "load_average_before_after": [load_before[0], os.getloadavg()[0]],
         "wall_s": round(time.perf_counter() - started, 1),
-        "machine": machine_info(),
+        "machine": {**machine_info(), "numba_threads": numba.get_num_threads()},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "training_forces.json").write_text(json.dumps(result, indent=1))

@@ -242,7 +242,8 @@ def test_conservative_fine_tuning_starts_from_the_direct_model(workspace, capsys
     out = workspace / "tuned.pt"
     argv = ["train", "--data", workspace / "data.db", "--n-train", 16, "--n-val", 6,
             "--out", out, "--init", workspace / "direct.pt", "--forces", "conservative",
-            "--direct-forces-weight", 1, "--max-epochs", 2, "--no-progress"]  # fmt: skip
+            "--direct-forces-weight", 1, "--max-epochs", 2, "--seed", 5,
+            "--no-progress"]  # fmt: skip
     assert _run(argv) == 0
     assert "from " + str(workspace / "direct.pt") in capsys.readouterr().out.replace("\n", "")
     tuned = load_potential(out)
@@ -262,6 +263,15 @@ def test_conservative_fine_tuning_starts_from_the_direct_model(workspace, capsys
     # the direct head was kept in training, so it is reported beside −∂E/∂r
     assert {"forces_eV_per_A", "direct_forces_eV_per_A"} <= set(tuned.metadata["validation"])
     assert "direct_forces_eV_per_A" in error_metrics(tuned, _frames(workspace))
+    # training went on from the starting weights, not from new ones (seed 5) of the same size
+    torch.manual_seed(5)
+    fresh = new_potential(TrainConfig(**training["config"]), start.elements).state_dict()
+
+    def distance(a, b):
+        return sum(float((a[k] - b[k]).pow(2).sum()) for k in a if k.startswith("messages."))
+
+    weights = start.state_dict()
+    assert distance(tuned.state_dict(), weights) < 0.05 * distance(fresh, weights)
     # the starting model's energy scaling is kept (not refitted)
     torch.testing.assert_close(
         tuned.energy_scaling.reference_energies, start.energy_scaling.reference_energies

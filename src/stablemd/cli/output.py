@@ -24,7 +24,11 @@ def metrics_table(metrics: dict, title: str) -> Table:
         ("energy per atom (meV)", metrics["energy_per_atom_eV"]),
     ]
     # −∂E/∂r and, for a model with a trained direct-force head, that head's forces
-    for prefix, label in (("", "forces"), ("direct_", "direct-head forces")):
+    both = "direct_forces_eV_per_A" in metrics
+    for prefix, label in (
+        ("", "−∂E/∂r forces" if both else "forces"),
+        ("direct_", "direct-head forces"),
+    ):
         if prefix + "forces_eV_per_A" in metrics:
             rows.append((f"{label} (meV/Å)", metrics[prefix + "forces_eV_per_A"]))
             rows += [
