@@ -1,5 +1,6 @@
-"""The ASE calculator of a model: agrees with ASE's numerical derivatives, drives ASE MD, refuses
-non-finite numbers and warns about structures far from its training frames."""
+"""The ASE calculator of a model: agrees with ASE's numerical derivatives, drives ASE MD, gives
+the forces the model was trained to give, refuses non-finite numbers and warns about structures
+far from its training frames."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 
 from stablemd.ase import Calculator, NonFiniteError, OutsideTrainingWarning
+from stablemd.core.batch import Batch
 from stablemd.models.coverage import shortest_distances
 from stablemd.models.painn import PaiNN
+from stablemd.models.potential import predict
 from stablemd.models.registry import save_potential
 
 
@@ -125,3 +128,25 @@ def _bonded(atoms, a, b):
     pairs = [(i, j) for i, s in enumerate(symbols) for j, t in enumerate(symbols)
              if s == a and t == b]  # fmt: skip
     return min(pairs, key=lambda p: atoms.get_distance(*p))
+
+
+def test_forces_are_those_the_model_was_trained_to_give():
+    """A model trained with --forces direct gives its direct head; conservative and both models
+    (and models without a training record) give −∂E/∂r; direct_forces= chooses explicitly."""
+    atoms = molecule("CH3CH2OH")
+    potential = small_painn([1, 6, 8])
+    batch = Batch.from_atoms([atoms], dtype=torch.float64)
+    out = predict(potential, batch, ["forces", "direct_forces"])
+    direct, conservative = out["direct_forces"].detach().numpy(), out["forces"].numpy()
+    assert not np.allclose(direct, conservative, atol=1e-3)
+    for record, explicit, expected in [
+        (None, None, conservative),
+        ("conservative", None, conservative),
+        ("both", None, conservative),
+        ("direct", None, direct),
+        ("direct", False, conservative),
+        ("conservative", True, direct),
+    ]:
+        potential.metadata = {} if record is None else {"training": {"config": {"forces": record}}}
+        atoms.calc = Calculator(potential, direct_forces=explicit)
+        np.testing.assert_allclose(atoms.get_forces(), expected, rtol=1e-12, atol=1e-12)

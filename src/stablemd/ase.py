@@ -24,7 +24,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from stablemd.core.batch import Batch
 from stablemd.models.coverage import OutsideTrainingWarning, close_contacts
 from stablemd.models.potential import Potential, predict
-from stablemd.models.registry import load_potential
+from stablemd.models.registry import load_potential, trained_forces
 
 __all__ = ["Calculator", "NonFiniteError", "OutsideTrainingWarning"]
 
@@ -42,15 +42,20 @@ def _first_non_finite(values: np.ndarray) -> int | None:
 class Calculator(_AseCalculator):
     """Energy (eV), per-atom energies, forces (eV/Å) and, for periodic cells, stress (eV/Å³).
 
-    ``direct_forces=True`` reports the model's direct-force head as ``forces`` instead of −∂E/∂r.
+    ``forces`` are the ones the model was trained to give (its file records them,
+    :func:`~stablemd.models.registry.trained_forces`): the direct-force head for a model trained
+    with ``--forces direct`` (not energy-conserving), −∂E/∂r otherwise. ``direct_forces=True``
+    or ``False`` chooses instead.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
-    def __init__(self, potential: Potential, direct_forces: bool = False, **kwargs):
+    def __init__(self, potential: Potential, direct_forces: bool | None = None, **kwargs):
         super().__init__(**kwargs)
         self.potential = potential.eval()
-        self.direct_forces = direct_forces
+        if direct_forces is None:
+            direct_forces = trained_forces(potential) == "direct"
+        self.direct_forces = bool(direct_forces)
         self.dtype = next(potential.parameters()).dtype
         training = getattr(potential, "metadata", {}).get("training", {})
         self.shortest_distances = training.get("shortest_distances_A")

@@ -22,12 +22,19 @@ def metrics_table(metrics: dict, title: str) -> Table:
     rows = [
         ("energy per structure (meV)", metrics["energy_per_structure_eV"]),
         ("energy per atom (meV)", metrics["energy_per_atom_eV"]),
-        ("forces (meV/Å)", metrics["forces_eV_per_A"]),
     ]
-    rows += [
-        (f"  forces on {element} (meV/Å)", value)
-        for element, value in metrics["forces_per_element_eV_per_A"].items()
-    ]
+    # −∂E/∂r and, for a model with a trained direct-force head, that head's forces
+    both = "direct_forces_eV_per_A" in metrics
+    for prefix, label in (
+        ("", "−∂E/∂r forces" if both else "forces"),
+        ("direct_", "direct-head forces"),
+    ):
+        if prefix + "forces_eV_per_A" in metrics:
+            rows.append((f"{label} (meV/Å)", metrics[prefix + "forces_eV_per_A"]))
+            rows += [
+                (f"  {label} on {element} (meV/Å)", value)
+                for element, value in metrics[prefix + "forces_per_element_eV_per_A"].items()
+            ]
     for name, value in rows:
         table.add_row(name, f"{1000 * value['mae']:.2f}", f"{1000 * value['rmse']:.2f}")
     return table

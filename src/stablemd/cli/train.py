@@ -8,11 +8,12 @@ import typer
 
 from stablemd.cli.options import check_positive, config_from_options
 from stablemd.cli.output import console, metrics_table
+from stablemd.core.config_file import read_config_file
 from stablemd.core.errors import InputError
 from stablemd.core.files import check_output_directory, check_output_file, write_json
 from stablemd.data.database import count_frames
 from stablemd.diagnose.held_out import held_out_errors
-from stablemd.models.registry import check_hyperparameters, load_potential
+from stablemd.models.registry import check_hyperparameters, load_potential, read_model_file
 from stablemd.training.config import TrainConfig
 from stablemd.training.workflow import (
     default_run_dir,
@@ -50,6 +51,22 @@ def train(
     max_time: float = typer.Option(None, help="Training wall-time budget in minutes."),
     dtype: str = typer.Option(None, help="float32 or float64. (default float32)"),
     seed: int = typer.Option(None, help="Seed of the split, the initial weights and batch order."),
+    forces: str = typer.Option(
+        None,
+        help="Forces to train: conservative (−∂E/∂r), direct (the direct-force head alone, no "
+        "derivative in training: cheaper, not energy-conserving) or both. (default conservative)",
+    ),
+    direct_forces_weight: float = typer.Option(
+        None,
+        help="Weight of the direct head's force error, (eV/Å)⁻². (default: forces_weight for "
+        "direct and both, 0 for conservative; 1 = 0.01 × forces_weight for conservative "
+        "fine-tuning of a direct model)",
+    ),
+    init: Path = typer.Option(
+        None,
+        help="Start from this saved model's weights (fine-tuning, e.g. --forces conservative "
+        "from a direct model); the model kind and size are its own.",
+    ),
     split_by: str = typer.Option(
         "random", help="random, or trajectory: validation frames come from other trajectories."
     ),
@@ -62,9 +79,13 @@ def train(
     ),
 ):
     """Train a potential on energies and forces; rerun the same command to resume."""
+    if init is not None and model is None:
+        kind = read_model_file(init)["kind"]  # refuses what is not a model file, naming it
+        if config is None or "model" not in read_config_file(config):
+            model = kind  # the starting model's kind, unless one is asked for
     options = config_from_options(
         TrainConfig, config, model=model, max_epochs=max_epochs, max_time_minutes=max_time,
-        dtype=dtype, seed=seed,
+        dtype=dtype, seed=seed, forces=forces, direct_forces_weight=direct_forces_weight,
     )  # fmt: skip
     where = f"{config}: model_options" if config is not None else "model_options"
     check_hyperparameters(options.model, options.model_options, where)
@@ -74,13 +95,20 @@ def train(
         raise InputError(
             f"{data}: has {available} frames, fewer than --n-train {n_train} + --n-val {n_val}"
         )
-    run_dir = check_model_output(out, overwrite, [data, config], run_dir)
+    if init is not None:
+        load_potential(init)  # a damaged file is refused before any output
+    run_dir = check_model_output(out, overwrite, [data, config, init], run_dir)
     trained = train_from_database(
-        data, n_train, n_val, options, out, run_dir=run_dir, split_by=split_by, progress=progress
-    )
+        data, n_train, n_val, options, out, run_dir=run_dir, split_by=split_by,
+        progress=progress, init=init,
+    )  # fmt: skip
     info = trained.metadata["training"]
+    what = options.model
+    if options.forces != "conservative":
+        what += f" ({options.forces} forces)"
+    start = f" from {init}" if init is not None else ""
     console.print(
-        f"trained {options.model} for {info['epochs']} epochs in {info['train_time_s']:.0f} s "
+        f"trained {what}{start} for {info['epochs']} epochs in {info['train_time_s']:.0f} s "
         f"(best epoch {info['best_epoch']}); model written to {out}"
     )
     console.print(metrics_table(trained.metadata["validation"], "validation errors"))

@@ -7,6 +7,10 @@ epoch is a pure function of (seed, epoch), so a resumed run sees the same batche
 uninterrupted one. The checkpoint records what the run was given (the options, fingerprints of
 the training and validation frames with their labels and of any starting weights, and what the
 caller adds in ``inputs``), and a rerun with anything else is refused, finished or not.
+
+``config.forces`` chooses the forces trained (:class:`~stablemd.training.config.TrainConfig`):
+a ``direct`` run never differentiates with respect to positions, and every run validates (and
+stops early, keeps its best epoch) on the forces the model gives in MD.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from stablemd.core.config_file import check_same_config
+from stablemd.core.errors import InputError
 from stablemd.core.files import (
     atomic_write,
     check_same_options,
@@ -32,9 +37,9 @@ from stablemd.core.runtime import adapt_threads
 from stablemd.data.frames import FrameSet
 from stablemd.models.potential import Potential, predict
 from stablemd.models.registry import build_potential, model_fingerprint
-from stablemd.training.config import TrainConfig
-from stablemd.training.loss import energy_force_loss
-from stablemd.training.metrics import error_metrics
+from stablemd.training.config import TrainConfig, direct_head_refusal
+from stablemd.training.loss import training_loss, training_properties
+from stablemd.training.metrics import FORCE_KEYS, error_metrics
 from stablemd.training.plots import plot_learning_curve
 from stablemd.training.statistics import fit_energy_scaling
 
@@ -47,6 +52,9 @@ METRIC_COLUMNS = [
     "val_forces_mae_eV_per_A",
     "elapsed_s",
 ]
+#: The column of runs that train the direct head beside −∂E/∂r (``val_forces_mae_eV_per_A`` is
+#: always the forces the model gives in MD: the direct head's for ``--forces direct``).
+DIRECT_COLUMN = "val_direct_forces_mae_eV_per_A"
 
 
 @dataclass
@@ -72,8 +80,9 @@ def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 
 def _write_metrics(history: list[dict], path: Path) -> None:
+    columns = METRIC_COLUMNS + [DIRECT_COLUMN] * any(DIRECT_COLUMN in row for row in history)
     with atomic_write(path) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
 
@@ -120,7 +129,10 @@ class Trainer:
         if potential is None:
             potential = new_potential(config, train.elements())
             fit_energy_scaling(potential, train)
+        if config.trains_direct_head and not potential.supports_direct_forces:
+            raise InputError(direct_head_refusal(potential.kind, config))
         self.potential = potential
+        self.properties = training_properties(config.conservative_weight, config.direct_weight)
         self.dtype = next(potential.parameters()).dtype
         self.ema = AveragedModel(
             potential, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
@@ -194,13 +206,16 @@ class Trainer:
 
     def _train_step(self, batch) -> float:
         self.potential.train()
-        out = predict(self.potential, batch, create_graph=True)
-        loss = energy_force_loss(
+        # −∂E/∂r enters the loss, so its graph is kept; without it (``direct``) there is no
+        # derivative with respect to positions and the parameters' gradient is a first one
+        conservative = "forces" in self.properties
+        out = predict(self.potential, batch, self.properties, create_graph=conservative)
+        loss = training_loss(
             batch,
-            out["energy"],
-            out["forces"],
+            out,
             self.config.energy_weight,
-            self.config.forces_weight,
+            self.config.conservative_weight,
+            self.config.direct_weight,
         )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -210,29 +225,34 @@ class Trainer:
         return float(loss.detach())
 
     def _validate(self) -> dict:
+        """Errors of the EMA weights on the validation frames; ``loss`` weighs the energy and
+        the forces the model gives in MD (the direct head's for ``direct``, −∂E/∂r otherwise;
+        a ``direct`` run computes no −∂E/∂r)."""
         model = self.ema.module.eval()
-        metrics = error_metrics(model, self.validation, batch_size=64)
+        config = self.config
+        scored = "direct" if config.forces == "direct" else config.scored_forces
+        metrics = error_metrics(model, self.validation, batch_size=64, forces=scored)
         energy_mse = metrics["energy_per_atom_eV"]["rmse"] ** 2
-        force_mse = metrics["forces_eV_per_A"]["rmse"] ** 2
-        metrics["loss"] = (
-            self.config.energy_weight * energy_mse + self.config.forces_weight * force_mse
-        )
+        force_mse = metrics[FORCE_KEYS[config.md_forces][0]]["rmse"] ** 2
+        weight = config.direct_weight if config.md_forces == "direct" else config.forces_weight
+        metrics["loss"] = config.energy_weight * energy_mse + weight * force_mse
         return metrics
 
     def _end_epoch(self, n_batches: int) -> None:
         metrics = self._validate()
         val_loss = metrics["loss"]
-        self.history.append(
-            {
-                "epoch": self.epoch,
-                "learning_rate": self.optimizer.param_groups[0]["lr"],
-                "train_loss": self.epoch_loss_sum / max(n_batches, 1),
-                "val_loss": val_loss,
-                "val_energy_mae_per_atom_eV": metrics["energy_per_atom_eV"]["mae"],
-                "val_forces_mae_eV_per_A": metrics["forces_eV_per_A"]["mae"],
-                "elapsed_s": round(self._elapsed(), 2),
-            }
-        )
+        row = {
+            "epoch": self.epoch,
+            "learning_rate": self.optimizer.param_groups[0]["lr"],
+            "train_loss": self.epoch_loss_sum / max(n_batches, 1),
+            "val_loss": val_loss,
+            "val_energy_mae_per_atom_eV": metrics["energy_per_atom_eV"]["mae"],
+            "val_forces_mae_eV_per_A": metrics[FORCE_KEYS[self.config.md_forces][0]]["mae"],
+            "elapsed_s": round(self._elapsed(), 2),
+        }
+        if self.config.trains_direct_head:
+            row[DIRECT_COLUMN] = metrics[FORCE_KEYS["direct"][0]]["mae"]
+        self.history.append(row)
         if val_loss < self.best["val_loss"]:
             self.best = {"val_loss": val_loss, "epoch": self.epoch, "metrics": metrics}
             self.best_state = {k: v.clone() for k, v in self.ema.module.state_dict().items()}

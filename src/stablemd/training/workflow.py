@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase import Atoms
+from ase.data import chemical_symbols
 
+from stablemd.core.errors import InputError
 from stablemd.data.database import read_frames
 from stablemd.data.fingerprints import (
     frame_fingerprint,
@@ -21,7 +23,12 @@ from stablemd.data.frames import FrameSet
 from stablemd.data.splits import split_indices
 from stablemd.models.coverage import shortest_distances
 from stablemd.models.potential import Potential
-from stablemd.models.registry import save_potential
+from stablemd.models.registry import (
+    load_potential,
+    model_fingerprint,
+    save_potential,
+    trained_forces,
+)
 from stablemd.training.config import TrainConfig
 from stablemd.training.metrics import error_metrics
 from stablemd.training.trainer import Trainer
@@ -39,6 +46,31 @@ def default_run_dir(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + "_run")
 
 
+def starting_model(path: Path, config: TrainConfig, elements: Sequence[int]) -> Potential:
+    """The saved model at ``path`` (``--init``), in ``config.dtype``, to continue training from:
+    of ``config.model``'s kind, with ``config.model_options`` (when given) as hyperparameters,
+    knowing every element of the training frames."""
+    potential = load_potential(path, dtype=getattr(torch, config.dtype))
+    if potential.kind != config.model:
+        raise InputError(f"--init {path}: a {potential.kind} model, but --model {config.model}")
+    own = potential.hyperparameters()
+    for name, value in config.model_options.items():
+        if own.get(name) != value:
+            raise InputError(
+                f"--init {path}: its {name} is {own.get(name)!r}, but model_options sets "
+                f"{value!r} (a model's hyperparameters are its own when it is continued)"
+            )
+    missing = sorted(set(elements) - set(potential.elements))
+    if missing:
+        names = ", ".join(chemical_symbols[z] for z in missing)
+        known = ", ".join(chemical_symbols[z] for z in potential.elements)
+        raise InputError(
+            f"--init {path}: the training frames hold {names}, which the model does not know "
+            f"(it knows {known})"
+        )
+    return potential
+
+
 def train_from_database(
     data_path: Path,
     n_train: int,
@@ -48,12 +80,16 @@ def train_from_database(
     run_dir: Path | None = None,
     split_by: str = "random",
     progress: bool = True,
+    init: Path | None = None,
 ) -> TrainedModel:
     """Train on ``n_train`` frames of ``data_path``, validate on ``n_val`` others, save to ``out``.
 
     The model file records which frames were used, so that evaluation can hold them out.
     Rerunning into the same ``run_dir`` continues (or reports) that run only for the same data
     (by content: a copy elsewhere is the same data), split and options; others are refused.
+    ``init``: a saved model to start from (its weights and energy scaling, e.g. a ``direct``
+    model fine-tuned with ``forces="conservative"``); its hyperparameters are recorded as the
+    config's ``model_options`` when those are not given.
     """
     frames = read_frames(data_path)
     trajectories = [a.info.get("trajectory", 0) for a in frames]
@@ -64,13 +100,27 @@ def train_from_database(
     train = FrameSet([frames[i] for i in split.train], dtype)
     validation = FrameSet([frames[i] for i in split.val], dtype)
     run_dir = run_dir or default_run_dir(out)
+    start, started_from = None, None
+    if init is not None:
+        start = starting_model(init, config, train.elements())
+        if not config.model_options:
+            own = {k: v for k, v in start.hyperparameters().items() if k != "elements"}
+            config = TrainConfig.model_validate({**config.model_dump(), "model_options": own})
+        started_from = {
+            "model": str(Path(init).resolve()),
+            "fingerprint": model_fingerprint(start),
+            "forces": trained_forces(start),
+        }
     inputs = {
         "data_fingerprint": labelled_frames_fingerprint(frames),
         "n_train": int(n_train),
         "n_val": int(n_val),
         "split_by": split_by,
     }
-    result = Trainer(config, train, validation, run_dir, progress=progress, inputs=inputs).run()
+    trainer = Trainer(
+        config, train, validation, run_dir, potential=start, progress=progress, inputs=inputs
+    )
+    result = trainer.run()
     metadata = {
         "training": {
             "data": str(Path(data_path).resolve()),
@@ -85,12 +135,15 @@ def train_from_database(
             "train_indices": [int(i) for i in split.train],
             "val_indices": [int(i) for i in split.val],
             "config": config.model_dump(),
+            "init": started_from,
             "epochs": len(result.history),
             "best_epoch": result.best_validation["epoch"],
             "train_time_s": round(result.elapsed_s, 1),
         },
         "validation": result.best_validation["metrics"],
-        "train_set_errors": error_metrics(result.potential, train, batch_size=64),
+        "train_set_errors": error_metrics(
+            result.potential, train, batch_size=64, forces=config.scored_forces
+        ),
     }
     save_potential(result.potential, out, metadata)
     result.potential.metadata = metadata  # as a model loaded from the file has it
