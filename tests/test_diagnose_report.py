@@ -275,7 +275,8 @@ def workspace(tmp_path, ethanol_frames, monkeypatch):
     return tmp_path
 
 
-SHORT = ["--replicas", "2", "--time-ps", "0.01", "--no-progress"]
+SHORT = ["--replicas", "2", "--time-ps", "0.01", "--conservation-replicas", "2",
+         "--conservation-time-ps", "0.05", "--no-progress"]  # fmt: skip
 COMMAND = ["diagnose", "--model", "model.pt", "--system", "ethanol", "--data", "data.db", *SHORT]
 
 
@@ -285,12 +286,19 @@ def test_diagnose_writes_both_files_and_refuses_an_existing_report(workspace, ca
     html, report_json = workspace / "report" / "report.html", workspace / "report" / "report.json"
     assert html.is_file() and report_json.is_file()
     report = json.loads(report_json.read_text())
-    assert [s["title"] for s in report["sections"]] == ["Held-out errors", "Stability in MD"]
+    assert [s["title"] for s in report["sections"]] == [
+        "Held-out errors", "Are the forces conservative?", "Energy conservation in MD",
+        "Stability in MD",
+    ]  # fmt: skip
+    conservative = {v["check"]: v["status"] for v in report["sections"][1]["verdicts"]}
+    assert conservative["Jacobian asymmetry λ, conservative forces"] == "pass"
+    assert conservative["work around a closed loop, conservative forces"] == "pass"
     assert report["meta"]["model"] == "model.pt" and report["meta"]["system"] == "ethanol"
     assert report["meta"]["settings"]["replicas"] == 2
     assert report["sections"][0]["data"]["n_frames"] == 10  # an untrained model: all frames
-    assert report["sections"][1]["data"]["summary"]["n_replicas"] == 2
-    assert len(_parse(html).images) == 3  # force bars, survival, h(r)
+    assert report["sections"][3]["data"]["summary"]["n_replicas"] == 2
+    # force bars, λ_ij, optimisation, NVE temperature, element temperatures, survival, h(r)
+    assert len(_parse(html).images) == 7
     for verdict in report["verdicts"]:  # each verdict printed on one line
         assert f"{verdict['status'].upper():4}  {verdict['section']}: {verdict['check']}" in out
     assert "report/report.html" in out
@@ -368,5 +376,7 @@ def test_diagnose_without_data_has_no_error_section(workspace, capsys):
     code, out, err = run(argv, capsys)
     assert code == 0, err
     report = json.loads((workspace / "r" / "report.json").read_text())
-    assert [s["title"] for s in report["sections"]] == ["Stability in MD"]
-    assert len(_parse(workspace / "r" / "report.html").images) == 2  # survival and h(r)
+    assert [s["title"] for s in report["sections"]] == [
+        "Are the forces conservative?", "Energy conservation in MD", "Stability in MD",
+    ]  # fmt: skip
+    assert len(_parse(workspace / "r" / "report.html").images) == 6  # all but the force bars

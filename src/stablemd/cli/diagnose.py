@@ -33,6 +33,15 @@ def diagnose(
     temperature: float = typer.Option(500.0, help="Temperature of the stability run in K."),
     timestep: float = typer.Option(None, help="Time step in fs (default: the system's)."),
     thermostat: str = typer.Option("nose-hoover", help="nve, langevin, nose-hoover or csvr."),
+    conservation_replicas: int = typer.Option(
+        8, help="Replicas of each NVE and CSVR run of the conservation checks."
+    ),
+    conservation_time_ps: float = typer.Option(
+        2.0, help="Simulated time per replica of each conservation run in ps."
+    ),
+    mts: int = typer.Option(
+        None, help="Run the stability run with multiple time stepping (M inner steps)."
+    ),
     force_mae_warn: float = typer.Option(
         0.1, help="Warn when the held-out force MAE of any element exceeds this (eV/Å)."
     ),
@@ -50,14 +59,16 @@ def diagnose(
     ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ):
-    """Held-out errors and a short stability run, each with a pass / warn / fail verdict, in
-    one self-contained report.html (and report.json); rerun the same command to resume."""
+    """Held-out errors, conservation of the forces (λ, loop work, NVE drift, element
+    temperatures, geometry optimisation) and a short stability run, each with a pass / warn /
+    fail verdict, in one self-contained report.html (and report.json); rerun to resume."""
     target = get_system(system)
     settings = settings_from_options(
         DiagnoseSettings, replicas=replicas, time_ps=time_ps, temperature_K=temperature,
         timestep_fs=target.timestep_fs if timestep is None else timestep,
         thermostat=thermostat, force_mae_warn=force_mae_warn, force_mae_fail=force_mae_fail,
-        include_training=include_training, seed=seed,
+        include_training=include_training, seed=seed, mts=mts,
+        conservation_replicas=conservation_replicas, conservation_time_ps=conservation_time_ps,
     )  # fmt: skip
     result = run_diagnosis(model, target, out, settings, data, starts, overwrite, progress)
     for section in result.sections:

@@ -277,14 +277,16 @@ def nve_energy_drift(
     replicas: int = 4,
     temperature_K: float = 300.0,
     seed: int = 0,
+    integrator: Integrator | None = None,
 ) -> EnergyDrift:
     """Run ``n_steps`` of NVE velocity Verlet with ``term`` (any force term) from ``start`` (a
     state, or structures from which ``replicas`` replicas at ``temperature_K`` are drawn with
     ``seed``), record every ``every`` steps and fit the drift
-    (:func:`energy_drift_from_series`)."""
+    (:func:`energy_drift_from_series`). ``integrator`` replaces velocity Verlet of
+    ``timestep_fs`` (e.g. RESPA without a thermostat, for multiple time stepping)."""
     _check_run(n_steps, every)
     state = _start(start, replicas, temperature_K, seed)
-    integrator = VelocityVerlet(timestep_fs)
+    integrator = integrator or VelocityVerlet(timestep_fs)
     recorder = EnergyRecorder(integrator, every)
     run(state, integrator, term, n_steps, monitors=[NonFinite(), recorder], progress=False)
     series = recorder.arrays()

@@ -21,6 +21,11 @@ from stablemd.data.database import read_frames
 from stablemd.data.formats import read_positions
 from stablemd.diagnose.held_out import HeldOutErrors, held_out_errors
 from stablemd.diagnose.report.model import Section
+from stablemd.diagnose.report.sections.conservation import (
+    ConservationSettings,
+    force_field_section,
+    md_conservation_section,
+)
 from stablemd.diagnose.report.sections.held_out import (
     FORCE_MAE_FAIL_EV_PER_A,
     FORCE_MAE_WARN_EV_PER_A,
@@ -57,6 +62,11 @@ class DiagnoseSettings(StabilitySettings):
     force_mae_fail: float = Field(
         FORCE_MAE_FAIL_EV_PER_A, gt=0, description="held-out force MAE (eV/Å) above which: fail"
     )
+    conservation_replicas: int = Field(8, ge=2, description="replicas of each conservation run")
+    conservation_time_ps: float = Field(2.0, gt=0, description="length of each conservation run")
+    conservation_temperature_K: float = Field(
+        300.0, gt=0, description="start and bath temperature of the conservation runs"
+    )
     include_training: bool = Field(False, description="count training frames in the errors")
     batch_size: int = Field(32, ge=1, description="frames per forward pass of the errors")
 
@@ -68,6 +78,14 @@ class DiagnoseSettings(StabilitySettings):
                 f"{self.force_mae_fail:g}; the warning threshold must not exceed the failure one"
             )
         return self
+
+    def conservation(self) -> ConservationSettings:
+        """The sizes of the conservation checks (MTS with this run's ``mts``, default 8)."""
+        return ConservationSettings(
+            replicas=self.conservation_replicas, time_ps=self.conservation_time_ps,
+            temperature_K=self.conservation_temperature_K, timestep_fs=self.timestep_fs,
+            tau_fs=self.tau_fs, mts=self.mts or 8, seed=self.seed,
+        )  # fmt: skip
 
     def stability(self) -> StabilitySettings:
         """The stability benchmark's part of these settings."""
@@ -197,6 +215,14 @@ def build_sections(
         sections.append(
             held_out_section(errors, name, settings.force_mae_warn, settings.force_mae_fail)
         )
+    structures = inputs.starts
+    if reference_h_r(inputs.data_frames, inputs.system) is not None:  # held-out system frames
+        structures = inputs.data_frames
+    conservation = settings.conservation()
+    sections.append(
+        force_field_section(inputs.potential, structures, inputs.system.atoms, conservation)
+    )
+    sections.append(md_conservation_section(inputs.potential, inputs.starts, conservation))
     stability = settings.stability()
     result = run_stability(
         inputs.potential, inputs.system, inputs.starts, stability, out / STABILITY_DIR,

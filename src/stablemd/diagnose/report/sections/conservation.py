@@ -1,0 +1,422 @@
+"""The report's conservation checks (Bigi, Langer & Ceriotti 2025; docs/diagnostics.md), for
+each kind of forces the model was trained to give: the Jacobian asymmetry λ and the work around
+a closed loop (are the forces a gradient?), short NVE runs (is the energy conserved, does the
+temperature drift?), per-element temperatures under a global thermostat (does the thermostat
+hide heating?) and geometry optimisation (do FIRE and L-BFGS converge?).
+
+A multiple-time-stepping run (direct forces inside, the conservative correction every
+``mts`` steps) joins the MD checks of a model trained with both heads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+from ase.data import chemical_symbols
+from matplotlib.figure import Figure as MatplotlibFigure
+
+from stablemd.core.errors import InputError
+from stablemd.core.units import KB_EV_PER_K
+from stablemd.diagnose.conservation import (
+    closed_loop_work,
+    jacobian_asymmetry,
+    rotation_deformation_loop,
+)
+from stablemd.diagnose.energy_drift import (
+    SCORE_THRESHOLD,
+    ElementTemperatures,
+    EnergyDrift,
+    nve_energy_drift,
+    thermostat_element_temperatures,
+)
+from stablemd.diagnose.relaxation import Relaxation, relaxation_convergence
+from stablemd.diagnose.report.model import Figure, Section, Status, Table, Verdict, status_above
+from stablemd.md.settings import MDSettings
+from stablemd.models.potential import Potential
+from stablemd.models.registry import trained_forces
+
+#: λ above this is no rounding error: the forces are not a gradient (warn). Above the fail
+#: level λ exceeds every direct-force model the paper measured (0.004–0.032 on water).
+LAMBDA_WARN, LAMBDA_FAIL = 1e-6, 0.03
+#: Closed-loop work (eV) above the warn level is no rounding error; above k_B T a molecule
+#: can gain a thermal quantum per cycle (fail).
+LOOP_WORK_WARN_EV = 1e-4
+#: Kinetic-temperature drift in NVE, K/ps (the paper's direct-force PET heated ~7 K/ps), judged
+#: only when it stands out of the replicas' scatter by more than SIGNIFICANCE standard errors.
+TEMPERATURE_DRIFT_WARN, TEMPERATURE_DRIFT_FAIL = 1.0, 5.0
+#: Relative deviation of an element's mean temperature from the thermostat's (the paper saw up
+#: to 10 % under CSVR with direct forces), judged like the drift.
+ELEMENT_T_WARN, ELEMENT_T_FAIL = 0.03, 0.10
+SIGNIFICANCE = 3.0
+#: Frames of the MD checks are recorded about this often (fs).
+RECORD_EVERY_FS = 5.0
+
+
+@dataclass(frozen=True)
+class ConservationSettings:
+    """Sizes of the conservation checks: MD ``replicas`` × ``time_ps`` at ``temperature_K`` with
+    ``timestep_fs`` (NVE, and CSVR with ``tau_fs``; the first ``discard_ps`` of the CSVR runs
+    left out), λ on up to ``lambda_structures`` structures, a loop of ``loop_points``, geometry
+    optimisation to ``fmax`` eV/Å within ``max_steps``; ``mts`` inner steps for the MTS run."""
+
+    replicas: int = 8
+    time_ps: float = 2.0
+    temperature_K: float = 300.0
+    timestep_fs: float = 0.5
+    tau_fs: float = 100.0
+    discard_ps: float = 0.5
+    lambda_structures: int = 8
+    loop_points: int = 1000
+    fmax: float = 1e-4
+    max_steps: int = 1000
+    mts: int = 8
+    seed: int = 0
+
+
+def force_kinds(potential: Potential) -> list[str]:
+    """The forces the model was trained to give: its direct head, −∂E/∂r, or both."""
+    trained = trained_forces(potential)
+    return {"direct": ["direct"], "both": ["conservative", "direct"]}.get(trained, ["conservative"])
+
+
+def _significant_status(value: float, error: float, warn: float, fail: float) -> Status:
+    """:func:`status_above` of |value|, but pass while |value| is within SIGNIFICANCE × error."""
+    if abs(value) <= SIGNIFICANCE * error:
+        return "pass"
+    return status_above(abs(value), warn, fail)
+
+
+def _standard_error(per_replica: np.ndarray) -> float:
+    """Standard error of the mean over replicas (0 for one replica)."""
+    n = len(per_replica)
+    return float(per_replica.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+
+
+# --- static checks: λ, loop work, geometry optimisation ----------------------------------------
+
+
+def _lambda_plot(results: dict) -> MatplotlibFigure:
+    fig = MatplotlibFigure(figsize=(5.6, 3.4))
+    ax = fig.add_subplot()
+    for kind, asym in results.items():
+        floor = np.maximum(asym.pair_lambda, 1e-18)  # conservative pairs sit at rounding level
+        ax.scatter(asym.pair_distance, floor, s=8, alpha=0.6, label=f"{kind} forces")
+    ax.axhline(LAMBDA_FAIL, color="tab:red", ls="--", lw=1, label="fail threshold")
+    ax.set_yscale("log")
+    ax.set_xlabel("pair distance r_ij (Å)")
+    ax.set_ylabel("λ_ij")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize="small")
+    return fig
+
+
+def _relaxation_plot(runs: dict[str, dict[str, Relaxation]], fmax: float) -> MatplotlibFigure:
+    fig = MatplotlibFigure(figsize=(5.6, 3.4))
+    ax = fig.add_subplot()
+    for kind, by_optimizer in runs.items():
+        for name, relaxation in by_optimizer.items():
+            ax.plot(relaxation.fmax_trace_eV_per_A, lw=1.2, label=f"{kind}, {name}")
+    ax.axhline(fmax, color="black", ls="--", lw=1, label="target fmax")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel("largest force (eV/Å)")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize="small")
+    return fig
+
+
+def force_field_section(
+    potential: Potential,
+    structures: Sequence[Atoms],
+    relaxed: Atoms,
+    settings: ConservationSettings,
+) -> Section:
+    """λ on ``structures`` (at most ``settings.lambda_structures``), the closed-loop work around
+    ``relaxed`` turned once and deformed, and its geometry optimisation, per force kind."""
+    kinds = force_kinds(potential)
+    kt = KB_EV_PER_K * settings.temperature_K
+    verdicts, rows, data = [], [], {}
+    asymmetries, relaxations = {}, {}
+    for kind in kinds:
+        asym = jacobian_asymmetry(potential, list(structures)[: settings.lambda_structures], kind)
+        loop = closed_loop_work(
+            potential, rotation_deformation_loop(relaxed, settings.loop_points), kind
+        )
+        relax = relaxation_convergence(
+            potential, relaxed, kind, fmax=settings.fmax, max_steps=settings.max_steps
+        )
+        asymmetries[kind], relaxations[kind] = asym, relax
+        per_element = {
+            chemical_symbols[z]: float(asym.atom_lambda[asym.atom_numbers == z].mean())
+            for z in np.unique(asym.atom_numbers)
+        }
+        converged = [name for name, r in relax.items() if r.converged]
+        verdicts += [
+            Verdict(
+                f"Jacobian asymmetry λ, {kind} forces", asym.overall_lambda,
+                f"warn > {LAMBDA_WARN:g} (not a gradient), fail > {LAMBDA_FAIL:g}",
+                status_above(asym.overall_lambda, LAMBDA_WARN, LAMBDA_FAIL),
+                note=f"{len(asym.structure_lambda)} structures",
+            ),
+            Verdict(
+                f"work around a closed loop, {kind} forces", abs(loop.work_eV),
+                f"warn > {LOOP_WORK_WARN_EV:g} eV, fail > k_B T = {kt:.3g} eV",
+                status_above(abs(loop.work_eV), LOOP_WORK_WARN_EV, kt), unit="eV",
+                note=f"{settings.loop_points} points, quadrature error "
+                f"{loop.quadrature_error_eV:.2g} eV",
+            ),
+            Verdict(
+                f"geometry optimisation converges, {kind} forces", float(len(converged)),
+                f"fmax {settings.fmax:g} eV/Å within {settings.max_steps} steps; "
+                "warn: one optimiser fails, fail: all fail",
+                "pass" if len(converged) == len(relax) else ("warn" if converged else "fail"),
+                unit=f"of {len(relax)}",
+                note=", ".join(
+                    f"{n}: {r.steps} steps to {r.final_fmax_eV_per_A:.2g} eV/Å"
+                    for n, r in relax.items()
+                ),
+            ),
+        ]  # fmt: skip
+        rows.append([kind, asym.overall_lambda, *per_element.values(), loop.work_eV])
+        data[kind] = {
+            "lambda": asym.overall_lambda,
+            "lambda_per_structure": asym.structure_lambda.tolist(),
+            "lambda_per_element": per_element,
+            "loop_work_eV": loop.work_eV,
+            "loop_quadrature_error_eV": loop.quadrature_error_eV,
+            "loop_path_length_A": loop.path_length_A,
+            "relaxation": {
+                n: {"converged": r.converged, "steps": r.steps,
+                    "final_fmax_eV_per_A": r.final_fmax_eV_per_A, "failure": r.failure}
+                for n, r in relax.items()
+            },
+        }  # fmt: skip
+    elements = list(data[kinds[0]]["lambda_per_element"])
+    return Section(
+        title="Are the forces conservative?",
+        summary=(
+            "λ = ‖J_anti‖/‖J‖ of the force Jacobian J = ∂f/∂r is zero for forces that are the "
+            "gradient of an energy; the work around a closed path (the molecule turned once "
+            "about an axis and deformed on the way) is zero for them too. Non-conservative "
+            "forces heat or cool MD and can keep geometry optimisers from converging."
+        ),
+        verdicts=verdicts,
+        figures=[
+            Figure(
+                _lambda_plot(asymmetries),
+                "λ_ij of each pair of atoms against its distance.",
+                "Jacobian asymmetry per pair",
+            ),
+            Figure(
+                _relaxation_plot(relaxations, settings.fmax),
+                "Largest force on an atom along FIRE and L-BFGS optimisations.",
+                "Geometry optimisation convergence",
+            ),
+        ],  # fmt: skip
+        tables=[
+            Table(
+                ["forces", "λ", *(f"λ {e}" for e in elements), "loop work (eV)"],
+                rows,
+                caption="Jacobian asymmetry overall and per element, and closed-loop work",
+            )
+        ],  # fmt: skip
+        data=data,
+    )
+
+
+# --- MD checks: NVE drift, per-element temperatures under CSVR ---------------------------------
+
+
+@dataclass
+class SchemeRun:
+    """One force scheme's MD checks: its NVE drift and CSVR element temperatures, or why they
+    stopped (a replica turned non-finite)."""
+
+    name: str
+    drift: EnergyDrift | None = None
+    temperatures: ElementTemperatures | None = None
+    failure: str | None = None
+
+
+def md_schemes(potential: Potential, mts: int) -> dict:
+    """The MD force schemes to check, by name: each trained kind of forces, and multiple time
+    stepping with ``mts`` inner steps for a model trained with both heads."""
+    schemes = {kind: (kind, None) for kind in force_kinds(potential)}
+    if trained_forces(potential) == "both":
+        schemes[f"MTS (M = {mts})"] = (None, mts)
+    return schemes
+
+
+def run_scheme(
+    potential: Potential,
+    name: str,
+    forces: str | None,
+    mts: int | None,
+    starts: Sequence[Atoms],
+    settings: ConservationSettings,
+) -> SchemeRun:
+    """NVE and CSVR runs of ``settings.replicas`` × ``settings.time_ps`` from ``starts`` with the
+    given forces (or MTS); a run that turns non-finite is recorded as the scheme's failure."""
+    md = MDSettings(
+        replicas=settings.replicas, temperature_K=settings.temperature_K,
+        timestep_fs=settings.timestep_fs, thermostat="csvr", tau_fs=settings.tau_fs,
+        seed=settings.seed, forces=forces, mts=mts,
+    )  # fmt: skip
+    term = md.force_term(potential)
+    n_steps = max(3, round(1000 * settings.time_ps / md.step_fs))
+    every = max(1, round(RECORD_EVERY_FS / md.step_fs))
+    common = {"replicas": md.replicas, "temperature_K": md.temperature_K, "seed": md.seed}
+    nve = md.model_copy(update={"thermostat": "nve"}).integrator()
+    try:
+        drift = nve_energy_drift(term, starts, md.step_fs, n_steps, every, **common, integrator=nve)
+        temperatures = thermostat_element_temperatures(
+            term, starts, md.integrator(), n_steps, every, 1000 * settings.discard_ps, **common
+        )
+    except InputError as exc:  # a replica turned non-finite: the check failed, say how
+        return SchemeRun(name, failure=str(exc))
+    return SchemeRun(name, drift, temperatures)
+
+
+def _drift_verdicts(run: SchemeRun) -> list[Verdict]:
+    if run.drift is None:
+        return [Verdict(f"NVE energy conservation, {run.name}", None, "finite MD", "fail",
+                        note=run.failure or "")]  # fmt: skip
+    drift = run.drift
+    t_drift = drift.mean_temperature_drift_K_per_ps
+    t_error = _standard_error(drift.temperature_drift_K_per_ps)
+    return [
+        Verdict(
+            f"NVE drift score, {run.name}", drift.mean_score,
+            f"|slope × duration| / std(E_kin); fail > {SCORE_THRESHOLD:g}",
+            "pass" if drift.passed else "fail",
+            note=f"slope {1000 * drift.mean_slope_eV_per_atom_per_ps:+.3g} meV/atom/ps",
+        ),
+        Verdict(
+            f"NVE temperature drift, {run.name}", t_drift,
+            f"warn |drift| > {TEMPERATURE_DRIFT_WARN:g}, fail > {TEMPERATURE_DRIFT_FAIL:g} K/ps, "
+            f"when beyond {SIGNIFICANCE:g} standard errors",
+            _significant_status(t_drift, t_error, TEMPERATURE_DRIFT_WARN, TEMPERATURE_DRIFT_FAIL),
+            unit="K/ps", note=f"± {t_error:.2g} K/ps over {len(drift.score)} replicas",
+        ),
+    ]  # fmt: skip
+
+
+def _element_verdict(run: SchemeRun, target_K: float) -> Verdict | None:
+    if run.temperatures is None:
+        return None
+    temps = run.temperatures
+    deviation = temps.mean_K / target_K - 1.0
+    errors = (
+        np.array(
+            [_standard_error(temps.mean_per_replica_K[:, k]) for k in range(len(temps.elements))]
+        )
+        / target_K
+    )
+    worst = int(np.argmax(np.abs(deviation)))
+    symbol = chemical_symbols[int(temps.elements[worst])]
+    return Verdict(
+        f"element temperatures under CSVR, {run.name}", 100 * float(deviation[worst]),
+        f"warn > {100 * ELEMENT_T_WARN:g} %, fail > {100 * ELEMENT_T_FAIL:g} % off "
+        f"{target_K:g} K, when beyond {SIGNIFICANCE:g} standard errors",
+        _significant_status(deviation[worst], errors[worst], ELEMENT_T_WARN, ELEMENT_T_FAIL),
+        unit="%", note=f"worst element {symbol}: {temps.mean_K[worst]:.1f} ± "
+        f"{errors[worst] * target_K:.1f} K",
+    )  # fmt: skip
+
+
+def _temperature_plot(runs: list[SchemeRun], target_K: float) -> MatplotlibFigure:
+    fig = MatplotlibFigure(figsize=(5.6, 3.4))
+    ax = fig.add_subplot()
+    for run in runs:
+        if run.drift is not None:
+            mean = np.nanmean(run.drift.temperature_K, axis=1)
+            ax.plot(run.drift.time_fs / 1000, mean, lw=1.2, label=run.name)
+    ax.axhline(target_K, color="black", ls="--", lw=1, label="start temperature")
+    ax.set_xlabel("time (ps)")
+    ax.set_ylabel("kinetic temperature (K)")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize="small")
+    return fig
+
+
+def _element_plot(runs: list[SchemeRun], target_K: float) -> MatplotlibFigure:
+    fig = MatplotlibFigure(figsize=(5.6, 3.4))
+    ax = fig.add_subplot()
+    done = [r for r in runs if r.temperatures is not None]
+    width = 0.8 / max(1, len(done))
+    for k, run in enumerate(done):
+        temps = run.temperatures
+        x = np.arange(len(temps.elements)) + (k - (len(done) - 1) / 2) * width
+        errors = [_standard_error(temps.mean_per_replica_K[:, j]) for j in range(len(x))]
+        ax.bar(x, temps.mean_K, width, yerr=errors, capsize=3, label=run.name)
+        ax.set_xticks(np.arange(len(temps.elements)),
+                      [chemical_symbols[int(z)] for z in temps.elements])  # fmt: skip
+    ax.axhline(target_K, color="black", ls="--", lw=1, label="thermostat")
+    low = min([target_K, *(r.temperatures.mean_K.min() for r in done)])
+    ax.set_ylim(0.8 * low, None)
+    ax.set_ylabel("mean temperature (K)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(frameon=False, fontsize="small")
+    return fig
+
+
+def md_conservation_section(
+    potential: Potential, starts: Sequence[Atoms], settings: ConservationSettings
+) -> Section:
+    """NVE energy and temperature drift and per-element temperatures under CSVR for every
+    scheme of :func:`md_schemes`."""
+    runs = [
+        run_scheme(potential, name, forces, mts, starts, settings)
+        for name, (forces, mts) in md_schemes(potential, settings.mts).items()
+    ]
+    verdicts = []
+    for run in runs:
+        verdicts += _drift_verdicts(run)
+        element = _element_verdict(run, settings.temperature_K)
+        if element is not None:
+            verdicts.append(element)
+    data = {
+        run.name: {
+            "failure": run.failure,
+            "drift": None if run.drift is None else {
+                "mean_score": run.drift.mean_score,
+                "score": run.drift.score.tolist(),
+                "slope_eV_per_atom_per_ps": run.drift.slope_eV_per_atom_per_ps.tolist(),
+                "temperature_drift_K_per_ps": run.drift.temperature_drift_K_per_ps.tolist(),
+            },
+            "element_temperatures_K": None if run.temperatures is None else {
+                chemical_symbols[int(z)]: float(t)
+                for z, t in zip(run.temperatures.elements, run.temperatures.mean_K, strict=True)
+            },
+        }
+        for run in runs
+    }  # fmt: skip
+    return Section(
+        title="Energy conservation in MD",
+        summary=(
+            f"{settings.replicas} replicas from the start structures at "
+            f"{settings.temperature_K:g} K, {settings.time_ps:g} ps each, per force scheme: "
+            "without a thermostat (NVE) the conserved energy must not drift and the temperature "
+            "must not run away; under a global CSVR thermostat (τ = "
+            f"{settings.tau_fs:g} fs) every element must share the bath's temperature, which "
+            "non-conservative forces break while the total temperature looks right."
+        ),
+        verdicts=verdicts,
+        figures=[
+            Figure(
+                _temperature_plot(runs, settings.temperature_K),
+                "Kinetic temperature in NVE, mean over replicas.",
+                "NVE temperature",
+            ),
+            Figure(
+                _element_plot(runs, settings.temperature_K),
+                f"Mean temperature of each element under CSVR after {settings.discard_ps:g} "
+                "ps, with standard errors over replicas.",
+                "Element temperatures",
+            ),
+        ],  # fmt: skip
+        data=data,
+    )

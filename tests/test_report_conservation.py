@@ -1,0 +1,78 @@
+"""The report's conservation sections: which force schemes a model is checked with, and
+verdicts that follow the physics (a gradient passes, an untrained direct head does not)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from md_support import single_thread  # noqa: F401
+
+from stablemd.diagnose.report.sections.conservation import (
+    ConservationSettings,
+    _significant_status,
+    force_field_section,
+    force_kinds,
+    md_conservation_section,
+    md_schemes,
+)
+from stablemd.models.painn import PaiNN
+from stablemd.systems import get_system
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+QUICK = ConservationSettings(replicas=2, time_ps=0.03, discard_ps=0.01, max_steps=50, mts=2)
+
+
+def tiny_model(forces: str) -> PaiNN:
+    torch.manual_seed(0)
+    model = PaiNN([1, 6, 8], n_features=8, n_interactions=1).double()
+    model.energy_scaling.scale.fill_(0.1)
+    model.metadata = {"training": {"config": {"forces": forces}}}
+    return model
+
+
+@pytest.mark.parametrize(
+    ("forces", "kinds", "schemes"),
+    [
+        ("conservative", ["conservative"], ["conservative"]),
+        ("direct", ["direct"], ["direct"]),
+        ("both", ["conservative", "direct"], ["conservative", "direct", "MTS (M = 2)"]),
+    ],
+)
+def test_a_model_is_checked_with_the_forces_it_was_trained_to_give(forces, kinds, schemes):
+    model = tiny_model(forces)
+    assert force_kinds(model) == kinds
+    assert list(md_schemes(model, 2)) == schemes
+
+
+def test_the_gradient_passes_and_the_untrained_direct_head_fails():
+    ethanol = get_system("ethanol").atoms
+    section = force_field_section(tiny_model("both"), [ethanol], ethanol, QUICK)
+    status = {v.check: v.status for v in section.verdicts}
+    assert status["Jacobian asymmetry λ, conservative forces"] == "pass"
+    assert status["work around a closed loop, conservative forces"] == "pass"
+    assert status["Jacobian asymmetry λ, direct forces"] == "fail"  # λ ≈ 0.5, not a gradient
+    assert section.data["conservative"]["lambda"] < 1e-10
+    assert section.data["direct"]["lambda"] > 0.03
+
+
+def test_md_checks_run_every_scheme_and_record_their_numbers():
+    ethanol = get_system("ethanol").atoms
+    section = md_conservation_section(tiny_model("both"), [ethanol], QUICK)
+    assert set(section.data) == {"conservative", "direct", "MTS (M = 2)"}
+    for name, numbers in section.data.items():
+        assert numbers["failure"] is None, name
+        assert len(numbers["drift"]["score"]) == QUICK.replicas
+        assert set(numbers["element_temperatures_K"]) == {"H", "C", "O"}
+    checks = [v.check for v in section.verdicts]
+    assert "NVE drift score, MTS (M = 2)" in checks
+    assert "element temperatures under CSVR, direct" in checks
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "expected"),
+    [(0.5, 0.0, "pass"), (2.0, 0.1, "warn"), (2.0, 1.0, "pass"), (-6.0, 0.5, "fail"),
+     (6.0, 2.5, "pass")],
+)  # fmt: skip
+def test_a_drift_is_judged_only_beyond_its_noise(value, error, expected):
+    assert _significant_status(value, error, 1.0, 5.0) == expected
