@@ -312,3 +312,21 @@ def test_a_starting_model_that_does_not_fit_is_refused(workspace, capsys):
         assert expected in err.replace("\n", ""), (extra, err)
         assert not (workspace / "x.pt").exists()
         assert not (workspace / "x_run").exists()
+
+
+def test_a_run_started_from_one_model_is_not_resumed_from_another(ethanol_frames, tmp_path):
+    train, val = FrameSet(ethanol_frames[:16]), FrameSet(ethanol_frames[16:24])
+    config = _config(max_epochs=2, direct_forces_weight=1.0, checkpoint_every_seconds=1e-9)
+    first = _start(_config(forces="direct"), train)
+    other = _start(_config(forces="direct", seed=1), train)
+
+    def stop(epoch, batches_done):
+        if epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        Trainer(
+            config, train, val, tmp_path, potential=first, after_batch=stop, progress=False
+        ).run()
+    with pytest.raises(InputError, match="this run used initial_weights="):
+        Trainer(config, train, val, tmp_path, potential=other, progress=False).run()
