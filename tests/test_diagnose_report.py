@@ -380,3 +380,17 @@ def test_diagnose_without_data_has_no_error_section(workspace, capsys):
         "Are the forces conservative?", "Energy conservation in MD", "Stability in MD",
     ]  # fmt: skip
     assert len(_parse(workspace / "r" / "report.html").images) == 6  # all but the force bars
+
+
+def test_a_direct_model_is_judged_on_the_forces_it_gives_in_md(tmp_path):
+    """A direct-force model is scored on its direct head too; its energy head's −∂E/∂r (never
+    fit to forces, unused in MD) must not decide the verdict."""
+    errors = _errors({"H": 0.9, "O": 0.8})  # −∂E/∂r of an energy head fit to energies only
+    direct = _errors({"H": 0.02, "O": 0.05}).metrics
+    errors.metrics["direct_forces_eV_per_A"] = direct["forces_eV_per_A"]
+    errors.metrics["direct_forces_per_element_eV_per_A"] = direct["forces_per_element_eV_per_A"]
+    (verdict,) = held_out_section(errors, "data.db", 0.1, 0.3, forces="direct").verdicts
+    assert verdict.status == "pass" and verdict.value == 0.05 and "direct" in verdict.check
+    (verdict,) = held_out_section(errors, "data.db", 0.1, 0.3).verdicts
+    assert verdict.status == "fail" and verdict.value == 0.9
+    write_report([held_out_section(errors, "data.db", forces="direct")], tmp_path, "t", {})

@@ -169,6 +169,12 @@ def test_force_term_follows_what_the_model_was_trained_for(painn):
     direct.metadata = {"training": {"config": {"forces": "direct"}}}
     assert isinstance(model_force_term(direct), DirectForces)
     assert isinstance(model_force_term(direct, "conservative"), ModelForces)
+    with pytest.raises(InputError, match="d.pt was trained with direct forces only"):
+        model_force_term(direct, mts=4, model="d.pt")  # its −∂E/∂r was never fit to forces
+    tuned = PaiNN([1, 6, 8], n_features=8, n_interactions=1)  # conservative, direct term kept
+    tuned.metadata = {"training": {"config": {"forces": "conservative",
+                                              "direct_forces_weight": 1.0}}}  # fmt: skip
+    assert isinstance(model_force_term(tuned, mts=4), ForceLevels)
     untrained = PaiNN([1, 6, 8], n_features=8, n_interactions=1)
     assert isinstance(model_force_term(untrained), ModelForces)
     for forces, mts in (("direct", None), (None, 4)):

@@ -258,7 +258,7 @@ def test_conservative_fine_tuning_starts_from_the_direct_model(workspace, capsys
     assert training["config"]["model_options"] == {
         k: v for k, v in start.hyperparameters().items() if k != "elements"
     }
-    assert recorded_forces(tuned) == "conservative"
+    assert recorded_forces(tuned) == "both"  # −∂E/∂r trained, the direct head kept: MTS works
     assert training["config"]["direct_forces_weight"] == 1.0
     # the direct head was kept in training, so it is reported beside −∂E/∂r
     assert {"forces_eV_per_A", "direct_forces_eV_per_A"} <= set(tuned.metadata["validation"])

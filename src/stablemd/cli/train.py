@@ -59,8 +59,8 @@ def train(
     direct_forces_weight: float = typer.Option(
         None,
         help="Weight of the direct head's force error, (eV/Å)⁻². (default: forces_weight for "
-        "direct and both, 0 for conservative; 1 = 0.01 × forces_weight for conservative "
-        "fine-tuning of a direct model)",
+        "direct and both, 0 for conservative; pass 1 = 0.01 × forces_weight in conservative "
+        "fine-tuning of a direct model to keep its head for --mts)",
     ),
     init: Path = typer.Option(
         None,

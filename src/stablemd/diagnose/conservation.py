@@ -30,12 +30,10 @@ from ase import Atoms
 from stablemd.analysis.geometry import minimum_image
 from stablemd.core.batch import Batch
 from stablemd.core.errors import InputError
+from stablemd.md.forces import FORCE_KINDS
 from stablemd.models.potential import Potential, predict
 
 ForceFunction = Callable[[Batch], torch.Tensor]
-
-#: The two kinds of model forces: −∂E/∂r and the model's direct (non-conservative) head.
-FORCE_KINDS = ("conservative", "direct")
 
 _F64 = torch.float64
 

@@ -50,6 +50,11 @@ def _start(
     return initial_state(list(start), replicas, temperature_K, seed)
 
 
+class NonFiniteRun(InputError):
+    """A replica turned non-finite too early for its numbers to mean anything: the force field
+    failed the check (unlike a bad setting, which is the caller's error)."""
+
+
 def _check_run(n_steps: int, every: int) -> None:
     if n_steps < 2 * every or every < 1:
         raise InputError(
@@ -236,7 +241,7 @@ def energy_drift_from_series(
     for k in range(n_rep):
         rows = used[:, k]
         if rows.sum() < 3:
-            raise InputError(
+            raise NonFiniteRun(
                 f"replica {k} has {int(rows.sum())} finite frames, too few to fit a drift "
                 "(it turned non-finite early: try a shorter time step)"
             )
@@ -288,9 +293,9 @@ def nve_energy_drift(
     state = _start(start, replicas, temperature_K, seed)
     integrator = integrator or VelocityVerlet(timestep_fs)
     recorder = EnergyRecorder(integrator, every)
-    run(state, integrator, term, n_steps, monitors=[NonFinite(), recorder], progress=False)
+    result = run(state, integrator, term, n_steps, monitors=[NonFinite(), recorder], progress=False)
     series = recorder.arrays()
-    return energy_drift_from_series(
+    drift = energy_drift_from_series(
         series["time_fs"],
         series["conserved"],
         series["kinetic"],
@@ -298,6 +303,9 @@ def nve_energy_drift(
         state.atoms_per_system.numpy(),
         active=series["active"],
     )
+    # a run whose replicas all froze ends early, after its last finite frame: ask the runner
+    drift.non_finite |= ~result.state.active.numpy()
+    return drift
 
 
 # ----------------------------------------------------------------------------------------------
@@ -351,7 +359,7 @@ def thermostat_element_temperatures(
     )
     if not bool(result.state.active.all()):
         k = int(torch.nonzero(~result.state.active)[0])
-        raise InputError(f"replica {k} turned non-finite at {result.unstable_time_fs[k]:g} fs")
+        raise NonFiniteRun(f"replica {k} turned non-finite at {result.unstable_time_fs[k]:g} fs")
     time_fs = np.array(elements.time_fs)
     values = torch.stack(elements.temperatures).numpy()
     kept = time_fs >= discard_fs + time_fs[0]

@@ -231,7 +231,8 @@ def model_force_term(
     ``mts`` (the inner steps of multiple time stepping; ``forces`` must then be None):
     ``ForceLevels(DirectForces, ConservativeCorrection)``, which sum to the conservative forces
     and share the outer step's forward pass. Direct forces need a trained direct head: a model
-    trained with conservative forces only is refused (its head would give nonsense).
+    trained with conservative forces only is refused (its head would give nonsense); MTS needs
+    both heads trained.
     """
     trained = trained_forces(potential)
     if forces is not None and forces not in FORCE_KINDS:
@@ -255,5 +256,11 @@ def model_force_term(
         )
     if mts is None:
         return DirectForces(potential, outputs)
+    if trained != "both":  # the correction's −∂E/∂r would follow an energy never fit to forces
+        raise InputError(
+            f"{option}: {model} was trained with direct forces only, so −∂E/∂r of its energy "
+            "head (the correction every M steps) was never fit to forces; train with forces: "
+            "both, or fine-tune it conservatively keeping a direct-forces weight"
+        )
     correction = ConservativeCorrection(potential, outputs)
     return ForceLevels(DirectForces(potential, outputs, shared=correction), correction)

@@ -140,6 +140,11 @@ TRAINED_FORCES = ("conservative", "direct", "both")
 
 def trained_forces(potential: Potential) -> str:
     """Which of :data:`TRAINED_FORCES` the model was trained with (``conservative`` for a model
-    without a training record)."""
-    record = getattr(potential, "metadata", {}).get("training", {})
-    return record.get("config", {}).get("forces", "conservative")
+    without a training record). Conservative training that kept a direct-force term
+    (``direct_forces_weight`` > 0: conservative fine-tuning of a direct model) trained both."""
+    config = getattr(potential, "metadata", {}).get("training", {}).get("config", {})
+    forces = config.get("forces", "conservative")
+    kept_direct = (config.get("direct_forces_weight") or 0) > 0
+    if forces == "conservative" and kept_direct and potential.supports_direct_forces:
+        return "both"
+    return forces

@@ -16,8 +16,10 @@ class TrainConfig(BaseModel):
     ``forces`` names the forces the model is trained to give:
 
     - ``conservative``: −∂E/∂r of the energy head, by autograd (weight ``forces_weight``); with
-      ``direct_forces_weight`` > 0 the direct-force head is trained beside it (conservative
-      fine-tuning of a direct model keeps a small direct term, 0.01 × ``forces_weight``);
+      ``direct_forces_weight`` > 0 the direct-force head is trained beside it and the model
+      counts as trained with both heads (conservative fine-tuning of a direct model keeps a
+      small direct term: pass ``direct_forces_weight`` 1 = 0.01 × the default
+      ``forces_weight``; the default 0 leaves the head untrained);
     - ``direct``: the direct-force head alone (weight ``direct_forces_weight``, by default
       ``forces_weight``), the energy head on energies only: no derivative with respect to
       positions, so a step is cheaper; the model gives non-conservative forces;

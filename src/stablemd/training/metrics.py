@@ -13,7 +13,7 @@ from ase.data import chemical_symbols
 
 from stablemd.data.frames import FrameSet
 from stablemd.models.potential import Potential, predict
-from stablemd.training.config import TrainConfig
+from stablemd.models.registry import trained_forces
 
 #: The metric keys of each kind of forces: (overall, per element).
 FORCE_KEYS = {
@@ -36,18 +36,7 @@ def _kinds(forces: str) -> list[str]:
 def scored_forces(potential: Potential) -> str:
     """``both`` for a model whose file records a trained direct-force head (``--forces direct``
     or ``both``, or a direct-forces weight > 0), else ``conservative``."""
-    if not potential.supports_direct_forces:
-        return "conservative"
-    recorded = getattr(potential, "metadata", {}).get("training", {}).get("config")
-    if not recorded:
-        return "conservative"
-    try:
-        config = TrainConfig.model_validate(recorded)
-    except ValueError:  # a record from another version: read the two fields themselves
-        kind = recorded.get("forces", "conservative")
-        weight = recorded.get("direct_forces_weight") or 0
-        return "both" if kind != "conservative" or weight > 0 else "conservative"
-    return config.scored_forces
+    return "conservative" if trained_forces(potential) == "conservative" else "both"
 
 
 def predict_frames(

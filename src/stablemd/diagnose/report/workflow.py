@@ -25,6 +25,7 @@ from stablemd.diagnose.report.sections.conservation import (
     ConservationSettings,
     force_field_section,
     md_conservation_section,
+    md_forces,
 )
 from stablemd.diagnose.report.sections.held_out import (
     FORCE_MAE_FAIL_EV_PER_A,
@@ -63,7 +64,9 @@ class DiagnoseSettings(StabilitySettings):
         FORCE_MAE_FAIL_EV_PER_A, gt=0, description="held-out force MAE (eV/Å) above which: fail"
     )
     conservation_replicas: int = Field(8, ge=2, description="replicas of each conservation run")
-    conservation_time_ps: float = Field(2.0, gt=0, description="length of each conservation run")
+    conservation_time_ps: float = Field(
+        2.0, ge=0.05, description="length of each conservation run (ps)"
+    )
     conservation_temperature_K: float = Field(
         300.0, gt=0, description="start and bath temperature of the conservation runs"
     )
@@ -84,6 +87,7 @@ class DiagnoseSettings(StabilitySettings):
         return ConservationSettings(
             replicas=self.conservation_replicas, time_ps=self.conservation_time_ps,
             temperature_K=self.conservation_temperature_K, timestep_fs=self.timestep_fs,
+            discard_ps=min(0.5, self.conservation_time_ps / 4),
             tau_fs=self.tau_fs, mts=self.mts or 8, seed=self.seed,
         )  # fmt: skip
 
@@ -121,16 +125,22 @@ class DiagnoseResult:
 
 
 def load_inputs(
-    model: Path, system: System, data: Path | None = None, starts: Path | None = None
+    model: Path,
+    system: System,
+    settings: DiagnoseSettings,
+    data: Path | None = None,
+    starts: Path | None = None,
 ) -> DiagnoseInputs:
     """Load and check the inputs: a model file, start frames of ``system`` (in its atom order)
     with elements the model knows, labelled frames (any structures: the held-out errors check
-    their elements); raises InputError naming the file."""
+    their elements), and the force scheme of ``settings`` (``forces``, ``mts``) possible for
+    the model; raises InputError naming the file."""
     potential = load_potential(model)
     start_frames = read_positions(starts) if starts is not None else [system.atoms]
     if starts is not None:
         system.check_frames(start_frames, str(starts))
     check_elements(potential, start_frames, str(model), str(starts or f"--system {system.name}"))
+    settings.stability().force_term(potential, str(model))  # --mts, --forces: refused up front
     data_frames = read_frames(data) if data is not None else None
     return DiagnoseInputs(model, potential, system, start_frames, starts, data, data_frames)
 
@@ -213,11 +223,17 @@ def build_sections(
     if errors is not None:
         name = inputs.data_path.name
         sections.append(
-            held_out_section(errors, name, settings.force_mae_warn, settings.force_mae_fail)
+            held_out_section(
+                errors,
+                name,
+                settings.force_mae_warn,
+                settings.force_mae_fail,
+                md_forces(inputs.potential),
+            )  # fmt: skip
         )
-    structures = inputs.starts
-    if reference_h_r(inputs.data_frames, inputs.system) is not None:  # held-out system frames
-        structures = inputs.data_frames
+    reference = reference_h_r(inputs.data_frames, inputs.system)
+    # λ on frames of the system (any --data frame of its composition, training ones included)
+    structures = inputs.data_frames if reference is not None else inputs.starts
     conservation = settings.conservation()
     sections.append(
         force_field_section(inputs.potential, structures, inputs.system.atoms, conservation)
@@ -229,7 +245,6 @@ def build_sections(
         progress=progress,
         label=f"{stability.replicas} × {inputs.system.name} at {stability.temperature_K:g} K",
     )  # fmt: skip
-    reference = reference_h_r(inputs.data_frames, inputs.system)
     sections.append(
         stability_section(result, stability, inputs.system.name, inputs.starts_name, reference)
     )
@@ -256,7 +271,7 @@ def run_diagnosis(
     before anything is written.
     """
     settings = settings or DiagnoseSettings()
-    inputs = load_inputs(model, system, data, starts)
+    inputs = load_inputs(model, system, settings, data, starts)
     clear = check_report_directory(out, inputs, settings, overwrite)
     errors = None
     if data is not None:

@@ -29,6 +29,7 @@ from stablemd.diagnose.energy_drift import (
     SCORE_THRESHOLD,
     ElementTemperatures,
     EnergyDrift,
+    NonFiniteRun,
     nve_energy_drift,
     thermostat_element_temperatures,
 )
@@ -82,6 +83,12 @@ def force_kinds(potential: Potential) -> list[str]:
     return {"direct": ["direct"], "both": ["conservative", "direct"]}.get(trained, ["conservative"])
 
 
+def md_forces(potential: Potential) -> str:
+    """The forces MD of the model uses unless told otherwise: its direct head for a model
+    trained with direct forces only, −∂E/∂r otherwise."""
+    return "direct" if trained_forces(potential) == "direct" else "conservative"
+
+
 def _significant_status(value: float, error: float, warn: float, fail: float) -> Status:
     """:func:`status_above` of |value|, but pass while |value| is within SIGNIFICANCE × error."""
     if abs(value) <= SIGNIFICANCE * error:
@@ -128,6 +135,64 @@ def _relaxation_plot(runs: dict[str, dict[str, Relaxation]], fmax: float) -> Mat
     return fig
 
 
+def _failed(check: str, exc: InputError) -> Verdict:
+    """The verdict of a check the model's numbers made impossible (non-finite forces)."""
+    return Verdict(check, None, "finite forces", "fail", note=str(exc))
+
+
+def _lambda_check(potential, structures, kind, settings) -> tuple[Verdict, object | None]:
+    check = f"Jacobian asymmetry λ, {kind} forces"
+    try:
+        asym = jacobian_asymmetry(potential, list(structures)[: settings.lambda_structures], kind)
+    except InputError as exc:
+        return _failed(check, exc), None
+    return Verdict(
+        check, asym.overall_lambda,
+        f"warn > {LAMBDA_WARN:g} (not a gradient), fail > {LAMBDA_FAIL:g}",
+        status_above(asym.overall_lambda, LAMBDA_WARN, LAMBDA_FAIL),
+        note=f"{len(asym.structure_lambda)} structures",
+    ), asym  # fmt: skip
+
+
+def _loop_check(potential, relaxed, kind, settings) -> tuple[Verdict, object | None]:
+    check = f"work around a closed loop, {kind} forces"
+    kt = KB_EV_PER_K * settings.temperature_K
+    try:
+        path = rotation_deformation_loop(relaxed, settings.loop_points)
+        loop = closed_loop_work(potential, path, kind)
+    except InputError as exc:
+        return _failed(check, exc), None
+    return Verdict(
+        check, abs(loop.work_eV), f"warn > {LOOP_WORK_WARN_EV:g} eV, fail > k_B T = {kt:.3g} eV",
+        status_above(abs(loop.work_eV), LOOP_WORK_WARN_EV, kt), unit="eV",
+        note=f"{settings.loop_points} points, quadrature error {loop.quadrature_error_eV:.2g} eV",
+    ), loop  # fmt: skip
+
+
+def _relaxation_check(potential, relaxed, kind, settings) -> tuple[Verdict, dict | None]:
+    """Both optimisers converge: pass; one: warn; none: fail for direct forces, warn for
+    −∂E/∂r (a gradient that an optimiser cannot follow to 1e-4 eV/Å in time points to a rough
+    or flat energy, or a large system, not to non-conservative forces)."""
+    check = f"geometry optimisation converges, {kind} forces"
+    try:
+        relax = relaxation_convergence(
+            potential, relaxed, kind, fmax=settings.fmax, max_steps=settings.max_steps
+        )
+    except InputError as exc:
+        return _failed(check, exc), None
+    converged = [name for name, r in relax.items() if r.converged]
+    worst = "warn" if kind == "conservative" else "fail"
+    status = "pass" if len(converged) == len(relax) else ("warn" if converged else worst)
+    return Verdict(
+        check, float(len(converged)),
+        f"fmax {settings.fmax:g} eV/Å within {settings.max_steps} steps; warn: one optimiser "
+        f"fails, {worst}: all fail", status, unit=f"of {len(relax)}",
+        note=", ".join(
+            f"{n}: {r.steps} steps to {r.final_fmax_eV_per_A:.2g} eV/Å" for n, r in relax.items()
+        ),
+    ), relax  # fmt: skip
+
+
 def force_field_section(
     potential: Potential,
     structures: Sequence[Atoms],
@@ -135,66 +200,39 @@ def force_field_section(
     settings: ConservationSettings,
 ) -> Section:
     """λ on ``structures`` (at most ``settings.lambda_structures``), the closed-loop work around
-    ``relaxed`` turned once and deformed, and its geometry optimisation, per force kind."""
-    kinds = force_kinds(potential)
-    kt = KB_EV_PER_K * settings.temperature_K
+    ``relaxed`` turned once and deformed, and its geometry optimisation, per force kind; a check
+    that non-finite forces made impossible fails."""
     verdicts, rows, data = [], [], {}
     asymmetries, relaxations = {}, {}
-    for kind in kinds:
-        asym = jacobian_asymmetry(potential, list(structures)[: settings.lambda_structures], kind)
-        loop = closed_loop_work(
-            potential, rotation_deformation_loop(relaxed, settings.loop_points), kind
-        )
-        relax = relaxation_convergence(
-            potential, relaxed, kind, fmax=settings.fmax, max_steps=settings.max_steps
-        )
-        asymmetries[kind], relaxations[kind] = asym, relax
-        per_element = {
-            chemical_symbols[z]: float(asym.atom_lambda[asym.atom_numbers == z].mean())
-            for z in np.unique(asym.atom_numbers)
-        }
-        converged = [name for name, r in relax.items() if r.converged]
-        verdicts += [
-            Verdict(
-                f"Jacobian asymmetry λ, {kind} forces", asym.overall_lambda,
-                f"warn > {LAMBDA_WARN:g} (not a gradient), fail > {LAMBDA_FAIL:g}",
-                status_above(asym.overall_lambda, LAMBDA_WARN, LAMBDA_FAIL),
-                note=f"{len(asym.structure_lambda)} structures",
-            ),
-            Verdict(
-                f"work around a closed loop, {kind} forces", abs(loop.work_eV),
-                f"warn > {LOOP_WORK_WARN_EV:g} eV, fail > k_B T = {kt:.3g} eV",
-                status_above(abs(loop.work_eV), LOOP_WORK_WARN_EV, kt), unit="eV",
-                note=f"{settings.loop_points} points, quadrature error "
-                f"{loop.quadrature_error_eV:.2g} eV",
-            ),
-            Verdict(
-                f"geometry optimisation converges, {kind} forces", float(len(converged)),
-                f"fmax {settings.fmax:g} eV/Å within {settings.max_steps} steps; "
-                "warn: one optimiser fails, fail: all fail",
-                "pass" if len(converged) == len(relax) else ("warn" if converged else "fail"),
-                unit=f"of {len(relax)}",
-                note=", ".join(
-                    f"{n}: {r.steps} steps to {r.final_fmax_eV_per_A:.2g} eV/Å"
-                    for n, r in relax.items()
-                ),
-            ),
-        ]  # fmt: skip
-        rows.append([kind, asym.overall_lambda, *per_element.values(), loop.work_eV])
-        data[kind] = {
-            "lambda": asym.overall_lambda,
-            "lambda_per_structure": asym.structure_lambda.tolist(),
-            "lambda_per_element": per_element,
-            "loop_work_eV": loop.work_eV,
-            "loop_quadrature_error_eV": loop.quadrature_error_eV,
-            "loop_path_length_A": loop.path_length_A,
-            "relaxation": {
+    elements = [chemical_symbols[z] for z in np.unique(relaxed.numbers)]
+    for kind in force_kinds(potential):
+        lambda_verdict, asym = _lambda_check(potential, structures, kind, settings)
+        loop_verdict, loop = _loop_check(potential, relaxed, kind, settings)
+        relax_verdict, relax = _relaxation_check(potential, relaxed, kind, settings)
+        verdicts += [lambda_verdict, loop_verdict, relax_verdict]
+        numbers = {}
+        if asym is not None:
+            asymmetries[kind] = asym
+            per_element = {
+                chemical_symbols[z]: float(asym.atom_lambda[asym.atom_numbers == z].mean())
+                for z in np.unique(asym.atom_numbers)
+            }
+            numbers["lambda"] = asym.overall_lambda
+            numbers["lambda_per_element"] = per_element
+            numbers["lambda_per_structure"] = asym.structure_lambda.tolist()
+        if loop is not None:
+            numbers.update(loop_work_eV=loop.work_eV, loop_path_length_A=loop.path_length_A,
+                           loop_quadrature_error_eV=loop.quadrature_error_eV)  # fmt: skip
+        if relax is not None:
+            relaxations[kind] = relax
+            numbers["relaxation"] = {
                 n: {"converged": r.converged, "steps": r.steps,
                     "final_fmax_eV_per_A": r.final_fmax_eV_per_A, "failure": r.failure}
                 for n, r in relax.items()
-            },
-        }  # fmt: skip
-    elements = list(data[kinds[0]]["lambda_per_element"])
+            }  # fmt: skip
+        data[kind] = numbers
+        if asym is not None and loop is not None:
+            rows.append([kind, asym.overall_lambda, *map(per_element.get, elements), loop.work_eV])
     return Section(
         title="Are the forces conservative?",
         summary=(
@@ -232,13 +270,14 @@ def force_field_section(
 
 @dataclass
 class SchemeRun:
-    """One force scheme's MD checks: its NVE drift and CSVR element temperatures, or why they
-    stopped (a replica turned non-finite)."""
+    """One force scheme's MD checks: its NVE drift and CSVR element temperatures, each or why
+    it stopped (a replica turned non-finite)."""
 
     name: str
     drift: EnergyDrift | None = None
     temperatures: ElementTemperatures | None = None
-    failure: str | None = None
+    nve_failure: str | None = None
+    csvr_failure: str | None = None
 
 
 def md_schemes(potential: Potential, mts: int) -> dict:
@@ -270,21 +309,34 @@ def run_scheme(
     every = max(1, round(RECORD_EVERY_FS / md.step_fs))
     common = {"replicas": md.replicas, "temperature_K": md.temperature_K, "seed": md.seed}
     nve = md.model_copy(update={"thermostat": "nve"}).integrator()
+    result = SchemeRun(name)
     try:
-        drift = nve_energy_drift(term, starts, md.step_fs, n_steps, every, **common, integrator=nve)
-        temperatures = thermostat_element_temperatures(
+        result.drift = nve_energy_drift(
+            term, starts, md.step_fs, n_steps, every, **common, integrator=nve
+        )
+    except NonFiniteRun as exc:  # the check failed; say how
+        result.nve_failure = str(exc)
+    try:
+        result.temperatures = thermostat_element_temperatures(
             term, starts, md.integrator(), n_steps, every, 1000 * settings.discard_ps, **common
         )
-    except InputError as exc:  # a replica turned non-finite: the check failed, say how
-        return SchemeRun(name, failure=str(exc))
-    return SchemeRun(name, drift, temperatures)
+    except NonFiniteRun as exc:
+        result.csvr_failure = str(exc)
+    return result
 
 
 def _drift_verdicts(run: SchemeRun) -> list[Verdict]:
     if run.drift is None:
         return [Verdict(f"NVE energy conservation, {run.name}", None, "finite MD", "fail",
-                        note=run.failure or "")]  # fmt: skip
+                        note=run.nve_failure or "")]  # fmt: skip
     drift = run.drift
+    blown = np.flatnonzero(drift.non_finite)
+    if blown.size:  # the fits used each replica's finite part only: no pass for what blew up
+        return [Verdict(
+            f"NVE energy conservation, {run.name}", None, "finite MD", "fail",
+            note=f"replica(s) {', '.join(map(str, blown))} turned non-finite after "
+            f"{', '.join(f'{drift.duration_ps[k]:.3g}' for k in blown)} ps",
+        )]  # fmt: skip
     t_drift = drift.mean_temperature_drift_K_per_ps
     t_error = _standard_error(drift.temperature_drift_K_per_ps)
     return [
@@ -304,9 +356,10 @@ def _drift_verdicts(run: SchemeRun) -> list[Verdict]:
     ]  # fmt: skip
 
 
-def _element_verdict(run: SchemeRun, target_K: float) -> Verdict | None:
+def _element_verdict(run: SchemeRun, target_K: float) -> Verdict:
     if run.temperatures is None:
-        return None
+        return Verdict(f"element temperatures under CSVR, {run.name}", None, "finite MD",
+                       "fail", note=run.csvr_failure or "")  # fmt: skip
     temps = run.temperatures
     deviation = temps.mean_K / target_K - 1.0
     errors = (
@@ -374,13 +427,11 @@ def md_conservation_section(
     ]
     verdicts = []
     for run in runs:
-        verdicts += _drift_verdicts(run)
-        element = _element_verdict(run, settings.temperature_K)
-        if element is not None:
-            verdicts.append(element)
+        verdicts += [*_drift_verdicts(run), _element_verdict(run, settings.temperature_K)]
     data = {
         run.name: {
-            "failure": run.failure,
+            "nve_failure": run.nve_failure,
+            "csvr_failure": run.csvr_failure,
             "drift": None if run.drift is None else {
                 "mean_score": run.drift.mean_score,
                 "score": run.drift.score.tolist(),

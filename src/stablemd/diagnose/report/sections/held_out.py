@@ -10,6 +10,7 @@ from matplotlib.figure import Figure as MatplotlibFigure
 
 from stablemd.diagnose.held_out import HeldOutErrors
 from stablemd.diagnose.report.model import Figure, Section, Table, Verdict, status_above
+from stablemd.training.metrics import FORCE_KEYS
 
 #: Default force-MAE thresholds (eV/Å) of the worst element; see docs/diagnose.md. Potentials
 #: that run stable MD of small molecules reach 0.01–0.05 eV/Å on held-out frames (MD17-like
@@ -54,6 +55,7 @@ def held_out_section(
     data_name: str,
     warn: float = FORCE_MAE_WARN_EV_PER_A,
     fail: float = FORCE_MAE_FAIL_EV_PER_A,
+    forces: str = "conservative",
 ) -> Section:
     """The section of :func:`~stablemd.diagnose.held_out.held_out_errors` on ``data_name``.
 
@@ -62,22 +64,23 @@ def held_out_section(
     because hydrogens outnumber the heavy atoms and hide their errors in the mean.
     """
     metrics = errors.metrics
-    per_element = metrics["forces_per_element_eV_per_A"]
+    overall_key, per_element_key = FORCE_KEYS[forces]
+    per_element = metrics[per_element_key]
     worst = max(per_element, key=lambda e: (not math.isfinite(per_element[e]["mae"]),
                                             per_element[e]["mae"]))  # fmt: skip
     worst_mae = _finite_or_none(per_element[worst]["mae"])
     finite = all(
         math.isfinite(v) for row in (
             metrics["energy_per_structure_eV"], metrics["energy_per_atom_eV"],
-            metrics["forces_eV_per_A"], *per_element.values(),
+            metrics[overall_key], *per_element.values(),
         ) for v in row.values()
     )  # fmt: skip
-    overall = _finite_or_none(metrics["forces_eV_per_A"]["mae"])
+    overall = _finite_or_none(metrics[overall_key]["mae"])
     note = "" if overall is None else f"all atoms: {overall:.4g} eV/Å"
     if not finite:
         note = "the model predicts non-finite energies or forces on some frames"
     verdict = Verdict(
-        check=f"held-out force MAE, worst element ({worst})",
+        check=f"held-out force MAE, worst element ({worst}), {forces} forces",
         value=worst_mae,
         threshold=f"warn > {warn:g}, fail > {fail:g} eV/Å",
         status=status_above(worst_mae if finite else None, warn, fail),
@@ -87,7 +90,7 @@ def held_out_section(
     rows = [
         ["energy per structure", "meV", metrics["energy_per_structure_eV"]],
         ["energy per atom", "meV", metrics["energy_per_atom_eV"]],
-        ["forces, all atoms", "meV/Å", metrics["forces_eV_per_A"]],
+        ["forces, all atoms", "meV/Å", metrics[overall_key]],
         *([f"forces on {e}", "meV/Å", v] for e, v in per_element.items()),
     ]
     table = Table(
@@ -118,7 +121,7 @@ def held_out_section(
         "metrics": {
             key: (
                 {e: {k: _finite_or_none(x) for k, x in v.items()} for e, v in value.items()}
-                if key == "forces_per_element_eV_per_A"
+                if key.endswith("per_element_eV_per_A")
                 else {k: _finite_or_none(x) for k, x in value.items()}
                 if isinstance(value, dict)
                 else value
