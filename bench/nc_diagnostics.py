@@ -51,7 +51,8 @@ def model():
     return PaiNN([1, 6, 8]).double().eval(), "untrained PaiNN (defaults, seed 0)"
 
 
-def main(out_dir: Path) -> dict:
+def main(out_dir: Path, quick: bool = False) -> dict:
+    """λ and loop work of both heads (``quick`` changes nothing: it takes seconds)."""
     torch.set_num_threads(1)
     potential, name = model()
     frames = structures()
