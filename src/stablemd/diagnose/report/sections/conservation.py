@@ -10,6 +10,7 @@ A multiple-time-stepping run (direct forces inside, the conservative correction 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,8 +50,12 @@ LOOP_WORK_WARN_EV = 1e-4
 #: only when it stands out of the replicas' scatter by more than SIGNIFICANCE standard errors.
 TEMPERATURE_DRIFT_WARN, TEMPERATURE_DRIFT_FAIL = 1.0, 5.0
 #: Relative deviation of an element's mean temperature from the thermostat's (the paper saw up
-#: to 10 % under CSVR with direct forces), judged like the drift.
-ELEMENT_T_WARN, ELEMENT_T_FAIL = 0.03, 0.10
+#: to 10 % under CSVR with direct forces), judged like the drift, but a warning at most: a
+#: global thermostat rescales all velocities alike and cannot share energy between the modes of
+#: a small molecule, so even conservative forces need not reach equipartition within the run
+#: (a conservative PaiNN of ethanol, 8 replicas × 4 ps under CSVR: H 286, C 357, O 486 K;
+#: under Langevin 311, 316, 321 K).
+ELEMENT_T_WARN = 0.03
 SIGNIFICANCE = 3.0
 #: Frames of the MD checks are recorded about this often (fs).
 RECORD_EVERY_FS = 5.0
@@ -372,9 +377,10 @@ def _element_verdict(run: SchemeRun, target_K: float) -> Verdict:
     symbol = chemical_symbols[int(temps.elements[worst])]
     return Verdict(
         f"element temperatures under CSVR, {run.name}", 100 * float(deviation[worst]),
-        f"warn > {100 * ELEMENT_T_WARN:g} %, fail > {100 * ELEMENT_T_FAIL:g} % off "
-        f"{target_K:g} K, when beyond {SIGNIFICANCE:g} standard errors",
-        _significant_status(deviation[worst], errors[worst], ELEMENT_T_WARN, ELEMENT_T_FAIL),
+        f"warn > {100 * ELEMENT_T_WARN:g} % off {target_K:g} K, when beyond "
+        f"{SIGNIFICANCE:g} standard errors; never fails (a global thermostat need not "
+        "equipartition a small molecule)",
+        _significant_status(deviation[worst], errors[worst], ELEMENT_T_WARN, math.inf),
         unit="%", note=f"worst element {symbol}: {temps.mean_K[worst]:.1f} ± "
         f"{errors[worst] * target_K:.1f} K",
     )  # fmt: skip
