@@ -62,6 +62,8 @@ SCHEMES = {
     "both": ("conservative", "direct", "mts8"),
     "finetuned": ("conservative", "direct", "mts8"),
 }
+#: NVE only: MTS with shorter outer steps, to see whether M = 8 (4 fs) is resonant.
+EXTRA_NVE = {"both": ("mts4", "mts2")}
 TIMESTEP_FS, MD_PS, MD_T, REPLICAS, DISCARD_FS, RECORD_FS = 0.5, 5.0, 300.0, 8, 500.0, 8.0
 CSVR_TAU_FS = 100.0
 EQUILIBRATE_TAU_FS = 20.0
@@ -253,6 +255,19 @@ def stage_static(work: Path, model: str) -> dict:
     return out
 
 
+def finetuned_term(potential, mts: int | None):
+    """Direct or MTS force term of the fine-tuned model, built from the library's classes as
+    :func:`~stablemd.md.forces.model_force_term` does. ``model_force_term`` refuses this model:
+    it reads ``forces: conservative`` from the file and takes the direct head for untrained,
+    although ``direct_forces_weight`` = 1 trained it (reported on the branch ``nc-figures``)."""
+    from stablemd.md.forces import ConservativeCorrection, DirectForces, ForceLevels
+
+    if mts is None:
+        return DirectForces(potential)
+    correction = ConservativeCorrection(potential)
+    return ForceLevels(DirectForces(potential, shared=correction), correction)
+
+
 def _md_setup(work: Path, model: str, scheme: str, thermostat: str):
     from stablemd.md.settings import MDSettings
     from stablemd.md.starts import initial_state
@@ -261,12 +276,15 @@ def _md_setup(work: Path, model: str, scheme: str, thermostat: str):
     frames = held_out(work)
     picks = np.linspace(0, len(frames) - 1, REPLICAS).round().astype(int)
     state = initial_state([frames[i] for i in picks], REPLICAS, MD_T, seed=0)
-    mts = 8 if scheme == "mts8" else None
+    mts = int(scheme[3:]) if scheme.startswith("mts") else None
     settings = MDSettings(
         replicas=REPLICAS, temperature_K=MD_T, timestep_fs=TIMESTEP_FS, thermostat=thermostat,
         tau_fs=CSVR_TAU_FS, seed=0, forces=None if mts else scheme, mts=mts,
     )  # fmt: skip
-    term = settings.force_term(potential, model=f"{model}.pt")
+    if model == "finetuned" and scheme != "conservative":
+        term = finetuned_term(potential, mts)
+    else:
+        term = settings.force_term(potential, model=f"{model}.pt")
     n_steps = round(MD_PS * 1000 / settings.step_fs)
     every = max(1, round(RECORD_FS / settings.step_fs))
     return state, settings, term, n_steps, every
@@ -398,6 +416,9 @@ def stages(minutes: float, finetune_minutes: float) -> list[Stage]:
             for m in group:
                 for s in SCHEMES[m]:
                     out.append(Stage(f"{kind}-{m}-{s}", (f"train-{m}",), fn, (m, s)))
+        for m in group:
+            for s in EXTRA_NVE.get(m, ()):
+                out.append(Stage(f"nve-{m}-{s}", (f"train-{m}",), stage_nve, (m, s)))
     for m in (*main, "finetuned"):
         for s in SCHEMES[m]:
             out.append(Stage(f"stability-{m}-{s}", (f"train-{m}",), stage_stability, (m, s)))
@@ -532,8 +553,9 @@ def collect(work: Path, out: Path, images: Path) -> dict:
     return summary
 
 
-LABEL = {"conservative": "−∂E/∂r", "direct": "direct", "mts8": "MTS M=8"}
-ORDER = [f"{m}-{s}" for m in MODELS for s in SCHEMES[m]]
+LABEL = {"conservative": "−∂E/∂r", "direct": "direct", "mts8": "MTS M=8", "mts4": "MTS M=4",
+         "mts2": "MTS M=2"}  # fmt: skip
+ORDER = [f"{m}-{s}" for m in MODELS for s in (*SCHEMES[m], *EXTRA_NVE.get(m, ()))]
 
 
 def ordered(rows: dict) -> dict:
@@ -556,8 +578,9 @@ def plots(results: dict, images: Path) -> None:
             model, scheme = key.split("-", 1)
             ax.plot(np.array(s["time_fs"]) / 1000, s["mean"],
                     label=f"{model} model, {LABEL[scheme]} "
-                          f"({row['mean_temperature_drift_K_per_ps']:+.1f} K/ps)",
+                          f"(median {np.median(row['temperature_drift_K_per_ps']):+.1f} K/ps)",
                     ls="-" if scheme != "direct" else "--", lw=1)  # fmt: skip
+        ax.set_yscale("log")
         ax.set_xlabel("time (ps)")
         ax.set_ylabel("kinetic temperature, mean of 8 replicas (K)")
         ax.set_title("NVE from held-out ethanol frames, velocities at 300 K")
@@ -582,8 +605,8 @@ def plots(results: dict, images: Path) -> None:
                            fontsize=7)  # fmt: skip
         ax.set_ylabel("mean element temperature (K)")
         lo = min(min(v["mean_K"].values()) for v in csvr.values())
-        hi = max(max(v["mean_K"].values()) for v in csvr.values())
-        ax.set_ylim(min(lo, MD_T) - 40, max(hi, MD_T) + 40)
+        hi = max(v["mean_K"][z] + v["sem_K"][z] for v in csvr.values() for z in v["mean_K"])
+        ax.set_ylim(min(lo, MD_T) - 40, max(hi, MD_T) + 20)
         ax.set_title(f"CSVR (τ = {CSVR_TAU_FS:g} fs) at {MD_T:g} K: per-element temperatures")
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -660,9 +683,10 @@ def tables(path: Path) -> str:
                        f"{k['loop_work_eV']:.3g} | {k['loop_absolute_work_eV']:.3g} | "
                        f"{k['loop_quadrature_error_eV']:.2g} |")  # fmt: skip
     out.append("")
-    out.append("| model, scheme | T drift (K/ps) ± s.e. | C slope (meV/atom/ps) ± s.e. | score "
-               "(mean) | ⟨T⟩ first / last ps (K) | ms per inner step | wall (s) |")  # fmt: skip
-    out.append("| --- | --- | --- | --- | --- | --- | --- |")
+    out.append("| model, scheme | T drift (K/ps) ± s.e. | median, min–max over replicas (K/ps) "
+               "| C slope (meV/atom/ps) ± s.e. | score (mean) | ⟨T⟩ first / last ps (K) "
+               "| ms per inner step | wall (s) |")  # fmt: skip
+    out.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for key in ORDER:
         r = res.get(f"nve-{key}")
         if not r:
@@ -671,8 +695,10 @@ def tables(path: Path) -> str:
             out.append(f"| {key} | failed: {r['failure'][:80]} | | | | | |")
             continue
         m, s = key.split("-", 1)
+        per = np.array(r["temperature_drift_K_per_ps"])
         out.append(f"| {m}, {LABEL[s]} | {r['mean_temperature_drift_K_per_ps']:+.1f} ± "
-                   f"{r['sem_temperature_drift_K_per_ps']:.1f} | "
+                   f"{r['sem_temperature_drift_K_per_ps']:.1f} | {np.median(per):+.1f}, "
+                   f"{per.min():+.1f} – {per.max():+.1f} | "
                    f"{1000 * r['mean_slope_eV_per_atom_per_ps']:+.3f} ± "
                    f"{1000 * r['sem_slope_eV_per_atom_per_ps']:.3f} | {r['mean_score']:.2g} | "
                    f"{r['first_ps_mean_temperature_K']:.0f} / "
