@@ -15,10 +15,15 @@ fine-tuning of the direct model (``--init direct.pt --forces conservative
 Measurements per model and force scheme (conservative −∂E/∂r, direct head, MTS with M = 8):
 held-out force MAE; Jacobian asymmetry λ on 16 held-out frames; closed-loop work around the
 relaxed ethanol (the system's xTB geometry); NVE kinetic-temperature drift and drift score
-(8 replicas × 5 ps at 300 K from held-out frames, 0.5 fs); per-element temperatures under CSVR
+(8 replicas × 5 ps at 300 K from held-out frames, 0.5 fs, after 0.5 ps of CSVR with the same
+forces; for ``both`` also MTS with M = 4 and 2); per-element temperatures under CSVR
 (τ = 100 fs, 300 K, 8 replicas × 5 ps); FIRE and L-BFGS to fmax 1e-4 eV/Å within 1000 steps
 from two held-out frames; and, last, ``stablemd stability`` (16 replicas × 5 ps at 500 K) with
 h(r) against the held-out frames.
+
+The fine-tuned model's direct and MTS force terms are built here from the library's classes:
+``model_force_term`` refuses them (it takes its direct head for untrained, see
+:func:`finetuned_term`).
 
 Every stage writes ``<work>/stages/<stage>.json`` and is skipped when that file exists, so an
 interrupted campaign continues. Several processes may run the script at once: each claims the
@@ -532,6 +537,13 @@ def collect(work: Path, out: Path, images: Path) -> dict:
     results = {}
     for path in sorted((work / "stages").glob("*.json")):
         results[path.stem] = json.loads(path.read_text())
+    for name, row in results.items():  # a failed command: its error line, not the argv
+        log = work / "logs" / f"{name}.log"
+        if "CalledProcessError" in row.get("failure", "") and log.exists():
+            errors = [ln for ln in log.read_text().splitlines() if "Error" in ln]
+            row["failure"] = errors[-1].strip() if errors else row["failure"]
+        if "failure" in row:
+            row["failure"] = row["failure"].replace(str(work) + "/", "")
     summary = {
         "experiment": "bench/nc_models.py",
         "data": "ethanol-xtb-500K.db (GFN2-xTB, 4 × 3 ps Langevin at 500 K, frame every 5 fs)",
@@ -748,7 +760,7 @@ def tables(path: Path) -> str:
         for key, r in stab:
             m, s = key.split("-", 1)
             if "failure" in r:
-                out.append(f"| {m}, {LABEL[s]} | failed: {r['failure'][:80]} | | | | |")
+                out.append(f"| {m}, {LABEL[s]} | failed: {r['failure'][:150]} | | | | |")
                 continue
             row = next(iter(r["rows"].values()))
             out.append(f"| {m}, {LABEL[s]} | {_f(row.get('fraction_stable'), '.2f')} | "
