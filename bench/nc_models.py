@@ -1,0 +1,814 @@
+"""Non-conservative forces on xTB ethanol: conservative, direct, both and fine-tuned PaiNN side by
+side (issue 17; Bigi, Langer & Ceriotti, "The dark side of the forces", ICML 2025; METHODS.md §3).
+
+Data: 2400 GFN2-xTB ethanol frames at 500 K (4 Langevin trajectories of 3 ps, a frame every
+5 fs), made by ``stablemd data generate ethanol --out ethanol-xtb-500K.db --temperature 500
+--steps 6000 --every 10 --trajectories 4 --seed 1``. Trajectories 0–2 are the training pool
+(500 training and 100 validation frames, random split, seed 0); trajectory 3 is held out.
+
+Models (default PaiNN: 64 features, 3 interactions, cutoff 5 Å; float32; one thread each; the
+same wall-time budget, ``--minutes``): ``conservative`` (−∂E/∂r), ``direct`` (direct head on
+forces, energy head on energies only), ``both`` (both heads), and ``finetuned``: conservative
+fine-tuning of the direct model (``--init direct.pt --forces conservative
+--direct-forces-weight 1``, i.e. 0.01 × the default forces weight; ``--finetune-minutes``).
+
+Measurements per model and force scheme (conservative −∂E/∂r, direct head, MTS with M = 8):
+held-out force MAE; Jacobian asymmetry λ on 16 held-out frames; closed-loop work around the
+relaxed ethanol (the system's xTB geometry); NVE kinetic-temperature drift and drift score
+(8 replicas × 5 ps at 300 K from held-out frames, 0.5 fs, after 0.5 ps of CSVR with the same
+forces; for ``both`` also MTS with M = 4 and 2); per-element temperatures under CSVR
+(τ = 100 fs, 300 K, 8 replicas × 5 ps); FIRE and L-BFGS to fmax 1e-4 eV/Å within 1000 steps
+from two held-out frames; and, last, ``stablemd stability`` (16 replicas × 5 ps at 500 K) with
+h(r) against the held-out frames.
+
+The fine-tuned model's direct and MTS force terms are built here from the library's classes:
+``model_force_term`` refuses them (it takes its direct head for untrained, see
+:func:`finetuned_term`).
+
+Every stage writes ``<work>/stages/<stage>.json`` and is skipped when that file exists, so an
+interrupted campaign continues. Several processes may run the script at once: each claims the
+next stage whose inputs exist (a lock file per stage), so
+
+    OMP_NUM_THREADS=1 python bench/nc_models.py --work /work/exp/nc &   # worker 1
+    OMP_NUM_THREADS=1 python bench/nc_models.py --work /work/exp/nc &   # worker 2
+
+runs two stages at a time. ``--collect`` gathers the stage files into
+``results/nc_models.json`` and draws the figures in ``docs/images/``; ``--stages`` limits a
+worker to stages whose name contains one of the given words; ``--until HH:MM`` (UTC) makes a
+worker take no new stage after that time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from machine import machine_info  # noqa: E402
+
+DATA = Path(os.environ.get("STABLEMD_NC_DATA", "/work/exp/ethanol-xtb-500K.db"))
+N_TRAIN, N_VAL, TEST_TRAJECTORY = 500, 100, 3
+MODELS = ("conservative", "direct", "both", "finetuned")
+#: The force schemes measured for each model (MTS: M = 8 inner direct steps).
+SCHEMES = {
+    "conservative": ("conservative",),
+    "direct": ("direct",),
+    "both": ("conservative", "direct", "mts8"),
+    "finetuned": ("conservative", "direct", "mts8"),
+}
+#: NVE only: MTS with shorter outer steps, to see whether M = 8 (4 fs) is resonant.
+EXTRA_NVE = {"both": ("mts4", "mts2")}
+TIMESTEP_FS, MD_PS, MD_T, REPLICAS, DISCARD_FS, RECORD_FS = 0.5, 5.0, 300.0, 8, 500.0, 8.0
+CSVR_TAU_FS = 100.0
+EQUILIBRATE_TAU_FS = 20.0
+N_LAMBDA_FRAMES = 16
+RELAX_FRAMES = (0, 300)  # indices into the held-out trajectory
+STABILITY = {"replicas": 16, "time_ps": 5.0, "temperature": 500.0}
+RELAX_STEPS = 1000
+if os.environ.get("STABLEMD_NC_SMOKE"):  # a few seconds per stage, to check the plumbing
+    MD_PS, DISCARD_FS, N_LAMBDA_FRAMES, RELAX_STEPS = 0.1, 20.0, 2, 20
+    STABILITY = {"replicas": 4, "time_ps": 0.05, "temperature": 500.0}
+
+#: Run the command line in one thread: ``stablemd`` itself adapts its torch threads to the free
+#: cores (``adapt_threads_to_load``), which would give a run alone on the machine two threads.
+ONE_THREAD_CLI = (
+    "import sys, torch, numba; torch.set_num_threads(1); numba.set_num_threads(1)\n"
+    "from stablemd.core.runtime import tune_memory_allocator; tune_memory_allocator()\n"
+    "from stablemd.cli.main import app\n"
+    "app(args=sys.argv[1:], prog_name='stablemd', standalone_mode=True)\n"
+)
+
+
+def one_thread() -> None:
+    import numba
+    import torch
+
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+
+
+def cli(args: list[str], log: Path) -> float:
+    """Run ``stablemd ARGS`` in one thread, output to ``log``; wall seconds."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    started = time.perf_counter()
+    with open(log, "a") as handle:
+        subprocess.run(
+            [sys.executable, "-c", ONE_THREAD_CLI, *map(str, args)],
+            stdout=handle, stderr=subprocess.STDOUT, env=env, check=True,
+        )  # fmt: skip
+    return time.perf_counter() - started
+
+
+# ----------------------------------------------------------------------------------------------
+# Stages
+
+
+class Stage:
+    def __init__(self, name, needs, run, args=()):
+        self.name, self.needs, self.run, self.args = name, tuple(needs), run, args
+
+
+def stage_data(work: Path) -> dict:
+    from ase.db import connect
+
+    train, test = work / "train.db", work / "test.db"
+    for path in (train, test):
+        path.unlink(missing_ok=True)
+    counts = {"train_pool": 0, "test": 0}
+    src = connect(DATA, use_lock_file=False)
+    with connect(train) as a, connect(test) as b:
+        for row in src.select():
+            held = row.key_value_pairs.get("trajectory") == TEST_TRAJECTORY
+            (b if held else a).write(row.toatoms(), key_value_pairs=row.key_value_pairs)
+            counts["test" if held else "train_pool"] += 1
+    return {"source": DATA.name, "frames": counts, "test_trajectory": TEST_TRAJECTORY}
+
+
+def _train_args(work: Path, model: str, minutes: float) -> list:
+    out = work / "models" / f"{model}.pt"
+    args = [
+        "train", "--data", work / "train.db", "--n-train", N_TRAIN, "--n-val", N_VAL,
+        "--out", out, "--run-dir", work / "runs" / model, "--max-time", minutes,
+        "--max-epochs", 100000, "--seed", 0, "--no-progress",
+    ]  # fmt: skip
+    if model == "finetuned":
+        args += ["--forces", "conservative", "--init", work / "models" / "direct.pt"]
+        args += ["--direct-forces-weight", 1]
+    else:
+        args += ["--forces", model]
+    return args
+
+
+def read_metrics(path: Path) -> list[dict]:
+    with open(path) as handle:
+        return [{k: float(v) if v not in ("", None) else None for k, v in row.items()}
+                for row in csv.DictReader(handle)]  # fmt: skip
+
+
+def stage_train(work: Path, model: str, minutes: float) -> dict:
+    (work / "models").mkdir(exist_ok=True)
+    (work / "logs").mkdir(exist_ok=True)
+    args = _train_args(work, model, minutes)
+    wall = cli(args, work / "logs" / f"train-{model}.log")
+    history = read_metrics(work / "runs" / model / "metrics.csv")
+    best = min(history, key=lambda r: r["val_forces_mae_eV_per_A"])
+    return {
+        "command": "stablemd " + " ".join(str(a).replace(str(work) + "/", "") for a in args),
+        "wall_s": wall,
+        "epochs": len(history),
+        "trained_s": history[-1]["elapsed_s"],
+        "best_epoch": int(best["epoch"]),
+        "best_val_forces_mae_eV_per_A": best["val_forces_mae_eV_per_A"],
+        "history": history,
+    }
+
+
+def load(work: Path, model: str):
+    import torch
+
+    from stablemd.models.registry import load_potential
+
+    return load_potential(work / "models" / f"{model}.pt", dtype=torch.float32)
+
+
+def held_out(work: Path):
+    from stablemd.data.database import read_frames
+
+    return read_frames(work / "test.db")
+
+
+def relaxed_ethanol():
+    from ase.io import read
+
+    return read(ROOT / "src" / "stablemd" / "systems" / "geometries" / "ethanol.xyz")
+
+
+def stage_static(work: Path, model: str) -> dict:
+    """Held-out errors, λ, closed-loop work and geometry optimisation."""
+    from stablemd.data.frames import FrameSet
+    from stablemd.diagnose.conservation import (
+        closed_loop_work,
+        jacobian_asymmetry,
+        rotation_deformation_loop,
+    )
+    from stablemd.diagnose.relaxation import relaxation_convergence
+    from stablemd.training.metrics import error_metrics
+
+    potential = load(work, model)
+    frames = held_out(work)
+    kinds = ("conservative",) if model == "conservative" else ("conservative", "direct")
+    out: dict = {}
+    t = time.perf_counter()
+    out["errors"] = error_metrics(
+        potential, FrameSet(frames), forces="conservative" if model == "conservative" else "both"
+    )
+    out["errors_s"] = time.perf_counter() - t
+    picks = np.linspace(0, len(frames) - 1, N_LAMBDA_FRAMES).round().astype(int)
+    loop_path = rotation_deformation_loop(relaxed_ethanol(), n_points=1000)
+    for kind in kinds:
+        row: dict = {}
+        t = time.perf_counter()
+        lam = jacobian_asymmetry(potential, [frames[i] for i in picks], kind)
+        row["lambda_s"] = time.perf_counter() - t
+        row["lambda_overall"] = lam.overall_lambda
+        row["lambda_per_structure"] = lam.structure_lambda.tolist()
+        row["lambda_atom_mean_by_element"] = {
+            str(int(z)): float(lam.atom_lambda[lam.atom_numbers == z].mean())
+            for z in np.unique(lam.atom_numbers)
+        }
+        near = lam.pair_distance < 2.0
+        row["lambda_pair_mean_below_2A"] = float(lam.pair_lambda[near].mean())
+        row["lambda_pair_mean_above_2A"] = float(lam.pair_lambda[~near].mean())
+        t = time.perf_counter()
+        loop = closed_loop_work(potential, loop_path, kind)
+        row["loop_s"] = time.perf_counter() - t
+        for key in ("work_eV", "work_per_atom_eV", "absolute_work_eV", "quadrature_error_eV",
+                    "path_length_A"):  # fmt: skip
+            row[f"loop_{key}"] = float(getattr(loop, key))
+        relax = {}
+        for i in RELAX_FRAMES:
+            t = time.perf_counter()
+            runs = relaxation_convergence(potential, frames[i], kind, max_steps=RELAX_STEPS)
+            seconds = time.perf_counter() - t
+            relax[str(i)] = {
+                name: {
+                    "converged": r.converged,
+                    "steps": r.steps,
+                    "final_fmax_eV_per_A": r.final_fmax_eV_per_A,
+                    "min_fmax_eV_per_A": float(np.min(r.fmax_trace_eV_per_A)),
+                    "failure": r.failure,
+                    "fmax_trace_every10": r.fmax_trace_eV_per_A[::10].tolist(),
+                }  # fmt: skip
+                for name, r in runs.items()
+            }
+            relax[str(i)]["wall_s"] = seconds
+        row["relaxation"] = relax
+        out[kind] = row
+        print(f"  {model}/{kind}: λ = {row['lambda_overall']:.4g}, "
+              f"W = {row['loop_work_eV']:.3g} eV", flush=True)  # fmt: skip
+    return out
+
+
+def finetuned_term(potential, mts: int | None):
+    """Direct or MTS force term of the fine-tuned model, built from the library's classes as
+    :func:`~stablemd.md.forces.model_force_term` does. ``model_force_term`` refuses this model:
+    it reads ``forces: conservative`` from the file and takes the direct head for untrained,
+    although ``direct_forces_weight`` = 1 trained it (reported on the branch ``nc-figures``)."""
+    from stablemd.md.forces import ConservativeCorrection, DirectForces, ForceLevels
+
+    if mts is None:
+        return DirectForces(potential)
+    correction = ConservativeCorrection(potential)
+    return ForceLevels(DirectForces(potential, shared=correction), correction)
+
+
+def _md_setup(work: Path, model: str, scheme: str, thermostat: str):
+    from stablemd.md.settings import MDSettings
+    from stablemd.md.starts import initial_state
+
+    potential = load(work, model)
+    frames = held_out(work)
+    picks = np.linspace(0, len(frames) - 1, REPLICAS).round().astype(int)
+    state = initial_state([frames[i] for i in picks], REPLICAS, MD_T, seed=0)
+    mts = int(scheme[3:]) if scheme.startswith("mts") else None
+    settings = MDSettings(
+        replicas=REPLICAS, temperature_K=MD_T, timestep_fs=TIMESTEP_FS, thermostat=thermostat,
+        tau_fs=CSVR_TAU_FS, seed=0, forces=None if mts else scheme, mts=mts,
+    )  # fmt: skip
+    if model == "finetuned" and scheme != "conservative":
+        term = finetuned_term(potential, mts)
+    else:
+        term = settings.force_term(potential, model=f"{model}.pt")
+    n_steps = round(MD_PS * 1000 / settings.step_fs)
+    every = max(1, round(RECORD_FS / settings.step_fs))
+    return state, settings, term, n_steps, every
+
+
+def _series(time_fs: np.ndarray, values: np.ndarray, every_fs: float = 40.0) -> dict:
+    """Replica-mean series thinned to one point per ``every_fs`` (for plots)."""
+    step = max(1, round(every_fs / float(time_fs[1] - time_fs[0])))
+    return {"time_fs": time_fs[::step].tolist(), "mean": values[::step].tolist()}
+
+
+def stage_nve(work: Path, model: str, scheme: str) -> dict:
+    from stablemd.diagnose.energy_drift import EnergyRecorder, energy_drift_from_series
+    from stablemd.md.runner import run
+    from stablemd.monitors.criteria import NonFinite
+
+    state, settings, term, n_steps, every = _md_setup(work, model, scheme, "nve")
+    # equilibrate at 300 K with the same forces (CSVR, τ = 20 fs), then NVE from there
+    warm = settings.model_copy(update={"thermostat": "csvr", "tau_fs": EQUILIBRATE_TAU_FS})
+    n_warm = round(DISCARD_FS / settings.step_fs)
+    t = time.perf_counter()
+    state = run(state, warm.integrator(), term, n_warm, monitors=[NonFinite()],
+                progress=False).state  # fmt: skip
+    integrator = settings.integrator()
+    recorder = EnergyRecorder(integrator, every)
+    run(state, integrator, term, n_steps, monitors=[NonFinite(), recorder], progress=False)
+    wall = time.perf_counter() - t
+    s = recorder.arrays()
+    s["time_fs"] = s["time_fs"] - s["time_fs"][0]
+    kept = s["active"]
+    drift = energy_drift_from_series(
+        s["time_fs"], s["conserved"], s["kinetic"], s["temperature"],
+        state.atoms_per_system.numpy(), active=kept,
+    )  # fmt: skip
+    n = REPLICAS
+    temp = np.where(s["active"], s["temperature"], np.nan)
+    return {
+        "wall_s": wall,
+        "n_steps": n_steps,
+        "step_fs": integrator.step_fs,
+        "ms_per_inner_step": 1000 * wall / (n_steps * integrator.step_fs / TIMESTEP_FS),
+        "equilibration_fs": DISCARD_FS,
+        "temperature_drift_K_per_ps": drift.temperature_drift_K_per_ps.tolist(),
+        "mean_temperature_drift_K_per_ps": drift.mean_temperature_drift_K_per_ps,
+        "sem_temperature_drift_K_per_ps": float(
+            drift.temperature_drift_K_per_ps.std(ddof=1) / np.sqrt(n)
+        ),  # fmt: skip
+        "slope_eV_per_atom_per_ps": drift.slope_eV_per_atom_per_ps.tolist(),
+        "mean_slope_eV_per_atom_per_ps": drift.mean_slope_eV_per_atom_per_ps,
+        "sem_slope_eV_per_atom_per_ps": float(
+            drift.slope_eV_per_atom_per_ps.std(ddof=1) / np.sqrt(n)
+        ),  # fmt: skip
+        "score": drift.score.tolist(),
+        "mean_score": drift.mean_score,
+        "passed": drift.passed,
+        "non_finite": drift.non_finite.tolist(),
+        "mean_temperature_K": float(np.nanmean(temp)),
+        "first_ps_mean_temperature_K": float(np.nanmean(temp[s["time_fs"] <= 1000])),
+        "last_ps_mean_temperature_K": float(np.nanmean(temp[s["time_fs"] >= MD_PS * 1000 - 1000])),
+        "temperature_series": _series(s["time_fs"], np.nanmean(temp, axis=1)),
+    }
+
+
+def stage_csvr(work: Path, model: str, scheme: str) -> dict:
+    from stablemd.diagnose.energy_drift import thermostat_element_temperatures
+
+    state, settings, term, n_steps, every = _md_setup(work, model, scheme, "csvr")
+    integrator = settings.integrator()
+    t = time.perf_counter()
+    try:
+        r = thermostat_element_temperatures(
+            term, state, integrator, n_steps, every=every, discard_fs=DISCARD_FS
+        )
+    except Exception as exc:  # a replica turned non-finite: record, do not hide
+        return {"wall_s": time.perf_counter() - t, "failure": str(exc)}
+    wall = time.perf_counter() - t
+    symbols = {1: "H", 6: "C", 8: "O"}
+    names = [symbols.get(int(z), str(int(z))) for z in r.elements]
+    per_rep = r.mean_per_replica_K
+    kept = r.time_fs >= DISCARD_FS + r.time_fs[0]
+    return {
+        "wall_s": wall,
+        "n_steps": n_steps,
+        "elements": names,
+        "mean_K": dict(zip(names, r.mean_K.tolist(), strict=True)),
+        "sem_K": dict(
+            zip(names, (per_rep.std(0, ddof=1) / np.sqrt(len(per_rep))).tolist(), strict=True)
+        ),  # fmt: skip
+        "mean_drift_K_per_ps": dict(zip(names, r.mean_drift_K_per_ps.tolist(), strict=True)),
+        "mean_per_replica_K": per_rep.tolist(),
+        "total_mean_K": float(r.total_temperature_K[kept].mean()),
+        "series": {
+            name: _series(r.time_fs, r.temperature_K[:, :, k].mean(1), 100.0)
+            for k, name in enumerate(names)
+        },
+    }
+
+
+def stage_stability(work: Path, model: str, scheme: str) -> dict:
+    out = work / "stability" / f"{model}-{scheme}"
+    (work / "stability").mkdir(exist_ok=True)
+    force = ["--mts", 8] if scheme == "mts8" else ["--forces", scheme]
+    args = [
+        "stability", "--model", work / "models" / f"{model}.pt", "--system", "ethanol",
+        "--out", out, "--replicas", STABILITY["replicas"], "--time-ps", STABILITY["time_ps"],
+        "--temperature", STABILITY["temperature"], "--starts", work / "test.db",
+        "--seed", 0, "--no-progress", *force,
+    ]  # fmt: skip
+    wall = cli(args, work / "logs" / f"stability-{model}-{scheme}.log")
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {k: v for k, v in summary.items() if k != "settings"}
+    return {
+        "command": "stablemd " + " ".join(str(a).replace(str(work) + "/", "") for a in args),
+        "wall_s": wall,
+        "rows": rows,
+    }
+
+
+def stages(minutes: float, finetune_minutes: float) -> list[Stage]:
+    main = ("conservative", "direct", "both")
+    out = [Stage("data", (), stage_data)]
+    out += [Stage(f"train-{m}", ("data",), stage_train, (m, minutes)) for m in main]
+    out.append(Stage("train-finetuned", ("train-direct",), stage_train,
+                     ("finetuned", finetune_minutes)))  # fmt: skip
+    for group in (main, ("finetuned",)):
+        for m in group:
+            out.append(Stage(f"static-{m}", (f"train-{m}",), stage_static, (m,)))
+        for kind, fn in (("nve", stage_nve), ("csvr", stage_csvr)):
+            for m in group:
+                for s in SCHEMES[m]:
+                    out.append(Stage(f"{kind}-{m}-{s}", (f"train-{m}",), fn, (m, s)))
+        for m in group:
+            for s in EXTRA_NVE.get(m, ()):
+                out.append(Stage(f"nve-{m}-{s}", (f"train-{m}",), stage_nve, (m, s)))
+    for m in (*main, "finetuned"):
+        for s in SCHEMES[m]:
+            out.append(Stage(f"stability-{m}-{s}", (f"train-{m}",), stage_stability, (m, s)))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(work: Path, name: str) -> bool:
+    lock = work / "locks" / f"{name}.lock"
+    lock.parent.mkdir(exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text() or 0)
+            except (OSError, ValueError):
+                return False
+            if pid and _alive(pid):
+                return False
+            lock.unlink(missing_ok=True)  # left by a dead worker
+            continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+    return False
+
+
+def work_loop(work: Path, plan: list[Stage], words: list[str] | None, until: str | None) -> None:
+    one_thread()
+    done_dir = work / "stages"
+    done_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        if until and dt.datetime.now(dt.UTC).strftime("%H:%M") >= until:
+            print(f"[{os.getpid()}] past {until} UTC: no new stage", flush=True)
+            return
+        pending = [s for s in plan if not (done_dir / f"{s.name}.json").exists()]
+        if words:
+            pending = [s for s in pending if any(w in s.name for w in words)]
+        if not pending:
+            print(f"[{os.getpid()}] nothing left", flush=True)
+            return
+        ready = [s for s in pending if all((done_dir / f"{n}.json").exists() for n in s.needs)]
+        stage = next((s for s in ready if claim(work, s.name)), None)
+        if stage is None:
+            time.sleep(5)
+            continue
+        stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S")
+        print(f"[{os.getpid()}] {stamp} {stage.name} ...", flush=True)
+        started = time.perf_counter()
+        try:
+            result = stage.run(work, *stage.args)
+        except Exception as exc:  # record and go on: one failed stage must not stop the rest
+            print(f"[{os.getpid()}] {stage.name} FAILED: {exc!r}", flush=True)
+            result = {"failure": repr(exc)}
+        result["stage_wall_s"] = time.perf_counter() - started
+        result["finished_utc"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        (done_dir / f"{stage.name}.json").write_text(json.dumps(result, indent=1))
+        (work / "locks" / f"{stage.name}.lock").unlink(missing_ok=True)
+        print(f"[{os.getpid()}] {stage.name} done in {result['stage_wall_s']:.0f} s", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Collect: JSON summary and figures
+
+
+def time_to_accuracy(work_results: dict) -> dict | None:
+    """Conservative from scratch vs direct pretraining + conservative fine-tuning: training
+    time (s, validation included) to reach 2×, 1.5×, 1.2× and 1× the scratch run's best
+    validation −∂E/∂r MAE."""
+    need = ("train-conservative", "train-direct", "train-finetuned")
+    if any(k not in work_results or "history" not in work_results[k] for k in need):
+        return None
+    scratch = work_results["train-conservative"]["history"]
+    pre = work_results["train-direct"]["history"][-1]["elapsed_s"]
+    tuned = work_results["train-finetuned"]["history"]
+    best = min(r["val_forces_mae_eV_per_A"] for r in scratch)
+    rows = []
+    for level in (2.0, 1.5, 1.2, 1.0):
+        target = level * best
+
+        def first(history, offset=0.0, target=target):
+            hit = next((r for r in history if r["val_forces_mae_eV_per_A"] <= target), None)
+            return None if hit is None else offset + hit["elapsed_s"]
+
+        a, b = first(scratch), first(tuned, pre)
+        rows.append({
+            "level": level, "target_eV_per_A": target, "scratch_s": a, "finetune_route_s": b,
+            "finetune_only_s": None if b is None else b - pre,
+            "ratio_route_over_scratch": None if a is None or b is None else b / a,
+        })  # fmt: skip
+    return {"scratch_best_eV_per_A": best, "pretraining_s": pre,
+            "finetuned_best_eV_per_A": min(r["val_forces_mae_eV_per_A"] for r in tuned),
+            "levels": rows}  # fmt: skip
+
+
+def collect(work: Path, out: Path, images: Path) -> dict:
+    results = {}
+    for path in sorted((work / "stages").glob("*.json")):
+        results[path.stem] = json.loads(path.read_text())
+    for name, row in results.items():  # a failed command: its error line, not the argv
+        log = work / "logs" / f"{name}.log"
+        if "CalledProcessError" in row.get("failure", "") and log.exists():
+            errors = [ln for ln in log.read_text().splitlines() if "Error" in ln]
+            row["failure"] = errors[-1].strip() if errors else row["failure"]
+        if "failure" in row:
+            row["failure"] = row["failure"].replace(str(work) + "/", "")
+    summary = {
+        "experiment": "bench/nc_models.py",
+        "data": "ethanol-xtb-500K.db (GFN2-xTB, 4 × 3 ps Langevin at 500 K, frame every 5 fs)",
+        "split": f"{N_TRAIN} train + {N_VAL} val from trajectories 0-2 (random, seed 0); "
+                 f"test: trajectory {TEST_TRAJECTORY}",
+        "model": "PaiNN defaults (64 features, 3 interactions, cutoff 5 A), float32, one thread",
+        "md": {"timestep_fs": TIMESTEP_FS, "time_ps": MD_PS, "temperature_K": MD_T,
+               "replicas": REPLICAS, "csvr_tau_fs": CSVR_TAU_FS,
+               "nve_equilibration": f"{DISCARD_FS:g} fs CSVR, tau {EQUILIBRATE_TAU_FS:g} fs, "
+                                    "same forces, then NVE",
+               "csvr_discarded_fs": DISCARD_FS},
+        "machine": machine_info(),
+        "stages": results,
+        "finetune_cost": time_to_accuracy(results),
+    }  # fmt: skip
+    out.write_text(json.dumps(summary, indent=1))
+    print(f"wrote {out.relative_to(ROOT)} ({len(results)} stages)")
+    plots(results, images)
+    return summary
+
+
+LABEL = {"conservative": "−∂E/∂r", "direct": "direct", "mts8": "MTS M=8", "mts4": "MTS M=4",
+         "mts2": "MTS M=2"}  # fmt: skip
+ORDER = [f"{m}-{s}" for m in MODELS for s in (*SCHEMES[m], *EXTRA_NVE.get(m, ()))]
+
+
+def ordered(rows: dict) -> dict:
+    return {k: rows[k] for k in sorted(rows, key=lambda k: ORDER.index(k) if k in ORDER else 99)}
+
+
+def plots(results: dict, images: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images.mkdir(parents=True, exist_ok=True)
+    nve = ordered({k[4:]: v for k, v in results.items()
+                   if k.startswith("nve-") and "failure" not in v})  # fmt: skip
+    if nve:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key, row in nve.items():
+            s = row["temperature_series"]
+            model, scheme = key.split("-", 1)
+            ax.plot(np.array(s["time_fs"]) / 1000, s["mean"],
+                    label=f"{model} model, {LABEL[scheme]} "
+                          f"(median {np.median(row['temperature_drift_K_per_ps']):+.1f} K/ps)",
+                    ls="-" if scheme != "direct" else "--", lw=1)  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_xlabel("time (ps)")
+        ax.set_ylabel("kinetic temperature, mean of 8 replicas (K)")
+        ax.set_title("NVE from held-out ethanol frames, velocities at 300 K")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(images / "nc_nve_temperature.png", dpi=120)
+        plt.close(fig)
+    csvr = ordered({k[5:]: v for k, v in results.items()
+                    if k.startswith("csvr-") and "failure" not in v})  # fmt: skip
+    if csvr:
+        keys = list(csvr)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        width = 0.8 / 3
+        for e, (element, colour) in enumerate((("H", "C0"), ("C", "C7"), ("O", "C3"))):
+            means = [csvr[k]["mean_K"][element] for k in keys]
+            errs = [csvr[k]["sem_K"][element] for k in keys]
+            ax.bar(np.arange(len(keys)) + (e - 1) * width, means, width, yerr=errs,
+                   color=colour, label=element, capsize=2)  # fmt: skip
+        ax.axhline(MD_T, color="k", lw=0.8)
+        ax.set_xticks(np.arange(len(keys)))
+        ax.set_xticklabels([f"{k.split('-', 1)[0]}\n{LABEL[k.split('-', 1)[1]]}" for k in keys],
+                           fontsize=7)  # fmt: skip
+        ax.set_ylabel("mean element temperature (K)")
+        lo = min(min(v["mean_K"].values()) for v in csvr.values())
+        hi = max(v["mean_K"][z] + v["sem_K"][z] for v in csvr.values() for z in v["mean_K"])
+        ax.set_ylim(min(lo, MD_T) - 40, max(hi, MD_T) + 20)
+        ax.set_title(f"CSVR (τ = {CSVR_TAU_FS:g} fs) at {MD_T:g} K: per-element temperatures")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(images / "nc_csvr_elements.png", dpi=120)
+        plt.close(fig)
+    train = {k[6:]: v for k, v in results.items() if k.startswith("train-") and "history" in v}
+    if train:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        offset = train.get("direct", {}).get("history", [{}])[-1].get("elapsed_s", 0.0)
+        for model, row in train.items():
+            h = row["history"]
+            t = np.array([r["elapsed_s"] for r in h]) + (offset if model == "finetuned" else 0)
+            ax.plot(t / 60, [r["val_forces_mae_eV_per_A"] for r in h], label=model, lw=1)
+            if model in ("both", "finetuned") and h and h[0].get("val_direct_forces_mae_eV_per_A"):
+                ax.plot(t / 60, [r["val_direct_forces_mae_eV_per_A"] for r in h], lw=0.8,
+                        ls=":", label=f"{model} (direct head)")  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_xlabel("training wall time, one thread (min; fine-tuning after the direct run)")
+        ax.set_ylabel("validation force MAE (eV/Å)")
+        ax.set_title("Training curves: MD forces of each model (−∂E/∂r, or direct head)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(images / "nc_training.png", dpi=120)
+        plt.close(fig)
+
+
+def _f(x, fmt=".3g", missing="—"):
+    return missing if x is None else format(x, fmt)
+
+
+def tables(path: Path) -> str:
+    """The docs' markdown tables from ``results/nc_models.json``."""
+    res = json.loads(path.read_text())["stages"]
+    out = []
+    out.append("| model | epochs | trained (min) | best val MAE of MD forces (eV/Å) |")
+    out.append("| --- | --- | --- | --- |")
+    for m in MODELS:
+        r = res.get(f"train-{m}")
+        if r and "history" in r:
+            out.append(f"| {m} | {r['epochs']} | {r['trained_s'] / 60:.1f} | "
+                       f"{r['best_val_forces_mae_eV_per_A']:.4f} |")  # fmt: skip
+    out.append("")
+    out.append("| model | energy MAE (meV/atom) | −∂E/∂r MAE (meV/Å) | direct-head MAE (meV/Å) "
+               "| −∂E/∂r H / C / O | direct H / C / O |")  # fmt: skip
+    out.append("| --- | --- | --- | --- | --- | --- |")
+    for m in MODELS:
+        r = res.get(f"static-{m}")
+        if not r or "errors" not in r:
+            continue
+        e = r["errors"]
+        cons = e.get("forces_eV_per_A", {}).get("mae")
+        dire = e.get("direct_forces_eV_per_A", {}).get("mae")
+        pc = e.get("forces_per_element_eV_per_A", {})
+        pd = e.get("direct_forces_per_element_eV_per_A", {})
+        el = lambda d: " / ".join(_f(1000 * d[z]["mae"], ".0f") for z in "HCO") if d else "—"  # noqa: E731
+        out.append(f"| {m} | {1000 * e['energy_per_atom_eV']['mae']:.1f} | "
+                   f"{_f(cons and 1000 * cons, '.1f')} | {_f(dire and 1000 * dire, '.1f')} | "
+                   f"{el(pc)} | {el(pd)} |")  # fmt: skip
+    out.append("")
+    out.append("| model, forces | λ overall | λ per atom H / C / O | λ pairs < 2 Å / ≥ 2 Å "
+               r"| loop W (eV) | ∮\|dW\| (eV) | quadrature error (eV) |")  # fmt: skip
+    out.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for m in MODELS:
+        r = res.get(f"static-{m}")
+        for kind in ("conservative", "direct"):
+            if not r or kind not in r:
+                continue
+            k = r[kind]
+            a = k["lambda_atom_mean_by_element"]
+            out.append(f"| {m}, {LABEL[kind]} | {k['lambda_overall']:.3g} | "
+                       f"{' / '.join(_f(a[z], '.3g') for z in ('1', '6', '8'))} | "
+                       f"{k['lambda_pair_mean_below_2A']:.3g} / "
+                       f"{k['lambda_pair_mean_above_2A']:.3g} | "
+                       f"{k['loop_work_eV']:.3g} | {k['loop_absolute_work_eV']:.3g} | "
+                       f"{k['loop_quadrature_error_eV']:.2g} |")  # fmt: skip
+    out.append("")
+    out.append("| model, scheme | T drift (K/ps) ± s.e. | median, min–max over replicas (K/ps) "
+               "| C slope (meV/atom/ps) ± s.e. | score (mean) | ⟨T⟩ first / last ps (K) "
+               "| ms per inner step | wall (s) |")  # fmt: skip
+    out.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for key in ORDER:
+        r = res.get(f"nve-{key}")
+        if not r:
+            continue
+        if "failure" in r:
+            out.append(f"| {key} | failed: {r['failure'][:80]} | | | | | |")
+            continue
+        m, s = key.split("-", 1)
+        per = np.array(r["temperature_drift_K_per_ps"])
+        out.append(f"| {m}, {LABEL[s]} | {r['mean_temperature_drift_K_per_ps']:+.1f} ± "
+                   f"{r['sem_temperature_drift_K_per_ps']:.1f} | {np.median(per):+.1f}, "
+                   f"{per.min():+.1f} – {per.max():+.1f} | "
+                   f"{1000 * r['mean_slope_eV_per_atom_per_ps']:+.3f} ± "
+                   f"{1000 * r['sem_slope_eV_per_atom_per_ps']:.3f} | {r['mean_score']:.2g} | "
+                   f"{r['first_ps_mean_temperature_K']:.0f} / "
+                   f"{r['last_ps_mean_temperature_K']:.0f} | "
+                   f"{r['ms_per_inner_step']:.1f} | {r['wall_s']:.0f} |")  # fmt: skip
+    out.append("")
+    out.append("| model, scheme | T_H (K) | T_C (K) | T_O (K) | (T_H − T_O)/T | total T (K) "
+               "| drift H / C / O (K/ps) |")  # fmt: skip
+    out.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for key in ORDER:
+        r = res.get(f"csvr-{key}")
+        if not r:
+            continue
+        m, s = key.split("-", 1)
+        if "failure" in r:
+            out.append(f"| {m}, {LABEL[s]} | failed: {r['failure'][:80]} | | | | | |")
+            continue
+        t, e = r["mean_K"], r["sem_K"]
+        d = r["mean_drift_K_per_ps"]
+        out.append(f"| {m}, {LABEL[s]} | {t['H']:.0f} ± {e['H']:.0f} | {t['C']:.0f} ± {e['C']:.0f} "
+                   f"| {t['O']:.0f} ± {e['O']:.0f} | {(t['H'] - t['O']) / r['total_mean_K']:+.1%} "
+                   f"| {r['total_mean_K']:.0f} | "
+                   f"{' / '.join(f'{d[z]:+.1f}' for z in 'HCO')} |")  # fmt: skip
+    out.append("")
+    out.append("| model, forces | start frame | FIRE: converged, steps, final fmax (eV/Å) "
+               "| L-BFGS: converged, steps, final fmax (eV/Å) |")  # fmt: skip
+    out.append("| --- | --- | --- | --- |")
+    for m in MODELS:
+        r = res.get(f"static-{m}")
+        for kind in ("conservative", "direct"):
+            if not r or kind not in r:
+                continue
+            for frame, row in r[kind]["relaxation"].items():
+                cells = []
+                for opt in ("FIRE", "LBFGS"):
+                    o = row[opt]
+                    cells.append(f"{'yes' if o['converged'] else 'no'}, {o['steps']}, "
+                                 f"{o['final_fmax_eV_per_A']:.2g}"
+                                 + (f" ({o['failure']})" if o["failure"] else ""))  # fmt: skip
+                out.append(f"| {m}, {LABEL[kind]} | {frame} | {cells[0]} | {cells[1]} |")
+    out.append("")
+    stab = [(k, res[f"stability-{k}"]) for k in ORDER if f"stability-{k}" in res]
+    if stab:
+        out.append("| model, scheme | stable fraction | median stable time (ps) | h(r) MAE "
+                   "| steps/s | wall (s) |")  # fmt: skip
+        out.append("| --- | --- | --- | --- | --- | --- |")
+        for key, r in stab:
+            m, s = key.split("-", 1)
+            if "failure" in r:
+                out.append(f"| {m}, {LABEL[s]} | failed: {r['failure'][:150]} | | | | |")
+                continue
+            row = next(iter(r["rows"].values()))
+            out.append(f"| {m}, {LABEL[s]} | {_f(row.get('fraction_stable'), '.2f')} | "
+                       f"{_f(row.get('median_ps'), '.2f')} | {_f(row.get('h_r_mae'), '.3g')} | "
+                       f"{_f(row.get('steps_per_s'), '.0f')} | {r['wall_s']:.0f} |")  # fmt: skip
+    cost = json.loads(path.read_text()).get("finetune_cost")
+    if cost:
+        out.append("")
+        out.append("| target (× scratch best) | target MAE (eV/Å) | scratch (min) "
+                   "| direct pretraining + fine-tuning (min) "
+                   "| fine-tuning alone (min) |")  # fmt: skip
+        out.append("| --- | --- | --- | --- | --- |")
+        for row in cost["levels"]:
+            mins = lambda x: "not reached" if x is None else f"{x / 60:.1f}"  # noqa: E731
+            out.append(f"| {row['level']:g} | {row['target_eV_per_A']:.4f} | "
+                       f"{mins(row['scratch_s'])} | {mins(row['finetune_route_s'])} | "
+                       f"{mins(row['finetune_only_s'])} |")  # fmt: skip
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, default=HERE / "data" / "nc")
+    parser.add_argument("--minutes", type=float, default=8.0, help="training budget per model")
+    parser.add_argument("--finetune-minutes", type=float, default=4.0)
+    parser.add_argument("--stages", help="comma-separated words: run matching stages only")
+    parser.add_argument("--until", help="HH:MM UTC: take no new stage after this time")
+    parser.add_argument("--collect", action="store_true")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--tables", action="store_true", help="print the docs' tables")
+    args = parser.parse_args()
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    plan = stages(args.minutes, args.finetune_minutes)
+    if args.list:
+        for s in plan:
+            done = (work / "stages" / f"{s.name}.json").exists()
+            print(f"{'done' if done else '    '}  {s.name}")
+        return
+    if args.tables:
+        print(tables(HERE / "results" / "nc_models.json"))
+        return
+    if args.collect:
+        collect(work, HERE / "results" / "nc_models.json", ROOT / "docs" / "images")
+        return
+    words = args.stages.split(",") if args.stages else None
+    work_loop(work, plan, words, args.until)
+
+
+if __name__ == "__main__":
+    main()
