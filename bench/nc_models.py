@@ -29,8 +29,8 @@ Every stage writes ``<work>/stages/<stage>.json`` and is skipped when that file 
 interrupted campaign continues. Several processes may run the script at once: each claims the
 next stage whose inputs exist (a lock file per stage), so
 
-    OMP_NUM_THREADS=1 python bench/nc_models.py --work /work/exp/nc &   # worker 1
-    OMP_NUM_THREADS=1 python bench/nc_models.py --work /work/exp/nc &   # worker 2
+    OMP_NUM_THREADS=1 python bench/nc_models.py --work bench/data/nc &   # worker 1
+    OMP_NUM_THREADS=1 python bench/nc_models.py --work bench/data/nc &   # worker 2
 
 runs two stages at a time. ``--collect`` gathers the stage files into
 ``results/nc_models.json`` and draws the figures in ``docs/images/``; ``--stages`` limits a
@@ -57,7 +57,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from machine import machine_info  # noqa: E402
 
-DATA = Path(os.environ.get("STABLEMD_NC_DATA", "/work/exp/ethanol-xtb-500K.db"))
+DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "ethanol-xtb-500K.db"
+DATA = Path(os.environ.get("STABLEMD_NC_DATA", DEFAULT_DATA))
 N_TRAIN, N_VAL, TEST_TRAJECTORY = 500, 100, 3
 MODELS = ("conservative", "direct", "both", "finetuned")
 #: The force schemes measured for each model (MTS: M = 8 inner direct steps).
@@ -781,7 +782,17 @@ def tables(path: Path) -> str:
     return "\n".join(out)
 
 
-def main() -> None:
+def main(out_dir: Path, quick: bool = False) -> dict:
+    """The whole campaign in this process (``bench/run.py``); two processes running the command
+    line below share it faster. ``quick``: 1-minute budgets in their own work directory, figures
+    beside the JSON instead of in docs/images."""
+    work = HERE / "data" / ("nc-quick" if quick else "nc")
+    plan = stages(1.0, 0.5) if quick else stages(8.0, 4.0)
+    work_loop(work, plan, None, None)
+    return collect(work, out_dir / "nc_models.json", out_dir if quick else ROOT / "docs" / "images")
+
+
+def command_line() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=HERE / "data" / "nc")
     parser.add_argument("--minutes", type=float, default=8.0, help="training budget per model")
@@ -811,4 +822,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    command_line()
