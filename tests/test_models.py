@@ -15,7 +15,13 @@ from scipy.spatial.transform import Rotation
 from stablemd.core.batch import Batch
 from stablemd.core.errors import InputError
 from stablemd.models.potential import predict
-from stablemd.models.registry import build_potential, load_potential, save_potential
+from stablemd.models.registry import (
+    attach,
+    attachment,
+    build_potential,
+    load_potential,
+    save_potential,
+)
 
 KINDS = ["painn", "mace"]
 ELEMENTS = [1, 6, 8, 29]
@@ -205,6 +211,21 @@ def test_save_load_round_trip(kind, dtype, tmp_path):
     a, b = evaluate(model, systems, dtype), evaluate(loaded, systems, dtype)
     assert b["energy"].dtype == dtype
     assert torch.equal(a["energy"], b["energy"]) and torch.equal(a["forces"], b["forces"])
+
+
+def test_attachments_travel_with_their_weights_only(tmp_path):
+    model = make_model("painn")
+    attach(model, "domain", {"threshold": 2.0})
+    save_potential(model, tmp_path / "a.pt")
+    loaded = load_potential(tmp_path / "a.pt")
+    assert attachment(loaded, "domain")["threshold"] == 2.0
+    assert attachment(loaded, "posterior") is None
+    with torch.no_grad():  # trained further: the attachment no longer describes the weights
+        next(loaded.parameters()).add_(0.01)
+    with pytest.raises(InputError, match="domain was fitted for other weights"):
+        attachment(loaded, "domain")
+    save_potential(loaded, tmp_path / "b.pt")
+    assert load_potential(tmp_path / "b.pt").attachments == {}
 
 
 @pytest.mark.parametrize("kind", KINDS)

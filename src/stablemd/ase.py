@@ -57,7 +57,7 @@ class Calculator(_AseCalculator):
             direct_forces = trained_forces(potential) == "direct"
         self.direct_forces = bool(direct_forces)
         self.dtype = next(potential.parameters()).dtype
-        training = getattr(potential, "metadata", {}).get("training", {})
+        training = potential.metadata.get("training", {})
         self.shortest_distances = training.get("shortest_distances_A")
         self.distance_cutoff = training.get("distance_cutoff_A", potential.cutoff)
         self.warned_pairs: set[str] = set()

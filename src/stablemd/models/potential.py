@@ -58,6 +58,8 @@ class Potential(nn.Module, ABC):
         known = torch.zeros(N_ELEMENTS, dtype=torch.bool)
         known[self.elements] = True
         self.register_buffer("known_elements", known, persistent=False)
+        self.metadata: dict[str, Any] = {}  # training record, as read from a model file
+        self.attachments: dict[str, dict] = {}  # see models.registry.attach
 
     @abstractmethod
     def hyperparameters(self) -> dict[str, Any]:

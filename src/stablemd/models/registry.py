@@ -1,8 +1,10 @@
 """Build, save and load potentials by name.
 
 A model file is a plain dictionary saved with ``torch.save`` (loadable with
-``weights_only=True``): the model kind, its hyperparameters, its weights, its float dtype and
-free-form metadata (training data, metrics).
+``weights_only=True``): the model kind, its hyperparameters, its weights, its float dtype,
+free-form metadata (training data, metrics) and attachments: what was fitted on the model's
+outputs for its weights (a latent domain, an uncertainty posterior), each tied to the weights by
+their fingerprint so that a retrained model never carries a stale one.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def check_hyperparameters(kind: str, options: dict[str, Any], where: str = "mode
 def save_potential(potential: Potential, path: str | Path, metadata: dict | None = None) -> None:
     """Write the model to ``path`` atomically (a crash never leaves a half-written file)."""
     path = Path(path)
+    fingerprint = model_fingerprint(potential)
     payload = {
         "format": FORMAT,
         "kind": potential.kind,
@@ -89,6 +92,11 @@ def save_potential(potential: Potential, path: str | Path, metadata: dict | None
         "state_dict": potential.state_dict(),
         "dtype": str(next(potential.parameters()).dtype).removeprefix("torch."),
         "metadata": metadata or {},
+        "attachments": {
+            name: values
+            for name, values in potential.attachments.items()
+            if values.get("model") == fingerprint  # fitted for other weights: dropped
+        },
     }
     save_torch_file(payload, path)
 
@@ -105,6 +113,7 @@ def load_potential(path: str | Path, dtype: torch.dtype | None = None) -> Potent
     potential.to(getattr(torch, payload["dtype"]))
     potential.load_state_dict(payload["state_dict"])
     potential.metadata = payload["metadata"]
+    potential.attachments = payload.get("attachments", {})
     if dtype is not None:
         potential.to(dtype)
     return potential.eval()
@@ -142,9 +151,29 @@ def trained_forces(potential: Potential) -> str:
     """Which of :data:`TRAINED_FORCES` the model was trained with (``conservative`` for a model
     without a training record). Conservative training that kept a direct-force term
     (``direct_forces_weight`` > 0: conservative fine-tuning of a direct model) trained both."""
-    config = getattr(potential, "metadata", {}).get("training", {}).get("config", {})
+    config = potential.metadata.get("training", {}).get("config", {})
     forces = config.get("forces", "conservative")
     kept_direct = (config.get("direct_forces_weight") or 0) > 0
     if forces == "conservative" and kept_direct and potential.supports_direct_forces:
         return "both"
     return forces
+
+
+def attach(potential: Potential, name: str, values: dict) -> None:
+    """Keep ``values`` (a plain dictionary fitted on this model's current weights) with the
+    model under ``name``; :func:`save_potential` writes it into the model file."""
+    potential.attachments = {
+        **potential.attachments,
+        name: {**values, "model": model_fingerprint(potential)},
+    }
+
+
+def attachment(potential: Potential, name: str) -> dict | None:
+    """What was attached to the model under ``name``, or None when nothing was; refuses one
+    fitted for other weights (the model was trained further after it was attached)."""
+    values = potential.attachments.get(name)
+    if values is not None and values.get("model") != model_fingerprint(potential):
+        raise InputError(
+            f"the model's {name} was fitted for other weights; fit it again for this model"
+        )
+    return values
