@@ -59,6 +59,8 @@ class Uncertainty:
         with self.features.tape() as tape:
             out = predict(potential, batch, properties, create_graph=create_graph, tape=tape)
         phi = self.features(tape)
+        if not create_graph:  # the layer inputs still hold the forward graph
+            phi = phi.detach()
         out["atomic_uncertainty"] = self.atomic_factor * self.atomic.std(phi)
         out["uncertainty"] = self.structure_factor * self.structure.std(mean_per_system(batch, phi))
         return out
