@@ -230,3 +230,21 @@ def test_fit_refuses_data_without_the_validation_frames(ethanol_db, tmp_path, ca
     fit = ["uncertainty", "fit", "--model", str(model), "--data", str(tmp_path / "train-only.db")]
     code, _, err = run([*fit, "--out", str(tmp_path / "u.pt")], capsys)
     assert code == 2 and "none of the validation frames" in err
+
+
+def test_ase_calculator_reports_the_uncertainty():
+    from stablemd.ase import Calculator
+    from stablemd.explore.uncertainty.estimator import attach_uncertainty
+
+    model = make_model("painn")
+    uncertainty = fitted(model, n_train=2)
+    atoms = rattled(ethanol(), 7, scale=0.1)
+    expected = uncertainty.predict(model, Batch.from_atoms([atoms], dtype=torch.float64))
+    attach_uncertainty(model, uncertainty)
+    atoms.calc = Calculator(model)
+    assert atoms.calc.get_property("uncertainty", atoms) == float(expected["uncertainty"][0])
+    np.testing.assert_array_equal(
+        atoms.calc.get_property("atomic_uncertainties", atoms),
+        expected["atomic_uncertainty"].numpy(),
+    )
+    np.testing.assert_array_equal(atoms.get_forces(), expected["forces"].detach().numpy())
