@@ -43,6 +43,15 @@ def simulate(
         "conservative correction every M; a step (--every, --checkpoint-every) is then M inner "
         "steps. Needs a model trained with direct forces.",
     ),
+    bias_uncertainty: float = typer.Option(
+        None,
+        help="Uncertainty-biased MD: E − τ_eff·u with this relative strength τ (0.25 in the "
+        "paper; adaptive over 100 steps after an unbiased burn-in; 0: unbiased, u recorded). "
+        "Needs a model with an uncertainty (stablemd uncertainty fit).",
+    ),
+    stop_uncertainty: float = typer.Option(
+        None, help="Stop a replica once any atom's uncertainty passes this, eV/Å (paper: 1.5)."
+    ),
     every: int = typer.Option(100, help="Write a trajectory frame every this many steps."),
     velocities: bool = typer.Option(
         False, help="Write velocities too (stablemd analyze then gives the VACF)."
@@ -58,7 +67,7 @@ def simulate(
         timestep_fs=reference.timestep_fs if timestep is None else timestep,
         thermostat=thermostat, friction_per_fs=friction, tau_fs=tau, every=every,
         velocities=velocities, checkpoint_every=checkpoint_every, seed=seed, forces=forces,
-        mts=mts,
+        mts=mts, bias_uncertainty=bias_uncertainty, stop_uncertainty=stop_uncertainty,
     )  # fmt: skip
     structures = [reference.atoms]
     if starts is not None:
@@ -67,6 +76,8 @@ def simulate(
     potential = load_potential(model)
     check_elements(potential, structures, str(model), str(starts or f"--system {system}"))
     settings.force_term(potential, str(model))  # a scheme the model cannot give: refused now
+    if settings.biased():
+        settings.uncertainty_terms(potential, str(model))  # a model without u: refused now
     check_output_directory(out, "--out", inputs=[model, starts])
     done = run_simulation(potential, structures, settings, out, progress)
     result = done.result
