@@ -157,6 +157,7 @@ def c(*args: str) -> list[str]:
 TRAIN = c("train", "--data", "data.db", "--n-train", "6", "--n-val", "3", "--no-progress")
 SIMULATE = c("simulate", "--model", "model.pt", "--system", "ethanol", *SHORT_MD)
 STABILITY = c("stability", "--model", "model.pt", "--system", "ethanol", *SHORT_MD)
+UFIT = c("uncertainty", "fit", "--model", "model.pt", "--data", "data.db")
 STABLE = c("stable-train", "--model", "model.pt", "--data", "data.db", *SHORT_STABLE)
 
 #: (id, argv, fragments the one-line message must contain)
@@ -356,6 +357,29 @@ CATALOGUE = [
      ["foreign-run", "trajectory.h5"]),
     ("simulate-broken-run-record", c(*SIMULATE, "--out", "broken-run"),
      ["broken-run/run.json", "not a stablemd run record"]),
+    ("simulate-bias-without-uncertainty", c(*SIMULATE, "--out", "run", "--bias-uncertainty", "1"),
+     ["model.pt", "carries no uncertainty"]),
+    ("simulate-bias-negative", c(*SIMULATE, "--out", "run", "--bias-uncertainty", "-1"),
+     ["--bias-uncertainty"]),
+    ("simulate-stop-zero", c(*SIMULATE, "--out", "run", "--stop-uncertainty", "0"),
+     ["--stop-uncertainty"]),
+    # -- uncertainty fit -----------------------------------------------------------------------
+    ("uncertainty-fit-onto-model", c(*UFIT, "--out", "model.pt", "--overwrite"),
+     ["--out model.pt", "also an input"]),
+    ("uncertainty-fit-existing-out", c(*UFIT, "--out", "tiny.pt"), ["--out tiny.pt", "exists"]),
+    ("uncertainty-fit-unknown-calibration", c(*UFIT, "--out", "u.pt", "--calibration", "bayes"),
+     ["--calibration", "bayes"]),
+    ("uncertainty-fit-unknown-features", c(*UFIT, "--out", "u.pt", "--features", "full"),
+     ["--features", "full"]),
+    ("uncertainty-fit-alpha", c(*UFIT, "--out", "u.pt", "--alpha", "1.5"), ["--alpha"]),
+    ("uncertainty-fit-zero-projections", c(*UFIT, "--out", "u.pt", "--projections", "0"),
+     ["--projections 0"]),
+    ("uncertainty-fit-not-its-data",
+     c("uncertainty", "fit", "--model", "tiny.pt", "--data", "data.db", "--out", "u.pt"),
+     ["data.db", "none of the training frames of tiny.pt"]),
+    ("evaluate-plot-without-uncertainty",
+     c("evaluate", "--model", "model.pt", "--data", "data.db", "--plot", "cal.png"),
+     ["--plot", "carries no uncertainty"]),
     # -- stability -----------------------------------------------------------------------------
     ("stability-second-model-missing",
      c(*STABILITY, "--model", "missing.pt", "--out", "st"), ["missing.pt"]),
