@@ -143,3 +143,30 @@ def test_threshold_stops_the_replica_whose_atom_passes_it(painn):
     threshold = float(u[9:].max()) * 0.99
     assert float(u[:9].max()) < threshold
     assert UncertaintyThreshold(threshold)(state).tolist() == [False, True]
+
+
+def test_biased_run_resumes_exactly_and_stops_at_the_threshold(painn, tmp_path):
+    """The adaptive window lives in the state, so a run continued from its checkpoint equals
+    the uninterrupted one; a replica whose atomic u passes the threshold is frozen."""
+    from stablemd.md.runner import run
+
+    model, uncertainty = painn
+    state = initial_state([rattled(ethanol(), k) for k in range(2)], 2, 300.0, seed=3)
+
+    def biased_run(n_steps, checkpoint=None):
+        term = UncertaintyBiasedForces(model, uncertainty, tau=0.5, window=3)
+        return run(state, _langevin(), term, n_steps, checkpoint=checkpoint,
+                   checkpoint_every=4, progress=False)  # fmt: skip
+
+    straight = biased_run(8)
+    biased_run(4, tmp_path / "c.pt")
+    resumed = biased_run(8, tmp_path / "c.pt")
+    assert torch.equal(straight.state.positions, resumed.state.positions)
+    assert torch.equal(straight.state.outputs["bias_window"], resumed.state.outputs["bias_window"])
+    assert float(straight.state.outputs["bias_strength"].min()) > 0  # biased after the burn-in
+    u = straight.state.outputs["atomic_uncertainty"]
+    threshold = 0.5 * min(float(u[:9].max()), float(u[9:].max()))  # both pass it
+    term = UncertaintyBiasedForces(model, uncertainty, tau=0.0)
+    stopped = run(straight.state, _langevin(), term, 1, [UncertaintyThreshold(threshold)],
+                  progress=False)  # fmt: skip
+    assert stopped.unstable_reason == ["uncertainty", "uncertainty"]
