@@ -153,6 +153,7 @@ class GradientFeatures:
 
             matrices = [(gaussian(b.n_in), gaussian(b.n_out)) for bs in self.blocks for b in bs]
         self.matrices = matrices or []
+        self._cast: dict[tuple[int, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def dimension(self) -> int:
@@ -179,13 +180,20 @@ class GradientFeatures:
                     outer = torch.einsum("acu,acv->auv", xb, gb) * block.alpha
                     columns.append(outer.reshape(outer.shape[0], -1))
                     continue
-                r_in, r_out = (m.to(x.dtype) for m in self.matrices[k])
+                r_in, r_out = self._matrices(k, x.dtype)
                 k += 1
                 sketch = torch.einsum("acp,acp->ap", xb @ r_in, gb @ r_out) * block.alpha
                 total = sketch if total is None else total + sketch
         if self.kind == "last-layer":
             return torch.cat(columns, dim=1)
         return total / math.sqrt(self.projections)
+
+    def _matrices(self, k: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k-th pair of projection matrices in ``dtype`` (cast once, then kept)."""
+        key = (k, dtype)
+        if key not in self._cast:
+            self._cast[key] = tuple(m.to(dtype) for m in self.matrices[k])
+        return self._cast[key]
 
     def state_dict(self) -> dict:
         return {
