@@ -93,9 +93,9 @@ def test_tau_zero_is_bit_identical_to_unbiased_md(painn):
     model, uncertainty = painn
     starts = [rattled(ethanol(), k) for k in range(2)]
     state = initial_state(starts, 3, 300.0, seed=1)
-    plain = run_steps(_langevin(), state, ModelForces(model), 20)
+    plain = run_steps(_langevin(), state, ModelForces(model), 10)
     biased = UncertaintyBiasedForces(model, uncertainty, tau=0.0)
-    unbiased = run_steps(_langevin(), state, biased, 20)
+    unbiased = run_steps(_langevin(), state, biased, 10)
     assert torch.equal(plain.positions, unbiased.positions)
     assert torch.equal(plain.velocities, unbiased.velocities)
     assert torch.equal(plain.potential_energy, unbiased.potential_energy)
