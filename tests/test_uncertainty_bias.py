@@ -33,11 +33,18 @@ def u_of(model, uncertainty, atoms_list):
     return uncertainty.predict(model, batch)["uncertainty"]
 
 
-def test_bias_forces_are_finite_differences_of_u(painn):
-    model, uncertainty = painn
+@pytest.mark.parametrize("kind", ["sketched", "last-layer"])
+def test_bias_forces_are_finite_differences_of_u(painn, kind):
+    """Sketched features take a double backward; last-layer ones two first-order passes through
+    the fused kernel."""
+    model = painn[0]
+    uncertainty = painn[1] if kind == "sketched" else fitted(model, "last-layer", n_train=2)
     atoms = rattled(ethanol(), 3, scale=0.1)
     batch = Batch.from_atoms([atoms], dtype=torch.float64)
-    gradient = uncertainty_and_derivatives(model, uncertainty, batch)["uncertainty_gradient"]
+    out = uncertainty_and_derivatives(model, uncertainty, batch)
+    gradient = out["uncertainty_gradient"]
+    reference = uncertainty.predict(model, batch)
+    torch.testing.assert_close(out["forces"], reference["forces"], rtol=1e-10, atol=1e-12)
     h = 1e-5
     for i, k in [(0, 0), (2, 1), (5, 2), (8, 0)]:
         plus, minus = atoms.copy(), atoms.copy()

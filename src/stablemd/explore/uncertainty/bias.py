@@ -43,6 +43,8 @@ def uncertainty_and_derivatives(
     and ``atomic_uncertainty``, and the derivatives of u: ``uncertainty_gradient`` ∂u/∂r
     [n_atoms, 3] (eV/atom/Å) and, with ``stress``, ``uncertainty_stress`` (∂u/∂ε)/V
     [n_systems, 3, 3] (symmetric strain ε, as the stress of the energy)."""
+    if uncertainty.features.kind == "last-layer" and not stress:
+        return _first_order(potential, uncertainty, batch)
     positions = batch.positions.detach().requires_grad_(True)
     moved, cell, strain = positions, batch.cell, None
     if stress:
@@ -62,6 +64,32 @@ def uncertainty_and_derivatives(
         volume = torch.linalg.det(batch.cell).abs().clamp_min(1e-12)
         result["uncertainty_stress"] = grads[1] / volume[:, None, None]
     return result
+
+
+def _first_order(
+    potential: Potential, uncertainty: Uncertainty, batch: Batch
+) -> dict[str, torch.Tensor]:
+    """:func:`uncertainty_and_derivatives` of last-layer features without a second derivative
+    through the network: the last layer's g = ∂E_i/∂z_i is the energy scale, whose graph does
+    not pass through the message passing, so u depends on the positions through the forward
+    pass alone and two first-order backward passes (the fast kernels' own) give F and ∂u/∂r."""
+    positions = batch.positions.detach().requires_grad_(True)
+    work = Batch(positions, batch.numbers, batch.system_index, batch.cell, batch.pbc)
+    with uncertainty.features.tape() as tape:
+        out = potential(work, once_differentiable=True)
+    energy = work.sum_per_system(out["energies"])
+    tape.gradients = list(torch.autograd.grad(energy.sum(), tape.outputs, create_graph=True))
+    atomic, total = uncertainty.of_features(work, uncertainty.features(tape))
+    forces = -torch.autograd.grad(energy.sum(), positions, retain_graph=True)[0]
+    gradient = torch.autograd.grad(total.sum(), positions)[0]
+    return {
+        "energy": energy.detach(),
+        "energies": out["energies"].detach(),
+        "forces": forces,
+        "atomic_uncertainty": atomic.detach(),
+        "uncertainty": total.detach(),
+        "uncertainty_gradient": gradient,
+    }
 
 
 class UncertaintyBiasedForces:

@@ -61,9 +61,13 @@ class Uncertainty:
         phi = self.features(tape)
         if not create_graph:  # the layer inputs still hold the forward graph
             phi = phi.detach()
-        out["atomic_uncertainty"] = self.atomic_factor * self.atomic.std(phi)
-        out["uncertainty"] = self.structure_factor * self.structure.std(mean_per_system(batch, phi))
+        out["atomic_uncertainty"], out["uncertainty"] = self.of_features(batch, phi)
         return out
+
+    def of_features(self, batch: Batch, phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Atomic u [n_atoms] (eV/Å) and total u [n_systems] (eV/atom) of per-atom features."""
+        atomic = self.atomic_factor * self.atomic.std(phi)
+        return atomic, self.structure_factor * self.structure.std(mean_per_system(batch, phi))
 
     def state_dict(self) -> dict:
         return {
