@@ -49,8 +49,7 @@ class WeightBlock:
     def split(self, values: torch.Tensor, columns: slice, n: int) -> torch.Tensor:
         """This block's part of a layer's input or output as [n_atoms, components, n]."""
         if self.features_last:
-            part = values.reshape(values.shape[0], -1, values.shape[-1])[..., columns]
-            return part
+            return values.reshape(values.shape[0], -1, values.shape[-1])[..., columns]
         part = values.reshape(values.shape[0], -1)[:, columns]
         return part.reshape(part.shape[0], n, -1).transpose(1, 2)
 
@@ -157,11 +156,13 @@ class GradientFeatures:
 
     @property
     def dimension(self) -> int:
+        """Length of one atom's feature vector."""
         if self.kind == "sketched":
             return self.projections
         return sum(b.n_in * b.n_out for b in self.blocks[-1])
 
     def tape(self) -> LayerTape:
+        """A recorder of this map's layers, for one forward and backward pass."""
         return LayerTape(self.layers)
 
     def __call__(self, tape: LayerTape) -> torch.Tensor:
