@@ -9,6 +9,7 @@ calibrated (conformal, α = 0.05) on its validation frames; the ensemble's sprea
 on the same frames. Reported on the hot set, per structure (u against |ΔE|/N) and per atom
 (u against ‖ΔF_i‖/√3): the Spearman rank correlation between u and the error and the coverage
 of the 95 % interval. The ensemble is judged against the error of its mean, as it is used.
+Plots of error against u on the hot set: ``uncertainty_quality_<kind>.png``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from stablemd.data.database import write_frames
 from stablemd.data.frames import FrameSet
 from stablemd.explore.uncertainty.calibration import calibration_factor
 from stablemd.explore.uncertainty.ensemble import ensemble_predict
-from stablemd.explore.uncertainty.evaluation import calibration_metrics
+from stablemd.explore.uncertainty.evaluation import calibration_metrics, plot_calibration
+from stablemd.explore.uncertainty.fit import UncertaintyErrors
 from stablemd.explore.uncertainty.workflow import fit_model_uncertainty
 from stablemd.models.registry import load_potential
 from stablemd.oracles import get_oracle
@@ -92,8 +94,9 @@ def main(out_dir: Path, quick: bool) -> dict:
             potential = load_potential(out)
             from stablemd.explore.uncertainty.estimator import model_uncertainty
 
-            metrics, _ = calibration_metrics(potential, model_uncertainty(potential), hot_set)
+            metrics, values = calibration_metrics(potential, model_uncertainty(potential), hot_set)
             results[f"gradient_features_{kind}"] = metrics
+            plot_calibration(values, 1.0, out_dir / f"uncertainty_quality_{kind}.png")
         members = [load_potential(p) for p in paths]
         first = members[0]
         located = locate_training_frames(first.metadata, work / "ethanol.db", train_frames)
@@ -111,6 +114,15 @@ def main(out_dir: Path, quick: bool) -> dict:
                 "rmse": float(test[err].pow(2).mean().sqrt()),
             }
         results["ensemble_of_5"] = ensemble
+        factors = {
+            u: calibration_factor(val[err], val[u], "conformal", 0.05)
+            for u, err in (("total", "energy"), ("atomic", "forces"))
+        }
+        calibrated = UncertaintyErrors(
+            factors["atomic"] * test["atomic"], test["forces"],
+            factors["total"] * test["total"], test["energy"],
+        )  # fmt: skip
+        plot_calibration(calibrated, 1.0, out_dir / "uncertainty_quality_ensemble.png")
     result = {
         "benchmark": "uncertainty_quality",
         "quick": quick,
