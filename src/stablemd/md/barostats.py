@@ -145,7 +145,7 @@ class StochasticCellRescaling:
         force0 = self._force(state)
         noise = torch.randn(state.n_systems, generator=self.generator, dtype=lam.dtype)
         dlam = self.diffusion / self.kt * force0 * dt + math.sqrt(2 * self.diffusion * dt) * noise
-        dlam = torch.where(state.active, dlam, 0.0)
+        dlam = torch.where(state.active, dlam, 0.0)  # frozen replicas: scaled by exactly 1
         # λ' ≤ 0 (a time step far too long for τ_p) gives NaN, which NonFinite then catches.
         ratio = torch.where(lam + dlam > 0, (lam + dlam) / lam, float("nan"))
         half = ratio.pow(1 / 3)  # s^(1/2): s = (λ'/λ)^(2/3) scales lengths
@@ -166,11 +166,11 @@ class StochasticCellRescaling:
 
 def _rescale(state: MDState, factor: torch.Tensor) -> MDState:
     """Positions and cells of each replica scaled by ``factor`` [n_systems], velocities by its
-    inverse (frozen replicas unchanged)."""
+    inverse (a factor of exactly 1 leaves a frozen replica bit for bit as it was)."""
     per_atom = factor[state.system_index, None]
     return replace(
         state,
-        positions=keep_frozen(state, state.positions * per_atom, state.positions),
-        velocities=keep_frozen(state, state.velocities / per_atom, state.velocities),
-        cell=keep_frozen(state, state.cell * factor[:, None, None], state.cell),
+        positions=state.positions * per_atom,
+        velocities=state.velocities / per_atom,
+        cell=state.cell * factor[:, None, None],
     )
