@@ -16,13 +16,14 @@ from stablemd.core.errors import InputError
 from stablemd.core.units import KB_EV_PER_K
 from stablemd.diagnose.trajectory.analysis import analyze_trajectory
 from stablemd.md.barostats import BAR_IN_EV_PER_A3, WORK, StochasticCellRescaling
-from stablemd.md.forces import CalculatorForces, ForceResult, ModelForces
+from stablemd.md.forces import CalculatorForces, ForceResult, ModelForces, model_force_term
 from stablemd.md.integrators import BAOAB, make_integrator
 from stablemd.md.monitoring import Observer
 from stablemd.md.runner import run
 from stablemd.md.settings import MDSettings
 from stablemd.md.starts import initial_state
 from stablemd.md.thermostats import LangevinNoise
+from stablemd.models.painn import PaiNN
 from stablemd.monitors.trajectory import TrajectoryWriter, read_replica
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -275,6 +276,13 @@ def test_a_barostat_refuses_molecules_in_vacuum_and_terms_without_stress():
         integrator.prepare(gas(4, 1, 500.0), no_stress)
     with pytest.raises(ValueError, match="conservative forces without multiple time stepping"):
         MDSettings(pressure_bar=1.0, mts=4)
+    direct_only = PaiNN([18], n_features=8, n_interactions=1)
+    direct_only.metadata = {"training": {"config": {"forces": "direct"}}}
+    with pytest.raises(InputError, match="m.pt was trained with direct forces only.*stress"):
+        model_force_term(direct_only, model="m.pt", stress=True)
+    with pytest.raises(InputError, match="forces=direct: a barostat needs the stress"):
+        model_force_term(direct_only, forces="direct", stress=True)
+    assert model_force_term(direct_only, forces="conservative", stress=True).stress
 
 
 def test_model_and_calculator_stress_agree_and_frozen_replicas_get_zeros():

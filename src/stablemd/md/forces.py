@@ -267,10 +267,13 @@ def model_force_term(
             f"mts={mts}: multiple time stepping sets the forces itself (direct inside, "
             f"conservative every {mts} steps); leave forces unset, not {forces!r}"
         )
+    requested = forces
     if forces is None and mts is None:
         forces = "direct" if trained == "direct" else "conservative"
     if stress and forces != "conservative":
         scheme = f"mts={mts}" if mts is not None else "forces=direct"
+        if requested is None and mts is None:
+            scheme = f"{model} was trained with direct forces only, so it runs forces=direct"
         raise InputError(
             f"{scheme}: a barostat needs the stress ∂E/∂ε/V that belongs to conservative forces; "
             "run constant pressure with forces: conservative (and no mts)"
