@@ -12,9 +12,10 @@ backward probability is known:
 
 with K the kinetic energy (eV) and σ the stress of the force term (eV/Å³, ASE's sign). A move
 scales positions and the cell by s = (λ'/λ)^(2/3) and velocities by 1/s, so the kinetic
-pressure is part of P_int and no 𝑁k_BT/V term is needed; the ½k_BT log V term is the Jacobian
-of λ. The move is placed around the drift of velocity Verlet (half the scaling before and after
-it, the paper's time-reversible scheme), so it needs no force call of its own.
+pressure is part of P_int and no N k_BT/V term is needed; the k_BT/2V term is the Jacobian
+of λ. The move is placed around the drift of velocity Verlet (half the scaling before and half
+after it: a symmetric split in the spirit of the paper's time-reversible scheme, which merges
+scaling and drift), so it needs no force call of its own.
 
 Its term of the conserved quantity is P₀V plus the work the barostat's noise and friction did
 (``barostat_work`` in ``state.thermostat``), accumulated from the log-ratio of forward and
