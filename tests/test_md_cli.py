@@ -106,3 +106,31 @@ def test_simulate_writes_velocities_on_request_and_resumes_runs_recorded_before_
     assert longer.exit_code == 0, longer.output
     steps = read_replica(tmp_path / "without" / "trajectory.h5", 1)["step"]
     assert steps.tolist() == [0, 5, 10, 15, 20]
+
+
+def test_simulate_at_constant_pressure_records_volumes_resumes_and_refuses_another_pressure(
+    tmp_path,
+):
+    app = _model_and_app(tmp_path)
+    out = tmp_path / "npt"
+    args = ["--model", str(tmp_path / "model.pt"), "--system", "water", "--out", str(out),
+            "--replicas", "2", "--every", "5", "--no-progress",
+            "--barostat-time", "100"]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--time-ps", "0.005", "--pressure", "1"])
+    assert result.exit_code == 0, result.output
+    assert "g/cm³" in result.output
+    data = read_replica(out / "trajectory.h5", 1)
+    frames = len(data["step"])
+    assert frames >= 2 and data["cell"].shape == (frames, 3, 3)
+    np.testing.assert_allclose(data["volume"], np.abs(np.linalg.det(data["cell"])))
+    assert len(np.unique(data["volume"])) == frames  # the box breathes
+
+    longer = CliRunner().invoke(app, [*args, "--time-ps", "0.01", "--pressure", "1"])
+    assert longer.exit_code == 0, longer.output
+    continued = read_replica(out / "trajectory.h5", 1)
+    assert len(continued["step"]) > frames
+    np.testing.assert_array_equal(continued["cell"][:frames], data["cell"])
+
+    other = CliRunner().invoke(app, [*args, "--time-ps", "0.01", "--pressure", "1000"])
+    assert isinstance(other.exception, InputError)
+    assert "pressure_bar" in str(other.exception)

@@ -24,6 +24,9 @@ OPTION_NAMES = {
     "max_time_minutes": "--max-time",
     "reference_temperature_K": "--reference-temperature",
     "nonbonded_intramolecular": "--intramolecular",
+    "pressure_bar": "--pressure",
+    "barostat_time_fs": "--barostat-time",
+    "compressibility_per_bar": "--compressibility",
 }
 
 

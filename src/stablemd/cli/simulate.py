@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import typer
 
 from stablemd.cli.options import settings_from_options
@@ -11,9 +12,11 @@ from stablemd.cli.output import console
 from stablemd.core.files import check_output_directory
 from stablemd.data.formats import read_positions
 from stablemd.models.registry import check_elements, load_potential
-from stablemd.simulation import SimulationSettings
+from stablemd.monitors.trajectory import read_observable
+from stablemd.simulation import SimulationSettings, check_pressure
 from stablemd.simulation import simulate as run_simulation
 from stablemd.systems import get_system
+from stablemd.systems.water import G_PER_CM3_IN_AMU_PER_A3
 
 
 def simulate(
@@ -43,6 +46,15 @@ def simulate(
         "conservative correction every M; a step (--every, --checkpoint-every) is then M inner "
         "steps. Needs a model trained with direct forces.",
     ),
+    pressure: float = typer.Option(
+        None,
+        help="Constant pressure in bar (periodic systems; stochastic cell rescaling). "
+        "(default: constant volume)",
+    ),
+    barostat_time: float = typer.Option(1000.0, help="Barostat relaxation time in fs."),
+    compressibility: float = typer.Option(
+        4.5e-5, help="Isothermal compressibility the barostat assumes, 1/bar (water's)."
+    ),
     every: int = typer.Option(100, help="Write a trajectory frame every this many steps."),
     velocities: bool = typer.Option(
         False, help="Write velocities too (stablemd analyze then gives the VACF)."
@@ -58,12 +70,14 @@ def simulate(
         timestep_fs=reference.timestep_fs if timestep is None else timestep,
         thermostat=thermostat, friction_per_fs=friction, tau_fs=tau, every=every,
         velocities=velocities, checkpoint_every=checkpoint_every, seed=seed, forces=forces,
-        mts=mts,
+        mts=mts, pressure_bar=pressure, barostat_time_fs=barostat_time,
+        compressibility_per_bar=compressibility,
     )  # fmt: skip
     structures = [reference.atoms]
     if starts is not None:
         structures = read_positions(starts)
         reference.check_frames(structures, str(starts))
+    check_pressure(settings, structures, str(starts or f"--system {system}"))
     potential = load_potential(model)
     check_elements(potential, structures, str(model), str(starts or f"--system {system}"))
     settings.force_term(potential, str(model))  # a scheme the model cannot give: refused now
@@ -75,6 +89,15 @@ def simulate(
         f"{result.state.time_fs / 1000:.3f} ps, {result.steps} steps of {settings.step_fs:g} fs "
         f"in {result.wall_time_s:.1f} s this session; trajectory: {done.trajectory}"
     )
+    if pressure is not None:
+        volumes = np.concatenate(read_observable(done.trajectory, "volume"))
+        mass = float(structures[0].get_masses().sum())
+        density = mass / volumes.mean() / G_PER_CM3_IN_AMU_PER_A3
+        console.print(
+            f"at {pressure:g} bar over {len(volumes)} frames of all replicas: volume "
+            f"{volumes.mean():.1f} ± {volumes.std():.1f} Å³ (mean ± spread), density "
+            f"{density:.4f} g/cm³"
+        )
     frozen = [
         f"replica {k} at {t / 1000:.3f} ps ({reason})"
         for k, (t, reason) in enumerate(
