@@ -64,6 +64,10 @@ def _write_workspace(root: Path, frames) -> None:
     ase.io.write(root / "starts.xyz", [ethanol, ethanol])
     ase.io.write(root / "reversed.xyz", [ethanol, ethanol[::-1]])
     ase.io.write(root / "water.xyz", molecule("H2O"))
+    ase.io.write(root / "ether.xyz", molecule("CH3OCH3"))  # C2H6O bonded otherwise
+    clash = ethanol.copy()
+    clash.positions[5] = clash.positions[6] + [0.1, 0.0, 0.0]
+    ase.io.write(root / "clash.xyz", [ethanol, clash])
     unlabelled = [a.copy() for a in frames[:3]]
     unlabelled[0].calc = frames[0].calc
     ase.io.write(root / "one-labelled.extxyz", unlabelled, format="extxyz")
@@ -344,6 +348,12 @@ CATALOGUE = [
      ["reversed.xyz: frame 1, atom 0"]),
     ("simulate-starts-other-system", c(*SIMULATE, "--out", "run", "--starts", "water.xyz"),
      ["water.xyz: frame 0"]),
+    ("simulate-starts-other-molecule", c(*SIMULATE, "--out", "run", "--starts", "ether.xyz"),
+     ["ether.xyz: frame 0", "bond graph", "not the same molecules"]),
+    ("simulate-starts-clash", c(*SIMULATE, "--out", "run", "--starts", "clash.xyz"),
+     ["clash.xyz: frame 1: atoms 5 (H) and 6 (H)", "no bond topology"]),
+    ("simulate-no-system-recorded",
+     c("simulate", "--model", "hc.pt", "--out", "run", *SHORT_MD), ["--system", "hc.pt"]),
     ("simulate-starts-unknown-type", c(*SIMULATE, "--out", "run", "--starts", "notes.txt"),
      ["notes.txt", "unknown file type"]),
     ("simulate-model-lacks-element",
@@ -376,6 +386,9 @@ CATALOGUE = [
     ("stability-reference-other-system", c(*STABILITY, "--out", "st", "--reference", "water.xyz"),
      ["water.xyz: frame 0"]),
     ("stability-out-is-file", c(*STABILITY, "--out", "model.pt"), ["--out model.pt"]),
+    ("stability-derived-clash",
+     c("stability", "--model", "hc.pt", "--starts", "clash.xyz", "--out", "st", *SHORT_MD),
+     ["clash.xyz: frame 1: atoms 5 (H) and 6 (H) are 0.10 Å apart"]),
     ("stability-parent-is-file", c(*STABILITY, "--out", "notes.txt/st"), ["notes.txt is a file"]),
     ("stability-broken-result", c(*STABILITY, "--model", "tiny.pt", "--out", "broken-stability"),
      ["broken-stability/tiny/", "not a stablemd"]),
@@ -408,8 +421,8 @@ CATALOGUE = [
     ("stable-train-yaml-one-replica",
      c(*STABLE[:5], "--out", "s.pt", "--config", "stable-replicas.yaml"),
      ["stable-replicas.yaml", "replicas"]),
-    ("stable-train-frames-not-of-system", c(*STABLE, "--out", "s.pt", "--system", "ethanol"),
-     ["data.db", "frame 0, atom 1"]),
+    ("stable-train-frames-not-of-system", c(*STABLE, "--out", "s.pt", "--system", "aspirin"),
+     ["data.db", "frame 0 has 9 atoms"]),
     # -- quickstart: every option before the first stage --------------------------------------
     ("quickstart-zero-replicas", c("quickstart", "--out", "qs", "--replicas", "0"),
      ["--replicas 0"]),
@@ -432,6 +445,14 @@ def test_bad_input_is_refused_and_changes_nothing(case_dir, capsys, argv, fragme
     for fragment in fragments:
         assert fragment in message, message
     assert snapshot(case_dir) == before  # nothing changed, nothing left behind
+
+
+def test_a_trained_model_records_the_system_of_its_training_frames(workspace, ethanol_frames):
+    from stablemd.models.registry import read_model_file
+
+    record = read_model_file(workspace / "model.pt")["metadata"]["system"]
+    assert record["numbers"] == ethanol_frames[0].numbers.tolist()
+    assert len(record["bonds"]) == 8 and record["pbc"] == [False] * 3
 
 
 def test_catalogue_size():
