@@ -68,6 +68,10 @@ def _write_workspace(root: Path, frames) -> None:
     clash = ethanol.copy()
     clash.positions[5] = clash.positions[6] + [0.1, 0.0, 0.0]
     ase.io.write(root / "clash.xyz", [ethanol, clash])
+    ase.io.write(root / "clash-only.xyz", clash)
+    moved = ethanol.copy()  # the hydroxyl hydrogen handed to the methyl carbon
+    moved.positions[8] = moved.positions[0] + [0.0, 0.0, 1.09]
+    ase.io.write(root / "rebonded.xyz", [ethanol, moved])
     unlabelled = [a.copy() for a in frames[:3]]
     unlabelled[0].calc = frames[0].calc
     ase.io.write(root / "one-labelled.extxyz", unlabelled, format="extxyz")
@@ -423,6 +427,19 @@ CATALOGUE = [
      ["stable-replicas.yaml", "replicas"]),
     ("stable-train-frames-not-of-system", c(*STABLE, "--out", "s.pt", "--system", "aspirin"),
      ["data.db", "frame 0 has 9 atoms"]),
+    # -- systems: stored by name, derived from frames ------------------------------------------
+    ("systems-add-built-in-name", c("systems", "add", "ethanol", "--smiles", "CCO"),
+     ["'ethanol'", "built-in"]),
+    ("systems-add-bad-name", c("systems", "add", "my/mol", "--smiles", "CCO"), ["'my/mol'"]),
+    ("systems-add-bad-smiles", c("systems", "add", "m", "--smiles", "C1CC"), ["--smiles 'C1CC'"]),
+    ("systems-add-both-sources", c("systems", "add", "m", "--smiles", "C", "--from", "starts.xyz"),
+     ["--smiles or --from"]),
+    ("systems-add-clash", c("systems", "add", "m", "--from", "clash-only.xyz"),
+     ["clash-only.xyz", "atoms 5 (H) and 6 (H)", "no bond topology"]),
+    ("systems-remove-built-in", c("systems", "remove", "water"), ["'water'", "built-in"]),
+    ("stability-derived-rebonded",
+     c("stability", "--model", "hc.pt", "--starts", "rebonded.xyz", "--out", "st", *SHORT_MD),
+     ["rebonded.xyz: frame 1: atoms", "bond differently between frames"]),
     # -- quickstart: every option before the first stage --------------------------------------
     ("quickstart-zero-replicas", c("quickstart", "--out", "qs", "--replicas", "0"),
      ["--replicas 0"]),

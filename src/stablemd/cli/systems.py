@@ -90,7 +90,8 @@ def add(
         atoms.info["source"] = from_file.name
         if relax_structure:
             atoms = relax(atoms, oracle)
-    system = store_system(name, atoms, builtin_systems(), oracle, timestep, overwrite)
+    source = str(from_file) if from_file is not None else f"--smiles {smiles!r}"
+    system = store_system(name, atoms, builtin_systems(), oracle, timestep, overwrite, source)
     console.print(
         f"stored {name}: {system.atoms.get_chemical_formula()}, {len(system.atoms)} atoms, "
         f"{len(system.bonds)} bonds, {int(system.molecule_index.max()) + 1} molecule(s)"

@@ -93,14 +93,15 @@ def store_system(
     default_oracle: str = "xtb",
     timestep_fs: float = DERIVED_TIMESTEP_FS,
     overwrite: bool = False,
+    source: str | None = None,
 ) -> System:
-    """Store ``atoms`` as system ``name`` (refused if no topology can be derived from it) and
-    return the system as it will load."""
+    """Store ``atoms`` as system ``name`` (refused, naming ``source``, if no topology can be
+    derived from it) and return the system as it will load."""
     path = check_new_name(name, built_in, overwrite)
     atoms = atoms.copy()
     atoms.calc = None
     atoms.info.update(default_oracle=default_oracle, timestep_fs=float(timestep_fs))
-    System.from_frames(name, [atoms], name)  # refuse before anything is written
+    System.from_frames(name, [atoms], source or name)  # refuse before anything is written
     with atomic_write(path) as tmp:
         ase.io.write(tmp, atoms, format="extxyz")
     return load_stored(name)
