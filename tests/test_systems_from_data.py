@@ -135,6 +135,14 @@ def test_a_model_records_its_system_and_commands_need_no_system(tmp_path, capsys
     cli(["simulate", "--model", str(tmp_path / "recorded.pt"), "--out", str(tmp_path / "b"),
          "--replicas", "2", "--time-ps", "0.005", "--no-progress"])  # fmt: skip
     assert "recorded in" in capsys.readouterr().out
+    # starts of another molecule than the training frames' bring their own system
+    from ase.build import molecule
+
+    ase.io.write(tmp_path / "methanol.xyz", molecule("CH3OH"))
+    cli(["simulate", "--model", str(tmp_path / "recorded.pt"), "--out", str(tmp_path / "c"),
+         "--starts", str(tmp_path / "methanol.xyz"), "--replicas", "2", "--time-ps", "0.005",
+         "--no-progress"])  # fmt: skip
+    assert "system: methanol (derived from" in capsys.readouterr().out
 
 
 def test_clashing_atoms_are_refused_naming_the_frame_and_atoms():

@@ -1,9 +1,10 @@
 """Which system a command runs: one named, the one a model recorded, or one derived from frames.
 
 The order of preference is the user's name (``--system``, a built-in or a stored system), then
-the system recorded in the model file (that of its training frames), then a system derived
-from the frames given (``--starts``). Frames are returned in the chosen system's atom order,
-matched by bond graph when they come in another (:meth:`System.align`).
+the system recorded in the model file (that of its training frames) unless the frames given
+are of another composition, then a system derived from the frames given (``--starts``).
+Frames are returned in the chosen system's atom order, matched by bond graph when they come in
+another (:meth:`System.align`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ def record_training_system(frames: list[Atoms], source: str) -> dict | None:
         return None
 
 
+def _same_composition(system: System, atoms: Atoms) -> bool:
+    return sorted(system.atoms.numbers.tolist()) == sorted(atoms.numbers.tolist())
+
+
 def resolve_system(
     name: str | None,
     frames: list[Atoms] | None = None,
@@ -59,9 +64,12 @@ def resolve_system(
     model_name: str = "the model",
 ) -> ResolvedSystem:
     """The system of a command: ``name`` (with ``params``), else the one ``model_metadata``
-    records, else derived from ``frames`` (read from ``source``); ``frames`` are returned in its
-    atom order. Raises :class:`InputError` when there is nothing to take it from."""
+    records (unless ``frames`` are of another composition), else derived from ``frames`` (read
+    from ``source``); ``frames`` are returned in its atom order. Raises :class:`InputError`
+    when there is nothing to take it from."""
     recorded = recorded_system(model_metadata or {}) if name is None else None
+    if recorded is not None and frames and not _same_composition(recorded, frames[0]):
+        recorded = None  # frames of another structure than the training frames': theirs
     if name is not None:
         system, origin = get_system(name, **(params or {})), f"--system {name}"
     elif recorded is not None:
