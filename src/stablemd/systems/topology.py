@@ -185,7 +185,11 @@ def match_atom_order(
     return order
 
 
-def describe_order(order: np.ndarray) -> str:
-    """``order`` as text for a person: the moved atoms as ``system←frame`` pairs."""
+def describe_order(order: np.ndarray, limit: int = 24) -> str:
+    """``order`` as text for a person: the moved atoms as ``system←frame`` pairs (the first
+    ``limit`` of them, then how many moved in all)."""
     moved = [f"{k}←{int(i)}" for k, i in enumerate(order) if k != i]
-    return ", ".join(moved) if moved else "identity"
+    if not moved:
+        return "identity"
+    more = f", … ({len(moved)} atoms moved)" if len(moved) > limit else ""
+    return ", ".join(moved[:limit]) + more
