@@ -91,9 +91,8 @@ class System:
         if not frames:
             raise InputError(f"{source}: no frames to derive a system from")
         check_numbers(frames, frames[0].numbers, source, "frame 0")
-        check_no_clash(frames[0], f"{source}: frame 0")
         bonds = find_bonds(frames[0])
-        check_same_topology(frames, bonds, source)
+        check_same_topology(frames, bonds, source)  # clashes in frame 0 too
         if len({tuple(a.pbc) for a in frames}) > 1:
             raise InputError(f"{source}: frames differ in periodicity (pbc)")
         system = cls.from_atoms(name, frames[0].copy(), default_oracle, timestep_fs, bonds)
