@@ -64,9 +64,13 @@ def diagnose(
     """Held-out errors, conservation of the forces (λ, loop work, NVE drift, element
     temperatures, geometry optimisation) and a short stability run, each with a pass / warn /
     fail verdict, in one self-contained report.html (and report.json); rerun to resume."""
-    frames = read_positions(starts) if starts is not None else None
     metadata = read_model_file(model)["metadata"]
-    resolved = resolve_system(system, frames, starts, metadata, model_name=str(model))
+    # frames to match or derive the system from: the starts, else (nothing named or recorded)
+    # the labelled data
+    named_or_recorded = system is not None or "system" in metadata
+    source = starts if starts is not None or named_or_recorded else data
+    frames = read_positions(source) if source is not None else None
+    resolved = resolve_system(system, frames, source, metadata, model_name=str(model))
     target = resolved.system
     settings = settings_from_options(
         DiagnoseSettings, replicas=replicas, time_ps=time_ps, temperature_K=temperature,
@@ -75,7 +79,7 @@ def diagnose(
         include_training=include_training, seed=seed, mts=mts,
         conservation_replicas=conservation_replicas, conservation_time_ps=conservation_time_ps,
     )  # fmt: skip
-    print_system(resolved, starts)
+    print_system(resolved, source)
     result = run_diagnosis(model, target, out, settings, data, starts, overwrite, progress)
     for section in result.sections:
         for verdict in section.verdicts:
