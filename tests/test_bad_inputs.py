@@ -440,6 +440,8 @@ CATALOGUE = [
      ["--system", "hc.pt"]),
     ("diagnose-data-rebonded", c("diagnose", "--model", "hc.pt", "--out", "rep", "--data",
      "rebonded.xyz"), ["rebonded.xyz: frame 1", "bond differently"]),
+    ("systems-add-unknown-oracle",
+     c("systems", "add", "m", "--from", "starts.xyz", "--oracle", "dft"), ["'dft'"]),
     ("systems-remove-built-in", c("systems", "remove", "water"), ["'water'", "built-in"]),
     ("stability-derived-rebonded",
      c("stability", "--model", "hc.pt", "--starts", "rebonded.xyz", "--out", "st", *SHORT_MD),

@@ -10,6 +10,7 @@ from rich.table import Table
 from stablemd.cli.output import console
 from stablemd.core.errors import InputError
 from stablemd.data.formats import read_positions
+from stablemd.oracles import get_oracle
 from stablemd.systems import builtin_systems, get_system, list_systems
 from stablemd.systems.molecules import relax
 from stablemd.systems.store import (
@@ -83,6 +84,7 @@ def add(
     if not timestep > 0:
         raise InputError(f"--timestep {timestep!r}: must be positive")
     check_new_name(name, builtin_systems(), overwrite)  # before minutes of relaxation
+    get_oracle(oracle)  # an unknown oracle: refused now, not when data are generated
     if smiles is not None:
         atoms = structure_from_smiles(smiles, oracle, seed)
     else:
