@@ -70,6 +70,9 @@ def test_frames_in_any_order_are_matched_to_the_built_in_order(name):
     derived = System.from_frames(name, [frames[0][permutation]], "permuted")
     assert pairs(permuted.bonds) == pairs(derived.bonds)
     np.testing.assert_allclose(permuted.atoms.positions, system.atoms.positions[permutation])
+    for name, quad in system.dihedrals.items():  # alanine dipeptide's phi and psi
+        moved = permuted.atoms.positions[list(permuted.dihedrals[name])]
+        np.testing.assert_allclose(moved, system.atoms.positions[list(quad)])
 
 
 def _unstable_model(path, frames):
