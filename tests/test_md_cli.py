@@ -53,7 +53,7 @@ def test_simulate_runs_resumes_and_extends(tmp_path):
     assert "temperature_K" in str(other.exception)
 
 
-def test_simulate_starts_from_unlabelled_frames_of_the_system_only(tmp_path):
+def test_simulate_starts_from_unlabelled_frames_of_the_system_in_one_order(tmp_path):
     app = _model_and_app(tmp_path)
     ethanol = get_system("ethanol").atoms  # C H H H C H H O H
     starts = [ethanol.copy(), ethanol.copy()]
@@ -71,12 +71,20 @@ def test_simulate_starts_from_unlabelled_frames_of_the_system_only(tmp_path):
         first = read_replica(tmp_path / "run" / "trajectory.h5", replica)["positions"][0]
         np.testing.assert_allclose(first, start.positions, atol=1e-12)
 
+    # another atom order is matched to the system's and run in it; two orders in one file are not
     ase.io.write(tmp_path / "reversed.extxyz", [ethanol[::-1]])
+    reversed_run = CliRunner().invoke(
+        app, [*args, "--out", str(tmp_path / "rev"), "--starts", str(tmp_path / "reversed.extxyz")]
+    )
+    assert reversed_run.exit_code == 0, reversed_run.output
+    first = read_replica(tmp_path / "rev" / "trajectory.h5", 0)["positions"][0]
+    np.testing.assert_allclose(first, ethanol.positions, atol=1e-12)
+    ase.io.write(tmp_path / "mixed.extxyz", [ethanol[::-1], ethanol])
     refused = CliRunner().invoke(
-        app, [*args, "--out", str(tmp_path / "no"), "--starts", str(tmp_path / "reversed.extxyz")]
+        app, [*args, "--out", str(tmp_path / "no"), "--starts", str(tmp_path / "mixed.extxyz")]
     )
     assert isinstance(refused.exception, InputError)
-    assert "reversed.extxyz: frame 0, atom 0 is H" in str(refused.exception)
+    assert "mixed.extxyz: frame 1, atom 0 is C where frame 0 has H" in str(refused.exception)
     assert not (tmp_path / "no").exists()
 
 

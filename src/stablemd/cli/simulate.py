@@ -7,21 +7,21 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from stablemd.cli.options import settings_from_options
-from stablemd.cli.output import console
+from stablemd.cli.options import SYSTEM_HELP, settings_from_options
+from stablemd.cli.output import console, print_system
 from stablemd.core.files import check_output_directory
 from stablemd.data.formats import read_positions
 from stablemd.models.registry import check_elements, load_potential
 from stablemd.monitors.trajectory import read_observable
 from stablemd.simulation import SimulationSettings, check_pressure
 from stablemd.simulation import simulate as run_simulation
-from stablemd.systems import get_system
+from stablemd.systems.resolve import resolve_system
 from stablemd.systems.water import G_PER_CM3_IN_AMU_PER_A3
 
 
 def simulate(
     model: Path = typer.Option(..., help="Model file written by stablemd train."),
-    system: str = typer.Option(..., help="Built-in system (see stablemd systems)."),
+    system: str = typer.Option(None, help=SYSTEM_HELP),
     out: Path = typer.Option(..., help="Output directory (trajectory.h5, checkpoint.pt)."),
     replicas: int = typer.Option(8, help="Replicas integrated together in one batch."),
     temperature: float = typer.Option(300.0, help="Temperature in K (velocities, thermostat)."),
@@ -64,7 +64,11 @@ def simulate(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ):
     """Run MD of many replicas at once with a trained model; rerun to resume."""
-    reference = get_system(system)
+    potential = load_potential(model)
+    frames = read_positions(starts) if starts is not None else None
+    resolved = resolve_system(system, frames, starts, potential.metadata, model_name=str(model))
+    print_system(resolved, starts)
+    reference = resolved.system
     settings = settings_from_options(
         SimulationSettings, replicas=replicas, temperature_K=temperature, time_ps=time_ps,
         timestep_fs=reference.timestep_fs if timestep is None else timestep,
@@ -73,19 +77,15 @@ def simulate(
         mts=mts, pressure_bar=pressure, barostat_time_fs=barostat_time,
         compressibility_per_bar=compressibility,
     )  # fmt: skip
-    structures = [reference.atoms]
-    if starts is not None:
-        structures = read_positions(starts)
-        reference.check_frames(structures, str(starts))
-    check_pressure(settings, structures, str(starts or f"--system {system}"))
-    potential = load_potential(model)
-    check_elements(potential, structures, str(model), str(starts or f"--system {system}"))
+    structures = resolved.frames or [reference.atoms]
+    check_pressure(settings, structures, str(starts or resolved.origin))
+    check_elements(potential, structures, str(model), str(starts or resolved.origin))
     settings.force_term(potential, str(model))  # a scheme the model cannot give: refused now
     check_output_directory(out, "--out", inputs=[model, starts])
     done = run_simulation(potential, structures, settings, out, progress)
     result = done.result
     console.print(
-        f"{replicas} replicas of {system} at {temperature:g} K ({thermostat}): "
+        f"{replicas} replicas of {reference.name} at {temperature:g} K ({thermostat}): "
         f"{result.state.time_fs / 1000:.3f} ps, {result.steps} steps of {settings.step_fs:g} fs "
         f"in {result.wall_time_s:.1f} s this session; trajectory: {done.trajectory}"
     )
