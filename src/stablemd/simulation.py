@@ -8,7 +8,9 @@ A replica whose numbers turn non-finite is frozen, its trajectory ends there, an
 says so.
 
 The forces are the model's conservative ones, its direct head, or both by multiple time
-stepping (``forces``, ``mts``; :meth:`~stablemd.md.settings.MDSettings.force_term`). ``every``
+stepping (``forces``, ``mts``; :meth:`~stablemd.md.settings.MDSettings.force_term`). With
+``pressure_bar`` periodic systems run at constant pressure and the trajectory records each
+replica's cell and volume. ``every``
 and ``checkpoint_every`` count integrator steps: with ``mts`` = M, outer steps of M ×
 ``timestep_fs``.
 
@@ -79,6 +81,20 @@ class SimulationSettings(MDSettings):
         return term, [UncertaintyThreshold(self.stop_uncertainty)]
 
 
+def check_pressure(settings: MDSettings, starts: list[Atoms], source: str = "the start") -> None:
+    """InputError when a pressure is asked for structures that are not periodic in all three
+    directions (``source`` names them in the message)."""
+    if settings.pressure_bar is None:
+        return
+    for i, atoms in enumerate(starts):
+        if not atoms.pbc.all():
+            raise InputError(
+                f"--pressure {settings.pressure_bar:g}: {source} structure {i} is not periodic "
+                f"in all directions (pbc={atoms.pbc.tolist()}); a molecule in vacuum has no "
+                "pressure, run it without --pressure"
+            )
+
+
 @dataclass
 class Simulation:
     """The run's result and where its trajectory is."""
@@ -96,6 +112,7 @@ def simulate(
 ) -> Simulation:
     """Run ``settings.replicas`` replicas drawn from ``starts`` into the directory ``out``."""
     out = Path(out)
+    check_pressure(settings, starts)
     forces = settings.force_term(potential)  # refuses a force scheme the model cannot give
     stops = []
     if settings.biased():

@@ -34,7 +34,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command()(quickstart.quickstart)
-app.command()(systems.systems)
+app.add_typer(systems.app, name="systems")
 app.add_typer(data.app, name="data", help="Generate, import, export and inspect reference data.")
 app.command()(train.train)
 app.command()(train.evaluate)
