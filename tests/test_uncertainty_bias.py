@@ -90,6 +90,22 @@ def test_bias_stress_is_the_strain_derivative_of_u():
             values.append(float(u_of(model, uncertainty, [moved])[0]))
         fd = (values[0] - values[1]) / (2 * h) / volume
         assert abs(fd - float(out["uncertainty_stress"][0, a, b])) < 1e-6 * max(1, abs(fd))
+    # the force term for a barostat: the model's stress − τ_eff (∂u/∂ε)/V once the bias is on
+    from dataclasses import replace
+
+    from stablemd.md.starts import state_from_atoms
+
+    state = state_from_atoms([atoms, rattled(cell, 8, scale=0.15)])
+    term = UncertaintyBiasedForces(model, uncertainty, tau=0.5, window=1, stress=True)
+    first = term(state)  # the burn-in: unbiased
+    model_stress = ModelForces(model, stress=True)(state).stress
+    torch.testing.assert_close(first.stress, model_stress, rtol=1e-10, atol=1e-12)
+    second = term(replace(state, outputs=first.outputs))
+    tau = second.outputs["bias_strength"][[0, 8]]
+    assert float(tau.min()) > 0
+    both = uncertainty_and_derivatives(model, uncertainty, state.batch(), stress=True)
+    expected = model_stress - tau[:, None, None] * both["uncertainty_stress"]
+    torch.testing.assert_close(second.stress, expected, rtol=1e-8, atol=1e-12)
 
 
 def _langevin(state_seed=0):

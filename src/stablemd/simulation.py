@@ -75,7 +75,10 @@ class SimulationSettings(MDSettings):
             option = "--mts" if self.mts is not None else "--forces direct"
             raise InputError(f"{option}: uncertainty-biased MD runs the conservative forces only")
         uncertainty = require_uncertainty(potential, model)
-        term = UncertaintyBiasedForces(potential, uncertainty, self.bias_uncertainty or 0.0)
+        term = UncertaintyBiasedForces(
+            potential, uncertainty, self.bias_uncertainty or 0.0,
+            stress=self.pressure_bar is not None,
+        )  # fmt: skip
         if self.stop_uncertainty is None:
             return term, []
         return term, [UncertaintyThreshold(self.stop_uncertainty)]

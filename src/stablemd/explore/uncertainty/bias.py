@@ -98,7 +98,9 @@ class UncertaintyBiasedForces:
     and reports u); ``element_weights``: w_Z by atomic number (1 for elements not named).
 
     Outputs per atom: ``atomic_uncertainty`` (eV/Å), ``uncertainty`` (each atom holds its
-    replica's total u, eV/atom), ``bias_strength`` (its replica's τ_eff), and the window."""
+    replica's total u, eV/atom), ``bias_strength`` (its replica's τ_eff), and the window. With
+    ``stress`` (periodic replicas under a barostat) the result carries the biased stress
+    σ − τ_eff (∂u/∂ε)/V."""
 
     WINDOW_KEY, STEPS_KEY = "bias_window", "bias_steps"
 
@@ -109,13 +111,14 @@ class UncertaintyBiasedForces:
         tau: float,
         window: int = WINDOW,
         element_weights: Mapping[int, float] | None = None,
+        stress: bool = False,
     ):
         if not tau >= 0:
             raise InputError(f"bias strength tau must be 0 or positive, got {tau}")
         if window < 1:
             raise InputError(f"bias window must be at least 1 step, got {window}")
         self.potential, self.uncertainty = potential.eval(), uncertainty
-        self.tau, self.window = float(tau), int(window)
+        self.tau, self.window, self.stress = float(tau), int(window), bool(stress)
         self.dtype = next(potential.parameters()).dtype
         weights = DEFAULT_ELEMENT_WEIGHTS if element_weights is None else element_weights
         self.weights = torch.ones(N_ELEMENTS, dtype=torch.float64)
@@ -129,7 +132,8 @@ class UncertaintyBiasedForces:
             out = _on_active_replicas(state, self.dtype, self._unbiased)
             return self._result(state, out, out.get("forces"))
         tau_eff, window, steps = self._strength(state)
-        out = _on_active_replicas(state, self.dtype, self._with_gradient)
+        active_tau = tau_eff[state.active].to(self.dtype)
+        out = _on_active_replicas(state, self.dtype, lambda b: self._with_gradient(b, active_tau))
         if "forces" not in out:  # every replica frozen
             return self._result(state, out, None)
         gradient = out.pop("uncertainty_gradient")
@@ -146,13 +150,19 @@ class UncertaintyBiasedForces:
         return self._result(state, out, forces)
 
     def _unbiased(self, batch: Batch) -> dict[str, torch.Tensor]:
-        out = self.uncertainty.predict(self.potential, batch, ("energy", "forces"))
+        properties = ("energy", "forces", *(("stress",) if self.stress else ()))
+        out = self.uncertainty.predict(self.potential, batch, properties)
         out["uncertainty"] = out["uncertainty"][batch.system_index]
         return out
 
-    def _with_gradient(self, batch: Batch) -> dict[str, torch.Tensor]:
-        out = uncertainty_and_derivatives(self.potential, self.uncertainty, batch)
+    def _with_gradient(self, batch: Batch, tau: torch.Tensor) -> dict[str, torch.Tensor]:
+        """u, F and ∂u/∂r of the active replicas; with ``stress`` the biased stress
+        σ − τ_eff (∂u/∂ε)/V, ``tau`` τ_eff per active replica."""
+        out = uncertainty_and_derivatives(self.potential, self.uncertainty, batch, self.stress)
         out["uncertainty"] = out["uncertainty"][batch.system_index]
+        if self.stress:
+            bias = out.pop("uncertainty_stress")
+            out["stress"] = out["stress"] - tau[:, None, None] * bias
         return out
 
     def _strength(self, state: MDState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -168,11 +178,14 @@ class UncertaintyBiasedForces:
         full = state.sum_per_system((steps >= self.window).double()) > 0
         return torch.where(full, self.tau * ratio, torch.zeros_like(ratio)), window, steps
 
-    @staticmethod
-    def _result(state: MDState, out: dict, forces: torch.Tensor | None) -> ForceResult:
+    def _result(self, state: MDState, out: dict, forces: torch.Tensor | None) -> ForceResult:
         forces = torch.zeros_like(state.positions) if forces is None else forces
-        extra = {k: v for k, v in out.items() if k not in ("energy", "forces", "energies")}
-        return ForceResult(out["energy"], forces, extra)
+        own = ("energy", "forces", "energies", "stress")
+        extra = {k: v for k, v in out.items() if k not in own}
+        stress = None
+        if self.stress:
+            stress = out.get("stress", state.positions.new_zeros(state.n_systems, 3, 3))
+        return ForceResult(out["energy"], forces, extra, stress)
 
 
 class UncertaintyThreshold(Criterion):
