@@ -58,7 +58,7 @@ def _zeros(state: MDState) -> ForceResult:
     return ForceResult(torch.zeros(state.n_systems, dtype=dtype), torch.zeros_like(state.positions))
 
 
-def _on_active_replicas(
+def on_active_replicas(
     state: MDState, dtype: torch.dtype, compute: Callable[[Batch], dict[str, torch.Tensor]]
 ) -> dict[str, torch.Tensor]:
     """``compute`` on a batch of the active replicas only (positions in ``dtype``), its results
@@ -96,7 +96,7 @@ class _ModelTerm:
     def _predict(self, state: MDState, properties: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """``energy`` and ``properties`` plus the extra outputs, on every replica."""
         names = ("energy", *properties, *(o for o in self.outputs if o not in properties))
-        return _on_active_replicas(
+        return on_active_replicas(
             state, self.dtype, lambda batch: predict(self.potential, batch, names)
         )
 

@@ -24,7 +24,7 @@ import torch
 from stablemd.core.batch import Batch
 from stablemd.core.errors import InputError
 from stablemd.explore.uncertainty.estimator import Uncertainty
-from stablemd.md.forces import ForceResult, _on_active_replicas
+from stablemd.md.forces import ForceResult, on_active_replicas
 from stablemd.md.monitoring import Criterion
 from stablemd.md.state import MDState
 from stablemd.models.potential import N_ELEMENTS, Potential
@@ -129,11 +129,11 @@ class UncertaintyBiasedForces:
 
     def __call__(self, state: MDState) -> ForceResult:
         if self.tau == 0:  # no derivative of u: the model's own first-order pass
-            out = _on_active_replicas(state, self.dtype, self._unbiased)
+            out = on_active_replicas(state, self.dtype, self._unbiased)
             return self._result(state, out, out.get("forces"))
         tau_eff, window, steps = self._strength(state)
         active_tau = tau_eff[state.active].to(self.dtype)
-        out = _on_active_replicas(state, self.dtype, lambda b: self._with_gradient(b, active_tau))
+        out = on_active_replicas(state, self.dtype, lambda b: self._with_gradient(b, active_tau))
         if "forces" not in out:  # every replica frozen
             return self._result(state, out, None)
         gradient = out.pop("uncertainty_gradient")
