@@ -14,6 +14,7 @@ from stablemd.cli import (
     analyze,
     data,
     diagnose,
+    early_warning,
     quickstart,
     simulate,
     stability,
@@ -42,6 +43,9 @@ app.command()(analyze.analyze)
 app.command()(stability.stability)
 app.command()(diagnose.diagnose)
 app.command(name="stable-train")(stable_train.stable_train)
+app.add_typer(
+    early_warning.app, name="early-warning", help="Store the CLI early warning with a model."
+)
 
 
 def main(argv: list[str] | None = None) -> None:

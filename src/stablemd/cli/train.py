@@ -7,11 +7,12 @@ from pathlib import Path
 import typer
 
 from stablemd.cli.options import check_positive, config_from_options
-from stablemd.cli.output import console, metrics_table
+from stablemd.cli.output import console, early_warning_text, metrics_table
 from stablemd.core.config_file import read_config_file
 from stablemd.core.errors import InputError
 from stablemd.core.files import check_output_directory, check_output_file, write_json
 from stablemd.data.database import count_frames
+from stablemd.diagnose.early_warning.model_file import fit_and_attach, stored_early_warning
 from stablemd.diagnose.held_out import held_out_errors
 from stablemd.models.registry import check_hyperparameters, load_potential, read_model_file
 from stablemd.training.config import TrainConfig
@@ -100,7 +101,7 @@ def train(
     run_dir = check_model_output(out, overwrite, [data, config, init], run_dir)
     trained = train_from_database(
         data, n_train, n_val, options, out, run_dir=run_dir, split_by=split_by,
-        progress=progress, init=init,
+        progress=progress, init=init, fit_attachments=fit_and_attach,
     )  # fmt: skip
     info = trained.metadata["training"]
     what = options.model
@@ -112,6 +113,7 @@ def train(
         f"(best epoch {info['best_epoch']}); model written to {out}"
     )
     console.print(metrics_table(trained.metadata["validation"], "validation errors"))
+    console.print(early_warning_text(stored_early_warning(trained.potential)))
 
 
 def evaluate(
