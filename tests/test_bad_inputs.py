@@ -424,6 +424,18 @@ CATALOGUE = [
     ("quickstart-zero-epochs", c("quickstart", "--out", "qs", "--stable-epochs", "0"),
      ["--stable-epochs 0"]),
     ("quickstart-out-is-file", c("quickstart", "--out", "notes.txt"), ["--out notes.txt"]),
+    # -- stability --early-warning: a model without a domain, or without a critical level ------
+    ("stability-early-warning-without-domain",
+     c(*STABILITY[:2], "tiny.pt", *STABILITY[3:], "--out", "st", "--early-warning"),
+     ["--early-warning: tiny.pt carries no latent domain", "early-warning fit"]),
+    ("stability-freeze-without-level", c(*STABILITY, "--out", "st", "--freeze-on-warning"),
+     ["--freeze-on-warning: model.pt has no critical level"]),
+    ("stability-freeze-without-warning",
+     c(*STABILITY, "--out", "st", "--freeze-on-warning", "--no-early-warning"),
+     ["--freeze-on-warning needs the early warning"]),
+    ("stability-unknown-indicator",
+     c(*STABILITY, "--out", "st", "--early-warning-indicator", "best"),
+     ["--early-warning-indicator 'best'"]),
     # -- early-warning fit: the output rule and the model's own training frames ---------------
     ("ew-fit-onto-model", c(*EW_FIT, "--out", "model.pt", "--overwrite"),
      ["--out model.pt", "also an input"]),

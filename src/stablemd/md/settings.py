@@ -11,6 +11,7 @@ Every interval counted in steps (``check_every``, and the trajectory's ``every``
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -79,7 +80,10 @@ class MDSettings(BaseModel):
             self.tau_fs, self.seed + 1,
         )  # fmt: skip
 
-    def force_term(self, potential: Potential, model: str = "this model") -> ForceTerm:
+    def force_term(
+        self, potential: Potential, model: str = "this model", outputs: Collection[str] = ()
+    ) -> ForceTerm:
         """The force term of a run of ``potential`` (named ``model`` in errors) with these
-        ``forces`` and ``mts`` (:func:`~stablemd.md.forces.model_force_term`)."""
-        return model_force_term(potential, self.forces, self.mts, model=model)
+        ``forces`` and ``mts``, giving also the per-atom ``outputs`` of the same forward pass
+        (e.g. ``features``; :func:`~stablemd.md.forces.model_force_term`)."""
+        return model_force_term(potential, self.forces, self.mts, outputs, model=model)

@@ -18,11 +18,15 @@ from stablemd.diagnose.early_warning.index import (
     lead_times,
     trailing_rate,
 )
-from stablemd.diagnose.early_warning.monitor import LatentInstabilityMonitor
+from stablemd.diagnose.early_warning.monitor import (
+    LatentInstabilityCriterion,
+    LatentInstabilityMonitor,
+)
 
 __all__ = [
     "CriticalLevel",
     "LatentDomain",
+    "LatentInstabilityCriterion",
     "LatentInstabilityMonitor",
     "calibrate_critical_level",
     "cumulative_index",
