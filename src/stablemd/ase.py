@@ -8,6 +8,10 @@ or stress the model returns that is not, raises :class:`NonFiniteError` (an ASE
 ``CalculationFailed``) naming the atom. A structure far outside the model's training frames
 (an interatomic distance well below the shortest of its element pair in them, see
 :mod:`stablemd.models.coverage`) gives one :class:`OutsideTrainingWarning` per element pair.
+
+A model that carries an early warning (a latent domain, docs/early_warning.md) also gives, from
+the same forward pass, each atom's extrapolation grade γ (``extrapolation_grade``) and whether
+it is outside the domain by the grade indicator, γ > the domain's threshold (``out_of_domain``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ase.calculators.calculator import Calculator as _AseCalculator
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from stablemd.core.batch import Batch
+from stablemd.diagnose.early_warning.model_file import stored_early_warning
 from stablemd.models.coverage import OutsideTrainingWarning, close_contacts
 from stablemd.models.potential import Potential, predict
 from stablemd.models.registry import load_potential, trained_forces
@@ -45,10 +50,13 @@ class Calculator(_AseCalculator):
     ``forces`` are the ones the model was trained to give (its file records them,
     :func:`~stablemd.models.registry.trained_forces`): the direct-force head for a model trained
     with ``--forces direct`` (not energy-conserving), −∂E/∂r otherwise. ``direct_forces=True``
-    or ``False`` chooses instead.
+    or ``False`` chooses instead. With a latent domain stored in the model, per atom
+    ``extrapolation_grade`` (γ, float) and ``out_of_domain`` (γ > threshold, bool) too.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    #: Per-atom results of a model that carries a latent domain.
+    DOMAIN_PROPERTIES = ("extrapolation_grade", "out_of_domain")
 
     def __init__(self, potential: Potential, direct_forces: bool | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -61,6 +69,10 @@ class Calculator(_AseCalculator):
         self.shortest_distances = training.get("shortest_distances_A")
         self.distance_cutoff = training.get("distance_cutoff_A", potential.cutoff)
         self.warned_pairs: set[str] = set()
+        early_warning = stored_early_warning(potential)
+        self.domain = None if early_warning is None else early_warning.domain
+        if self.domain is not None:
+            self.implemented_properties = [*self.implemented_properties, *self.DOMAIN_PROPERTIES]
 
     @classmethod
     def from_file(cls, path: str | Path, dtype: torch.dtype | None = None, **kwargs) -> Calculator:
@@ -74,6 +86,7 @@ class Calculator(_AseCalculator):
         periodic = bool(self.atoms.pbc.any())
         wanted = ["direct_forces" if self.direct_forces else "forces"]
         wanted += ["stress"] if periodic and "stress" in properties else []
+        wanted += ["features"] if self.domain is not None else []
         out = predict(self.potential, batch, wanted)
         energy = float(out["energy"][0].detach())
         forces = out["direct_forces"] if self.direct_forces else out["forces"]
@@ -86,6 +99,10 @@ class Calculator(_AseCalculator):
         if "stress" in out:
             stress = out["stress"][0].detach().double().numpy()
             results["stress"] = full_3x3_to_voigt_6_stress(np.asarray(stress))
+        if self.domain is not None:
+            grade = self.domain.grade(out["features"].detach(), batch.numbers).numpy()
+            results["extrapolation_grade"] = grade
+            results["out_of_domain"] = grade > self.domain.grade_threshold
         self._check_output(results)  # before they are kept: ASE would hand them out again
         self.results = results
 
