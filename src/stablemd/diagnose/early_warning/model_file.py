@@ -14,6 +14,7 @@ them. Frames without that record (imported files) give no critical level.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,23 @@ class EarlyWarning:
             },
             "calibration": self.calibration,
         }
+
+    def fingerprint(self) -> str:
+        """A short SHA-256 of everything in :meth:`state_dict` (domain, levels, calibration)."""
+        digest = hashlib.sha256()
+
+        def feed(value) -> None:
+            if isinstance(value, torch.Tensor):
+                digest.update(value.contiguous().numpy().tobytes())
+            elif isinstance(value, dict):
+                for key in sorted(value, key=str):
+                    digest.update(str(key).encode())
+                    feed(value[key])
+            else:
+                digest.update(repr(value).encode())
+
+        feed(self.state_dict())
+        return digest.hexdigest()[:16]
 
     @classmethod
     def from_state_dict(cls, values: dict) -> EarlyWarning:

@@ -183,20 +183,8 @@ def model_early_warning(
 
 
 def early_warning_id(early_warning: EarlyWarning | None) -> str | None:
-    """A short hash of an early warning (domain and levels), to recognise it on resume."""
-    if early_warning is None:
-        return None
-    digest = hashlib.sha256()
-    state = early_warning.state_dict()
-    for name, element in sorted(state["domain"]["elements"].items()):
-        digest.update(repr(name).encode())
-        for key, value in sorted(element.items()):
-            digest.update(key.encode())
-            data = value.numpy().tobytes() if isinstance(value, torch.Tensor) else repr(value)
-            digest.update(data if isinstance(data, bytes) else data.encode())
-    digest.update(repr(state["domain"]["grade_threshold"]).encode())
-    digest.update(repr(sorted(state["critical_levels"].items())).encode())
-    return digest.hexdigest()[:16]
+    """The early warning's fingerprint (None: none), to recognise it on resume."""
+    return None if early_warning is None else early_warning.fingerprint()
 
 
 def latent_index(monitors: list[Monitor]) -> LatentInstabilityMonitor:
