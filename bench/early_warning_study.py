@@ -171,6 +171,7 @@ def figure(results: dict, example: tuple[dict, list], path: Path) -> None:
     right.set_ylabel("median lead time (ps)")
     for ax in (middle, right):
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(N_TRAIN, [str(n) for n in N_TRAIN])
         ax.set_xlabel("training frames")
         ax.grid(alpha=0.3)
