@@ -18,6 +18,8 @@ from ase.md.verlet import VelocityVerlet
 
 from stablemd.ase import Calculator, NonFiniteError, OutsideTrainingWarning
 from stablemd.core.batch import Batch
+from stablemd.diagnose.early_warning import latent_features
+from stablemd.diagnose.early_warning.model_file import fit_and_attach, stored_early_warning
 from stablemd.models.coverage import shortest_distances
 from stablemd.models.painn import PaiNN
 from stablemd.models.potential import predict
@@ -150,3 +152,39 @@ def test_forces_are_those_the_model_was_trained_to_give():
         potential.metadata = {} if record is None else {"training": {"config": {"forces": record}}}
         atoms.calc = Calculator(potential, direct_forces=explicit)
         np.testing.assert_allclose(atoms.get_forces(), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_a_model_with_a_latent_domain_gives_each_atoms_grade(tmp_path):
+    """The calculator's per-atom grade is the library's on the model's own features; only the
+    squeezed pair of an otherwise trained-on structure is out of the domain."""
+    torch.manual_seed(0)
+    model = PaiNN([1, 6, 8], n_features=8, n_interactions=1, cutoff=4.0)
+    frames = []
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        atoms = molecule("CH3CH2OH")
+        atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+        frames.append(atoms)
+    fit_and_attach(model, frames)
+    save_potential(model, tmp_path / "m.pt")
+    save_potential(PaiNN([1, 6, 8], n_features=8, n_interactions=1), tmp_path / "bare.pt")
+    squeezed = molecule("CH3CH2OH")
+    h1, h2 = squeezed.positions[[7, 8]]  # two H of the CH3 group, pushed 0.3 Å apart
+    squeezed.positions[8] = h1 + 0.3 * (h2 - h1) / np.linalg.norm(h2 - h1)
+    calculator = Calculator.from_file(tmp_path / "m.pt")
+    for atoms in (frames[3], squeezed):
+        atoms.calc = calculator
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OutsideTrainingWarning)
+            grade = atoms.calc.get_property("extrapolation_grade", atoms)
+        features, numbers = latent_features(calculator.potential, [atoms])
+        domain = stored_early_warning(calculator.potential).domain
+        np.testing.assert_allclose(grade, domain.grade(features, numbers).numpy(), rtol=1e-6)
+        flagged = atoms.calc.get_property("out_of_domain", atoms)
+        np.testing.assert_array_equal(flagged, grade > domain.grade_threshold)
+    assert not calculator.results["out_of_domain"][:7].any()  # far from the pair: inside
+    assert calculator.results["out_of_domain"][[7, 8]].all()
+    bare = Calculator.from_file(tmp_path / "bare.pt")
+    squeezed.calc = bare
+    squeezed.get_potential_energy()
+    assert "extrapolation_grade" not in bare.results

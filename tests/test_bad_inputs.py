@@ -49,6 +49,11 @@ def run(argv: list[str], capsys) -> tuple[int | None, str, str]:
 def _write_workspace(root: Path, frames) -> None:
     """Every file the catalogue needs, good and bad."""
     write_frames(root / "data.db", frames)
+    foreign = [a.copy() for a in frames[:3]]
+    for atoms, source in zip(foreign, frames, strict=False):
+        atoms.positions += 0.1  # other structures, the same labels
+        atoms.calc = SinglePointCalculator(atoms, **source.calc.results)
+    write_frames(root / "foreign.db", foreign)
     ase.io.write(root / "frames.extxyz", frames, format="extxyz")
     (root / "tiny.yaml").write_text(TINY_CONFIG)
     code = main_exit(
@@ -167,6 +172,7 @@ SIMULATE = c("simulate", "--model", "model.pt", "--system", "ethanol", *SHORT_MD
 STABILITY = c("stability", "--model", "model.pt", "--system", "ethanol", *SHORT_MD)
 UFIT = c("uncertainty", "fit", "--model", "model.pt", "--data", "data.db")
 STABLE = c("stable-train", "--model", "model.pt", "--data", "data.db", *SHORT_STABLE)
+EW_FIT = c("early-warning", "fit", "--model", "model.pt", "--data", "data.db")
 
 #: (id, argv, fragments the one-line message must contain)
 CATALOGUE = [
@@ -490,6 +496,29 @@ CATALOGUE = [
     ("quickstart-zero-epochs", c("quickstart", "--out", "qs", "--stable-epochs", "0"),
      ["--stable-epochs 0"]),
     ("quickstart-out-is-file", c("quickstart", "--out", "notes.txt"), ["--out notes.txt"]),
+    # -- stability --early-warning: a model without a domain, or without a critical level ------
+    ("stability-early-warning-without-domain",
+     c(*STABILITY[:2], "tiny.pt", *STABILITY[3:], "--out", "st", "--early-warning"),
+     ["--early-warning: tiny.pt carries no latent domain", "early-warning fit"]),
+    ("stability-freeze-without-level", c(*STABILITY, "--out", "st", "--freeze-on-warning"),
+     ["--freeze-on-warning: model.pt has no critical level"]),
+    ("stability-freeze-without-warning",
+     c(*STABILITY, "--out", "st", "--freeze-on-warning", "--no-early-warning"),
+     ["--freeze-on-warning needs the early warning"]),
+    ("stability-unknown-indicator",
+     c(*STABILITY, "--out", "st", "--early-warning-indicator", "best"),
+     ["--early-warning-indicator 'best'"]),
+    # -- early-warning fit: the output rule and the model's own training frames ---------------
+    ("ew-fit-onto-model", c(*EW_FIT, "--out", "model.pt", "--overwrite"),
+     ["--out model.pt", "also an input"]),
+    ("ew-fit-existing", c(*EW_FIT, "--out", "hc.pt"), ["--out hc.pt", "already exists"]),
+    ("ew-fit-extension", c(*EW_FIT, "--out", "m.db"), ["--out m.db", ".pt"]),
+    ("ew-fit-not-a-model", c("early-warning", "fit", "--model", "data.db", "--data", "data.db",
+                             "--out", "m.pt"), ["data.db", "not a stablemd model file"]),
+    ("ew-fit-junk-data", c("early-warning", "fit", "--model", "model.pt", "--data", "junk.db",
+                           "--out", "m.pt"), ["junk.db", "not an ASE database"]),
+    ("ew-fit-other-data", c("early-warning", "fit", "--model", "model.pt", "--data", "foreign.db",
+                            "--out", "m.pt"), ["--data foreign.db", "none of the 6 training"]),
 ]  # fmt: skip
 
 

@@ -9,6 +9,7 @@ import io
 import json
 import math
 import re
+from dataclasses import replace
 from html.parser import HTMLParser
 
 import ase.io
@@ -18,7 +19,10 @@ from matplotlib.figure import Figure as MatplotlibFigure
 from PIL import Image
 
 from stablemd.cli.main import main
-from stablemd.data.database import write_frames
+from stablemd.data.database import read_frames, write_frames
+from stablemd.diagnose.early_warning import CriticalLevel, fit_latent_domain
+from stablemd.diagnose.early_warning.model_file import EarlyWarning, attach_early_warning
+from stablemd.diagnose.early_warning.report import early_warning_record
 from stablemd.diagnose.held_out import HeldOutErrors
 from stablemd.diagnose.report import (
     Figure,
@@ -29,11 +33,18 @@ from stablemd.diagnose.report import (
     worst_status,
     write_report,
 )
+from stablemd.diagnose.report.sections.early_warning import early_warning_section
 from stablemd.diagnose.report.sections.held_out import held_out_section
 from stablemd.diagnose.report.sections.stability import stability_status
+from stablemd.diagnose.report.workflow import (
+    DiagnoseSettings,
+    check_report_directory,
+    load_inputs,
+)
+from stablemd.diagnose.stability.benchmark import ModelStability
 from stablemd.diagnose.stability.report import summarize
 from stablemd.models.painn import PaiNN
-from stablemd.models.registry import save_potential
+from stablemd.models.registry import load_potential, save_potential
 from stablemd.systems import get_system
 
 
@@ -394,3 +405,59 @@ def test_a_direct_model_is_judged_on_the_forces_it_gives_in_md(tmp_path):
     (verdict,) = held_out_section(errors, "data.db", 0.1, 0.3).verdicts
     assert verdict.status == "fail" and verdict.value == 0.9
     write_report([held_out_section(errors, "data.db", forces="direct")], tmp_path, "t", {})
+
+
+def _warned_run(crossing_survivor: bool) -> ModelStability:
+    """A stability result of 3 replicas over 1 ps with its early-warning record: one fails at
+    0.7 ps after passing the level at 0.3 ps, one is never flagged, and one (stable) either
+    passes the level and keeps growing or stays below it and levels off."""
+    times = torch.arange(11, dtype=torch.float64) * 0.1
+    third = times * 0.9 if crossing_survivor else torch.clamp(times * 0.1, max=0.03)
+    cli = torch.stack([times * 0.5, torch.zeros(11), third], dim=1)
+    cli[8:, 0] = math.nan
+    failures = [0.7, None, None]
+    reasons = ["bond_length_deviation", None, None]
+    record = early_warning_record(
+        {"times_ps": times, "cli_ps": cli}, CriticalLevel(0.1, 1.0), failures, reasons, 1.0,
+        "grade", 2.0,
+    )  # fmt: skip
+    return ModelStability(summarize(failures, 1.0), None, 10.0, 1.0, None, reasons, record)
+
+
+@pytest.mark.parametrize(("crossing_survivor", "status"), [(True, "warn"), (False, "pass")])
+def test_early_warning_section_warns_of_stable_replicas_past_the_level(crossing_survivor, status):
+    section = early_warning_section(_warned_run(crossing_survivor), "m.pt")
+    verdicts = {v.check: v for v in section.verdicts}
+    past = verdicts["stable replicas past the critical level"]
+    assert past.status == status and past.value == (1.0 if crossing_survivor else 0.0)
+    assert "1 of 1 failed replicas passed it before failing, median lead 0.4 ps" in past.note
+    growing = verdicts["stable replicas whose index still grows at the end"]
+    assert growing.status == status
+    assert section.tables[0].rows[0][3:5] == [pytest.approx(0.3), pytest.approx(0.4)]
+    assert len(section.figures) == 1
+    json.dumps(section.to_json())  # JSON-able, no NaN
+    assert early_warning_section(replace(_warned_run(True), early_warning=None), "m.pt") is None
+
+
+def test_diagnose_of_a_model_with_a_latent_domain_reports_its_index(workspace, capsys):
+    model = load_potential(workspace / "model.pt")
+    frames = read_frames(workspace / "data.db")
+    domain = fit_latent_domain(model, frames)
+    attach_early_warning(model, EarlyWarning(domain, {"grade": CriticalLevel(1e-4, 0.005)}))
+    save_potential(model, workspace / "warned.pt")
+    command = [*COMMAND[:2], "warned.pt", *COMMAND[3:], "--out", "report"]
+    code, out, err = run(command, capsys)
+    assert code == 0, err
+    report = json.loads((workspace / "report" / "report.json").read_text())
+    assert report["sections"][-1]["title"] == "Early warning (latent instability)"
+    data = report["sections"][-1]["data"]
+    assert data["early_warning"]["critical_level_ps"] == 1e-4
+    assert len(data["early_warning"]["final_cli_ps"]) == 2
+    assert "Early warning (latent instability): stable replicas" in " ".join(out.split())
+    # killed before the report: its stability run, with the warning, is the one to resume
+    (workspace / "report" / "report.html").unlink()
+    (workspace / "report" / "report.json").unlink()
+    settings = DiagnoseSettings(replicas=2, time_ps=0.01, conservation_replicas=2,
+                                conservation_time_ps=0.05)  # fmt: skip
+    inputs = load_inputs(workspace / "warned.pt", get_system("ethanol"), settings, None)
+    assert check_report_directory(workspace / "report", inputs, settings, False) is False

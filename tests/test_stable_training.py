@@ -22,6 +22,7 @@ from stablemd.core.errors import InputError
 from stablemd.core.units import KB_EV_PER_K
 from stablemd.data.database import read_frames, write_frames
 from stablemd.data.frames import FrameSet
+from stablemd.diagnose.early_warning.model_file import stored_early_warning
 from stablemd.fix.stable_training.config import StableConfig
 from stablemd.fix.stable_training.loop import StableTrainer
 from stablemd.fix.stable_training.targets import (
@@ -33,7 +34,12 @@ from stablemd.fix.stable_training.targets import (
 from stablemd.fix.stable_training.workflow import reference_value, system_of
 from stablemd.md.monitoring import Criterion
 from stablemd.models.potential import Potential, predict
-from stablemd.models.registry import build_potential, load_potential, save_potential
+from stablemd.models.registry import (
+    build_potential,
+    load_potential,
+    model_fingerprint,
+    save_potential,
+)
 from stablemd.oracles import registry as oracle_registry
 from stablemd.oracles.spcfw import SPCFwCalculator
 from stablemd.oracles.xtb import XTBCalculator
@@ -409,6 +415,10 @@ def test_stable_train_command(ethanol_frames, tmp_path, capsys, no_oracle):
     stable = load_potential(tmp_path / "stable.pt")
     assert stable.metadata["note"] == "base"
     assert stable.metadata["stable"]["epochs"] == 3
+    # the early warning refitted for the new weights on the 20 frames (9 atoms, 6 of them H)
+    domain = stored_early_warning(stable).domain
+    assert domain.model == model_fingerprint(stable) != model_fingerprint(model)
+    assert domain.elements[1].n_training == 20 * 6
     out = " ".join(capsys.readouterr().out.split())
     assert "StABlE: 3 epochs" in out
     assert "no frame of train.db was used to train or validate the model; L_QM uses all" in out

@@ -12,6 +12,10 @@ or stress the model returns that is not, raises :class:`NonFiniteError` (an ASE
 A model with an uncertainty (``stablemd uncertainty fit``) also reports ``uncertainty`` (eV/atom,
 the calibrated u of the energy per atom) and ``atomic_uncertainties`` (eV/Å per atom, of its
 force), from the same forward and backward pass as the forces.
+
+A model that carries an early warning (a latent domain, docs/early_warning.md) also gives, from
+the same forward pass, each atom's extrapolation grade γ (``extrapolation_grade``) and whether
+it is outside the domain by the grade indicator, γ > the domain's threshold (``out_of_domain``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from ase.calculators.calculator import Calculator as _AseCalculator
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from stablemd.core.batch import Batch
+from stablemd.diagnose.early_warning.model_file import stored_early_warning
 from stablemd.explore.uncertainty.estimator import model_uncertainty
 from stablemd.models.coverage import OutsideTrainingWarning, close_contacts
 from stablemd.models.potential import Potential, predict
@@ -50,13 +55,16 @@ class Calculator(_AseCalculator):
     ``forces`` are the ones the model was trained to give (its file records them,
     :func:`~stablemd.models.registry.trained_forces`): the direct-force head for a model trained
     with ``--forces direct`` (not energy-conserving), −∂E/∂r otherwise. ``direct_forces=True``
-    or ``False`` chooses instead.
+    or ``False`` chooses instead. With a latent domain stored in the model, per atom
+    ``extrapolation_grade`` (γ, float) and ``out_of_domain`` (γ > threshold, bool) too.
     """
 
     implemented_properties = [
         "energy", "free_energy", "energies", "forces", "stress",
         "uncertainty", "atomic_uncertainties",
     ]  # fmt: skip
+    #: Per-atom results of a model that carries a latent domain.
+    DOMAIN_PROPERTIES = ("extrapolation_grade", "out_of_domain")
 
     def __init__(self, potential: Potential, direct_forces: bool | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -70,6 +78,10 @@ class Calculator(_AseCalculator):
         self.shortest_distances = training.get("shortest_distances_A")
         self.distance_cutoff = training.get("distance_cutoff_A", potential.cutoff)
         self.warned_pairs: set[str] = set()
+        early_warning = stored_early_warning(potential)
+        self.domain = None if early_warning is None else early_warning.domain
+        if self.domain is not None:
+            self.implemented_properties = [*self.implemented_properties, *self.DOMAIN_PROPERTIES]
 
     @classmethod
     def from_file(cls, path: str | Path, dtype: torch.dtype | None = None, **kwargs) -> Calculator:
@@ -83,6 +95,7 @@ class Calculator(_AseCalculator):
         periodic = bool(self.atoms.pbc.any())
         wanted = ["direct_forces" if self.direct_forces else "forces"]
         wanted += ["stress"] if periodic and "stress" in properties else []
+        wanted += ["features"] if self.domain is not None else []
         if self.uncertainty is None:
             out = predict(self.potential, batch, wanted)
         else:
@@ -101,6 +114,10 @@ class Calculator(_AseCalculator):
         if "stress" in out:
             stress = out["stress"][0].detach().double().numpy()
             results["stress"] = full_3x3_to_voigt_6_stress(np.asarray(stress))
+        if self.domain is not None:
+            grade = self.domain.grade(out["features"].detach(), batch.numbers).numpy()
+            results["extrapolation_grade"] = grade
+            results["out_of_domain"] = grade > self.domain.grade_threshold
         self._check_output(results)  # before they are kept: ASE would hand them out again
         self.results = results
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stablemd.core.files import write_json
 from stablemd.data.database import read_frames
 from stablemd.data.generate import generate_reference_data
+from stablemd.diagnose.early_warning.model_file import fit_and_attach
 from stablemd.diagnose.held_out import held_out_errors
 from stablemd.diagnose.stability.benchmark import StabilitySettings
 from stablemd.diagnose.stability.compare import compare_models
@@ -112,8 +113,9 @@ def run_quickstart(
     stage(2)
     config = TrainConfig(model_options=QUICK_MODEL, max_epochs=s.train_epochs, seed=s.seed)
     baseline = train_from_database(
-        data_path, n_train, n_val, config, out / "model.pt", progress=progress
-    )
+        data_path, n_train, n_val, config, out / "model.pt", progress=progress,
+        fit_attachments=fit_and_attach,
+    )  # fmt: skip
     train_frames = [frames[i] for i in baseline.metadata["training"]["train_indices"]]
 
     stage(3)

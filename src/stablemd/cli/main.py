@@ -14,6 +14,7 @@ from stablemd.cli import (
     analyze,
     data,
     diagnose,
+    early_warning,
     quickstart,
     simulate,
     stability,
@@ -45,6 +46,7 @@ app.command()(diagnose.diagnose)
 app.command(name="stable-train")(stable_train.stable_train)
 app.add_typer(
     uncertainty.app, name="uncertainty", help="Calibrated ensemble-free uncertainty of a model."
+    early_warning.app, name="early-warning", help="Store the CLI early warning with a model."
 )
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ase.data import chemical_symbols
 from rich.console import Console
 from rich.table import Table
 
+from stablemd.diagnose.early_warning.model_file import EarlyWarning
 from stablemd.diagnose.stability.report import StabilitySummary
 from stablemd.systems.resolve import ResolvedSystem
 from stablemd.systems.topology import describe_order
@@ -82,3 +84,23 @@ def print_system(resolved: ResolvedSystem, source: object = None) -> None:
             f"{describe_order(resolved.order)})",
             highlight=False, soft_wrap=True,
         )  # fmt: skip
+
+
+def early_warning_text(early_warning: EarlyWarning | None) -> str:
+    """One line on the early warning a model carries (docs/early_warning.md)."""
+    if early_warning is None:
+        return "early warning: none stored with the model"
+    domain = early_warning.domain
+    parts = ", ".join(
+        f"{chemical_symbols[z]} {d.n_training} atoms (rank {d.rank})"
+        for z, d in domain.elements.items()
+    )
+    text = f"early warning: latent domain of {domain.n_features} features per atom: {parts}"
+    level = early_warning.critical_levels.get("grade")
+    if level is None:
+        return text + "; no critical level (the data hold no reference MD trajectories)"
+    calibration = early_warning.calibration
+    return text + (
+        f"; critical level {level.level_ps:.3g} ps at {level.calibration_ps:g} ps (grade > "
+        f"{domain.grade_threshold:g}, {calibration['trajectories']} reference trajectories)"
+    )

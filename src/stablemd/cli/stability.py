@@ -12,7 +12,7 @@ from stablemd.cli.output import console, print_system, stability_table
 from stablemd.core.errors import InputError
 from stablemd.core.files import check_output_directory
 from stablemd.data.formats import read_positions
-from stablemd.diagnose.stability.benchmark import StabilitySettings
+from stablemd.diagnose.stability.benchmark import StabilitySettings, model_early_warning
 from stablemd.diagnose.stability.compare import compare_models
 from stablemd.diagnose.stability.diffusion import DIFFUSION_WINDOW_PS
 from stablemd.models.registry import check_elements, load_potential
@@ -76,6 +76,21 @@ def stability(
     check_every: int = typer.Option(
         20, help="Check the criteria every this many steps (outer steps with --mts)."
     ),
+    early_warning: bool = typer.Option(
+        None,
+        "--early-warning/--no-early-warning",
+        help="Accumulate each replica's CLI index (latent instability, docs/early_warning.md) "
+        "and plot it in early_warning.png. (default: for every model that carries a latent "
+        "domain; --early-warning refuses a model without one)",
+    ),
+    early_warning_indicator: str = typer.Option(
+        "grade", help="Indicator of the CLI index: grade (extrapolation grade > 2) or box."
+    ),
+    freeze_on_warning: bool = typer.Option(
+        False,
+        help="Freeze a replica once its CLI passes the critical level stored with the model "
+        "(reason cli_above_critical_level; it counts as unstable at that time).",
+    ),
     seed: int = typer.Option(0, help="Seed of the start structures, velocities and noise."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ):
@@ -101,6 +116,8 @@ def stability(
         max_bond_deviation_A=max_bond_deviation, min_intermolecular_A=min_distance,
         nonbonded_intramolecular=intramolecular, max_rdf_deviation=max_rdf_deviation,
         rdf_window_ps=rdf_window_ps, check_every=check_every, seed=seed, forces=forces, mts=mts,
+        early_warning=early_warning, early_warning_indicator=early_warning_indicator,
+        freeze_on_warning=freeze_on_warning,
     )  # fmt: skip
     if max_rdf_deviation is not None and not target.periodic:
         raise InputError(
@@ -123,6 +140,7 @@ def stability(
     for path, potential in zip(model, potentials.values(), strict=True):
         check_elements(potential, start_frames, str(path), str(starts or resolved.origin))
         settings.force_term(potential, str(path))  # a scheme the model cannot give: refused now
+        model_early_warning(potential, settings, str(path))  # and a warning it cannot give
     check_output_directory(out, "--out", inputs=[*model, starts, reference])
     rows = compare_models(
         potentials, target, start_frames, reference_frames, settings, out, progress
@@ -135,11 +153,26 @@ def stability(
             )
         if "diffusivity_cm2_per_s" in row:
             console.print(f"{label}: {_diffusivity_text(row['diffusivity_cm2_per_s'])}")
+        if "early_warning_counts" in row:
+            console.print(f"{label}: {_early_warning_text(row['early_warning_counts'])}")
         reasons = [r for r in row["failure_reasons"] or [] if r is not None]
         if reasons:
             counts = ", ".join(f"{reasons.count(r)} × {r}" for r in sorted(set(reasons)))
             console.print(f"{label}: replicas stopped by {counts}")
     console.print(f"summary: {out / 'summary.json'}   plots: {out / 'survival.png'}")
+    if any("early_warning" in row for row in rows.values()):
+        console.print(f"early warning: {out / 'early_warning.png'}")
+
+
+def _early_warning_text(counts: dict) -> str:
+    lead = counts["median_lead_ps"]
+    lead_text = "" if lead is None else f", median lead {lead:.3g} ps"
+    return (
+        f"early warning: {counts['warned_before_failure']} of {counts['failed']} failed "
+        f"replicas passed the critical level before failing{lead_text}; "
+        f"{counts['survivors_crossed']} of {counts['survivors']} stable replicas passed it; "
+        f"{counts['saturated']} saturated ({counts['saturated_survived']} of them stable)"
+    )
 
 
 def _diffusivity_text(values: dict[str, float | None]) -> str:

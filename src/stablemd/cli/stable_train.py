@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 
 from stablemd.cli.options import config_from_options
-from stablemd.cli.output import console
+from stablemd.cli.output import console, early_warning_text
 from stablemd.cli.train import check_model_output
+from stablemd.diagnose.early_warning.model_file import stored_early_warning
 from stablemd.fix.stable_training.config import StableConfig
 from stablemd.fix.stable_training.workflow import stable_train as run_stable_training
 from stablemd.systems.topology import describe_order
@@ -102,3 +103,4 @@ def stable_train(
         f"last unstable fraction {last['unstable_fraction']:.2f}; energies re-centred by "
         f"{1000 * result.energy_recentred_eV_per_atom:+.1f} meV/atom; model written to {out}"
     )
+    console.print(early_warning_text(stored_early_warning(result.potential)))

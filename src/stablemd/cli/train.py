@@ -7,12 +7,13 @@ from pathlib import Path
 import typer
 
 from stablemd.cli.options import check_positive, config_from_options
-from stablemd.cli.output import console, metrics_table
+from stablemd.cli.output import console, early_warning_text, metrics_table
 from stablemd.cli.uncertainty import calibration_table
 from stablemd.core.config_file import read_config_file
 from stablemd.core.errors import InputError
 from stablemd.core.files import check_output_directory, check_output_file, write_json
 from stablemd.data.database import count_frames
+from stablemd.diagnose.early_warning.model_file import fit_and_attach, stored_early_warning
 from stablemd.diagnose.held_out import held_out_errors
 from stablemd.explore.uncertainty.estimator import model_uncertainty
 from stablemd.explore.uncertainty.evaluation import held_out_calibration
@@ -103,7 +104,7 @@ def train(
     run_dir = check_model_output(out, overwrite, [data, config, init], run_dir)
     trained = train_from_database(
         data, n_train, n_val, options, out, run_dir=run_dir, split_by=split_by,
-        progress=progress, init=init,
+        progress=progress, init=init, fit_attachments=fit_and_attach,
     )  # fmt: skip
     info = trained.metadata["training"]
     what = options.model
@@ -115,6 +116,7 @@ def train(
         f"(best epoch {info['best_epoch']}); model written to {out}"
     )
     console.print(metrics_table(trained.metadata["validation"], "validation errors"))
+    console.print(early_warning_text(stored_early_warning(trained.potential)))
 
 
 def evaluate(

@@ -15,6 +15,7 @@ here, converted to eV/Å³ and Å³/eV for the engine.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -108,10 +109,14 @@ class MDSettings(BaseModel):
             self.tau_fs, self.seed + 1, self.barostat(),
         )  # fmt: skip
 
-    def force_term(self, potential: Potential, model: str = "this model") -> ForceTerm:
+    def force_term(
+        self, potential: Potential, model: str = "this model", outputs: Collection[str] = ()
+    ) -> ForceTerm:
         """The force term of a run of ``potential`` (named ``model`` in errors) with these
-        ``forces`` and ``mts`` (:func:`~stablemd.md.forces.model_force_term`), with the stress
-        when a barostat needs it."""
+        ``forces`` and ``mts``, giving also the per-atom ``outputs`` of the same forward pass
+        (e.g. ``features``; :func:`~stablemd.md.forces.model_force_term`), and the stress when
+        a barostat needs it."""
         return model_force_term(
-            potential, self.forces, self.mts, model=model, stress=self.pressure_bar is not None
-        )
+            potential, self.forces, self.mts, outputs, model=model,
+            stress=self.pressure_bar is not None,
+        )  # fmt: skip

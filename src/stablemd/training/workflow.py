@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +82,7 @@ def train_from_database(
     split_by: str = "random",
     progress: bool = True,
     init: Path | None = None,
+    fit_attachments: Callable[[Potential, list[Atoms], list[Atoms]], object] | None = None,
 ) -> TrainedModel:
     """Train on ``n_train`` frames of ``data_path``, validate on ``n_val`` others, save to ``out``.
 
@@ -91,6 +92,9 @@ def train_from_database(
     ``init``: a saved model to start from (its weights and energy scaling, e.g. a ``direct``
     model fine-tuned with ``forces="conservative"``); its hyperparameters are recorded as the
     config's ``model_options`` when those are not given.
+    ``fit_attachments(potential, training frames, all frames of the data)``: fits what is
+    kept with the trained weights (:func:`~stablemd.models.registry.attach`, e.g. the latent
+    domain of the early warning) before the model is saved.
     """
     frames = read_frames(data_path)
     trajectories = [a.info.get("trajectory", 0) for a in frames]
@@ -148,6 +152,8 @@ def train_from_database(
             result.potential, train, batch_size=64, forces=config.scored_forces
         ),
     }
+    if fit_attachments is not None:
+        fit_attachments(result.potential, [frames[i] for i in split.train], frames)
     save_potential(result.potential, out, metadata)
     result.potential.metadata = metadata  # as a model loaded from the file has it
     return TrainedModel(result.potential, Path(out), metadata)

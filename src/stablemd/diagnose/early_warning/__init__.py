@@ -1,7 +1,8 @@
 """A CLI-inspired early-warning index: the model's natural interpolation domain in its own
 latent features (:mod:`.domain`), the cumulative latent instability index, its critical level
-and saturation (:mod:`.index`), and the MD observer that accumulates it (:mod:`.monitor`).
-See docs/early_warning.md."""
+and saturation (:mod:`.index`), the MD observer that accumulates it and the criterion that
+freezes at the critical level (:mod:`.monitor`), the domain and level stored with a model
+(:mod:`.model_file`) and a run's record and plot (:mod:`.report`). See docs/early_warning.md."""
 
 from stablemd.diagnose.early_warning.domain import (
     LatentDomain,
@@ -18,11 +19,15 @@ from stablemd.diagnose.early_warning.index import (
     lead_times,
     trailing_rate,
 )
-from stablemd.diagnose.early_warning.monitor import LatentInstabilityMonitor
+from stablemd.diagnose.early_warning.monitor import (
+    LatentInstabilityCriterion,
+    LatentInstabilityMonitor,
+)
 
 __all__ = [
     "CriticalLevel",
     "LatentDomain",
+    "LatentInstabilityCriterion",
     "LatentInstabilityMonitor",
     "calibrate_critical_level",
     "cumulative_index",

@@ -7,6 +7,9 @@ since its previous call) to each atom's index (:mod:`.index`, right Riemann sum)
 that was not active at the previous call (the first call, a replica made active again) adds
 nothing, so time spent frozen never counts. Frozen replicas are skipped: their index stays as
 it was and their series is NaN while they are frozen.
+
+:class:`LatentInstabilityCriterion` is the same index as a criterion: it flags a replica once its
+index passes the critical level, so that the runner freezes it.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import torch
 
 from stablemd.core.errors import InputError
 from stablemd.diagnose.early_warning.domain import INDICATORS, LatentDomain
-from stablemd.diagnose.early_warning.index import replica_index
-from stablemd.md.monitoring import Observer
+from stablemd.diagnose.early_warning.index import CriticalLevel, replica_index
+from stablemd.md.monitoring import Criterion, Observer
 from stablemd.md.state import MDState
 
 FEATURES = "features"
@@ -130,3 +133,34 @@ class LatentInstabilityMonitor(Observer):
         self.times_ps = state["times_ps"].tolist()
         self.cli_ps = list(state["cli_ps"].clone())
         self.max_grade = list(state["max_grade"].clone())
+
+
+class LatentInstabilityCriterion(Criterion):
+    """Unstable once a replica's CLI passes the critical level: CLI_r(t) > L · max(1, t/T_cal)
+    with t the run's time (:class:`~.index.CriticalLevel`), so the runner freezes it and records
+    ``name`` as the reason. The index is accumulated by its own :class:`LatentInstabilityMonitor`
+    (``self.monitor``: the series, the checkpoint)."""
+
+    name = "cli_above_critical_level"
+
+    def __init__(
+        self,
+        domain: LatentDomain,
+        critical: CriticalLevel,
+        indicator: str = "grade",
+        every: int = 1,
+    ):
+        super().__init__(every)
+        self.monitor = LatentInstabilityMonitor(domain, indicator, every)
+        self.critical = critical
+
+    def __call__(self, state: MDState) -> torch.Tensor:
+        self.monitor(state)
+        level = float(self.critical.at(state.time_fs / 1000.0))
+        return self.monitor.cli_ps[-1] > level  # NaN (frozen) compares False
+
+    def state_dict(self) -> dict:
+        return self.monitor.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.monitor.load_state_dict(state)

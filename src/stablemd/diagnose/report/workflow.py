@@ -27,6 +27,7 @@ from stablemd.diagnose.report.sections.conservation import (
     md_conservation_section,
     md_forces,
 )
+from stablemd.diagnose.report.sections.early_warning import early_warning_section
 from stablemd.diagnose.report.sections.held_out import (
     FORCE_MAE_FAIL_EV_PER_A,
     FORCE_MAE_WARN_EV_PER_A,
@@ -38,6 +39,7 @@ from stablemd.diagnose.stability.benchmark import (
     H_R_MAX_A,
     StabilitySettings,
     check_stability_run,
+    model_early_warning,
     run_stability,
     stability_run_options,
 )
@@ -189,9 +191,10 @@ def check_report_directory(
     run_dir = out / STABILITY_DIR
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(f"--out {out}: {run_dir} is a file, not a stability run directory")
+    stability = settings.stability()
     options = stability_run_options(
-        model_fingerprint(inputs.potential), inputs.system, inputs.starts, settings.stability(),
-        None,
+        model_fingerprint(inputs.potential), inputs.system, inputs.starts, stability, None,
+        model_early_warning(inputs.potential, stability),
     )  # fmt: skip
     try:
         check_stability_run(options, run_dir)
@@ -248,6 +251,9 @@ def build_sections(
     sections.append(
         stability_section(result, stability, inputs.system.name, inputs.starts_name, reference)
     )
+    warning = early_warning_section(result, inputs.model_path.name)
+    if warning is not None:  # a model that carries a latent domain
+        sections.append(warning)
     return sections
 
 

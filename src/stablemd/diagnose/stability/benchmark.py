@@ -1,5 +1,10 @@
 """The stability benchmark: every model from the same starts, same velocities, same thermostat.
 
+With a model that carries an early warning (a latent domain stored with it,
+:mod:`stablemd.diagnose.early_warning.model_file`), the run also accumulates each replica's CLI
+index from the features of the same forward pass (``early_warning``), and with
+``freeze_on_warning`` freezes a replica once its index passes the critical level.
+
 For each model, R replicas run in one batch until ``time_ps`` or until every replica is unstable
 (bond-length deviation for molecules, minimum distance of non-bonded atoms for periodic systems,
 non-finite numbers always; for periodic systems optionally StABlE's evaluation criterion, the
@@ -15,6 +20,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from ase import Atoms
@@ -29,6 +35,13 @@ from stablemd.core.files import (
     write_json,
 )
 from stablemd.data.fingerprints import frames_fingerprint
+from stablemd.diagnose.early_warning.domain import INDICATORS
+from stablemd.diagnose.early_warning.model_file import EarlyWarning, stored_early_warning
+from stablemd.diagnose.early_warning.monitor import (
+    LatentInstabilityCriterion,
+    LatentInstabilityMonitor,
+)
+from stablemd.diagnose.early_warning.report import early_warning_record
 from stablemd.diagnose.stability.diffusion import DIFFUSION_WINDOW_PS, StableDisplacement
 from stablemd.diagnose.stability.report import StabilitySummary, summarize
 from stablemd.md.forces import ForceTerm
@@ -43,7 +56,14 @@ from stablemd.monitors.criteria import NonFinite, RDFDeviation, geometric_criter
 from stablemd.systems.system import System
 
 #: Settings added after runs were recorded without them, and the value those runs had.
-RECORDED_LATER = {"max_rdf_deviation": None, "rdf_window_ps": 1.0}
+RECORDED_LATER = {
+    "max_rdf_deviation": None,
+    "rdf_window_ps": 1.0,
+    "early_warning": None,
+    "early_warning_indicator": "grade",
+    "freeze_on_warning": False,
+    "early_warning_model": None,
+}
 #: h(r) range (Å): every intramolecular distance of the built-in molecules.
 H_R_MAX_A = 10.0
 
@@ -65,6 +85,17 @@ class StabilitySettings(MDSettings):
         "pair exceeds this over a window (StABlE's water setting: 3.0); None: not checked",
     )
     rdf_window_ps: float = Field(1.0, gt=0, description="averaging window of the RDF criterion")
+    early_warning: bool | None = Field(
+        None,
+        description="accumulate the CLI index of each replica (docs/early_warning.md); None: "
+        "for every model that carries a latent domain; True: refuse a model without one",
+    )
+    early_warning_indicator: Literal[INDICATORS] = Field(
+        "grade", description="the indicator of the index: extrapolation grade or box"
+    )
+    freeze_on_warning: bool = Field(
+        False, description="freeze a replica once its CLI passes the critical level"
+    )
 
 
 class StablePartHistogram(Observer):
@@ -116,6 +147,55 @@ class ModelStability:
     wall_time_s: float
     diffusivity_cm2_per_s: dict[str, float | None] | None = None
     failure_reasons: list[str | None] | None = None
+    early_warning: dict | None = None
+
+
+def model_early_warning(
+    potential: Potential, settings: StabilitySettings, model: str = "this model"
+) -> EarlyWarning | None:
+    """The early warning a run of ``potential`` (named ``model`` in errors) uses with
+    ``settings``: the one stored with the model, unless ``settings.early_warning`` is False;
+    refused when asked for (``early_warning`` True, ``freeze_on_warning``) and the model has
+    none, or no critical level to freeze at."""
+    if settings.early_warning is False:
+        if settings.freeze_on_warning:
+            raise InputError("--freeze-on-warning needs the early warning; drop --no-early-warning")
+        return None
+    stored = stored_early_warning(potential)
+    asked = settings.early_warning or settings.freeze_on_warning
+    if stored is None and asked:
+        option = "--freeze-on-warning" if settings.freeze_on_warning else "--early-warning"
+        raise InputError(
+            f"{option}: {model} carries no latent domain; add one with stablemd early-warning "
+            "fit --model ... --data <its training data>"
+        )
+    indicator = settings.early_warning_indicator
+    if (
+        stored is not None
+        and settings.freeze_on_warning
+        and indicator not in stored.critical_levels
+    ):
+        raise InputError(
+            f"--freeze-on-warning: {model} has no critical level (its training data held no "
+            "reference MD trajectories to calibrate one on)"
+        )
+    return stored
+
+
+def early_warning_id(early_warning: EarlyWarning | None) -> str | None:
+    """The early warning's fingerprint (None: none), to recognise it on resume."""
+    return None if early_warning is None else early_warning.fingerprint()
+
+
+def latent_index(monitors: list[Monitor]) -> LatentInstabilityMonitor:
+    """The monitor that accumulates the CLI index among ``monitors`` (inside the criterion when
+    replicas freeze on the warning)."""
+    for monitor in monitors:
+        if isinstance(monitor, LatentInstabilityCriterion):
+            return monitor.monitor
+        if isinstance(monitor, LatentInstabilityMonitor):
+            return monitor
+    raise ValueError("no early-warning monitor among the monitors")
 
 
 def check_rdf_criterion(
@@ -143,10 +223,14 @@ def rdf_fingerprint(reference_rdf: Mapping) -> str:
 
 
 def stability_monitors(
-    system: System, settings: StabilitySettings, reference_rdf: Mapping | None = None
+    system: System,
+    settings: StabilitySettings,
+    reference_rdf: Mapping | None = None,
+    early_warning: EarlyWarning | None = None,
 ) -> list[Monitor]:
     """The criteria (geometric, non-finite, with ``settings.max_rdf_deviation`` the RDF
-    deviation from ``reference_rdf``), the h(r) of the stable parts and, for periodic systems,
+    deviation from ``reference_rdf``), with ``early_warning`` the CLI index (a criterion with
+    ``settings.freeze_on_warning``), the h(r) of the stable parts and, for periodic systems,
     their MSD, all every ``check_every`` steps."""
     check_rdf_criterion(system, settings, reference_rdf)
     every = settings.check_every
@@ -164,6 +248,15 @@ def stability_monitors(
                 max_mae=settings.max_rdf_deviation, every=every,
             )
         )  # fmt: skip
+    if early_warning is not None:
+        indicator = settings.early_warning_indicator
+        monitors.append(
+            LatentInstabilityCriterion(
+                early_warning.domain, early_warning.critical_levels[indicator], indicator, every
+            )
+            if settings.freeze_on_warning
+            else LatentInstabilityMonitor(early_warning.domain, indicator, every)
+        )
     monitors.append(StablePartHistogram(settings.replicas, every=every))
     interval_fs = every * settings.step_fs
     window = round(DIFFUSION_WINDOW_PS * 1000 / interval_fs)
@@ -178,14 +271,18 @@ def stability_run_options(
     starts: list[Atoms],
     settings: StabilitySettings,
     reference_rdf: Mapping | None,
+    early_warning: EarlyWarning | None = None,
 ) -> dict:
     """What defines a stability run's result: the model, the system, the start structures, the
-    settings and (with the RDF criterion) the reference RDF, as ``settings.json`` records it."""
+    settings, (with the RDF criterion) the reference RDF and the early warning the run uses
+    (:func:`early_warning_id`; the model's fingerprint covers its weights only), as
+    ``settings.json`` records it."""
     options = {
         "model": model_id,
         "system": system.name,
         "starts": frames_fingerprint(starts),
         **settings.model_dump(),
+        "early_warning_model": early_warning_id(early_warning),
     }
     if settings.max_rdf_deviation is not None:
         options["rdf_reference"] = rdf_fingerprint(reference_rdf)
@@ -245,14 +342,21 @@ def run_stability(
         if not isinstance(model, Potential):
             raise ValueError("run_stability: name the force term with model_id")
         model_id = model_fingerprint(model)
+    early_warning = None
     if isinstance(model, Potential):
-        term = settings.force_term(model)
+        early_warning = model_early_warning(model, settings)
+        outputs = ("features",) if early_warning is not None else ()
+        term = settings.force_term(model, outputs=outputs)
     elif settings.forces is not None or settings.mts is not None:
         raise InputError(f"forces, mts: choose the forces of a model, not of {model_id}")
+    elif settings.early_warning or settings.freeze_on_warning:
+        raise InputError(f"early_warning: {model_id} is not a model with a latent domain")
     else:
         term = model
     check_rdf_criterion(system, settings, reference_rdf)
-    options = stability_run_options(model_id, system, starts, settings, reference_rdf)
+    options = stability_run_options(
+        model_id, system, starts, settings, reference_rdf, early_warning
+    )
     earlier = check_stability_run(options, out_dir)
     record_run_options(
         options, out_dir / "settings.json", may_change={"time_ps"},
@@ -265,7 +369,7 @@ def run_stability(
         }
         return ModelStability(StabilitySummary(**summary), **earlier["run"])
     state = initial_state(starts, settings.replicas, settings.temperature_K, settings.seed)
-    monitors = stability_monitors(system, settings, reference_rdf)
+    monitors = stability_monitors(system, settings, reference_rdf, early_warning)
     n_steps = round(settings.time_ps * 1000 / settings.step_fs)
     result = run(
         state, settings.integrator(), term, n_steps, monitors, checkpoint=out_dir / "checkpoint.pt",
@@ -275,6 +379,15 @@ def run_stability(
     histogram = next(m for m in monitors if isinstance(m, StablePartHistogram))
     displacement = next((m for m in monitors if isinstance(m, StableDisplacement)), None)
     pooled = histogram.pooled()
+    record = None
+    if early_warning is not None:
+        index = latent_index(monitors)
+        indicator = settings.early_warning_indicator
+        record = early_warning_record(
+            index.series(), early_warning.critical_levels.get(indicator),
+            summarize(stable_ps, settings.time_ps).stable_times_ps, result.unstable_reason,
+            settings.time_ps, indicator, early_warning.domain.grade_threshold,
+        )  # fmt: skip
     outcome = ModelStability(
         summary=summarize(stable_ps, settings.time_ps),
         h_r=None if pooled is None else pooled.tolist(),
@@ -282,6 +395,7 @@ def run_stability(
         wall_time_s=result.wall_time_s + (earlier["run"]["wall_time_s"] if earlier else 0.0),
         diffusivity_cm2_per_s=None if displacement is None else displacement.diffusivity(),
         failure_reasons=result.unstable_reason,
+        early_warning=record,
     )
     run_fields = {k: v for k, v in asdict(outcome).items() if k != "summary"}
     write_json({"summary": asdict(outcome.summary), "run": run_fields}, out_dir / "result.json")

@@ -9,16 +9,19 @@ from ase import Atoms
 
 from stablemd.analysis.structure import reference_observables
 from stablemd.core.files import read_json_record
+from stablemd.diagnose.early_warning.report import cli_figure, record_counts
 from stablemd.diagnose.stability.benchmark import (
     H_R_MAX_A,
     StabilitySettings,
     check_rdf_criterion,
     check_stability_run,
     h_r_mae,
+    model_early_warning,
     run_stability,
     stability_run_options,
 )
 from stablemd.diagnose.stability.report import (
+    DPI,
     plot_h_r_comparison,
     plot_survival,
     write_summary,
@@ -43,8 +46,10 @@ def compare_models(
     reference of the RDF criterion (periodic systems only).
 
     Returns per label the summary row written to ``summary.json``: the stability summary, the
-    speed, the criterion that ended each replica, diffusivities (periodic systems) and the h(r)
-    MAE against the reference.
+    speed, the criterion that ended each replica, diffusivities (periodic systems), the h(r)
+    MAE against the reference and, for a model run with the early warning, its record
+    (:func:`~stablemd.diagnose.early_warning.report.early_warning_record`) and counts, plotted
+    in ``early_warning.png``.
     """
     if (out / "summary.json").exists():  # a rerun rewrites it; a foreign file is refused
         read_json_record(out / "summary.json", "stability summary", ("settings",))
@@ -53,10 +58,11 @@ def compare_models(
     check_rdf_criterion(system, settings, reference_rdf)  # before any model runs
     for label, potential in models.items():  # every run may start, before the first does
         options = stability_run_options(
-            model_fingerprint(potential), system, starts, settings, reference_rdf
-        )
+            model_fingerprint(potential), system, starts, settings, reference_rdf,
+            model_early_warning(potential, settings, label),
+        )  # fmt: skip
         check_stability_run(options, out / label)
-    summaries, rows, curves = {}, {}, {}
+    summaries, rows, curves, warnings = {}, {}, {}, {}
     for label, potential in models.items():
         result = run_stability(
             potential, system, starts, settings, out / label, progress=progress,
@@ -72,6 +78,11 @@ def compare_models(
         }
         if result.diffusivity_cm2_per_s is not None:
             rows[label]["diffusivity_cm2_per_s"] = result.diffusivity_cm2_per_s
+        if result.early_warning is not None:
+            failures = result.summary.stable_times_ps
+            rows[label]["early_warning"] = result.early_warning
+            rows[label]["early_warning_counts"] = record_counts(result.early_warning, failures)
+            warnings[label] = (result.early_warning, failures)
         if result.h_r is not None and reference_h_r is not None:
             curves[label] = result.h_r
             dr = float(reference_h_r.r[1] - reference_h_r.r[0])
@@ -85,6 +96,9 @@ def compare_models(
     write_summary(out / "summary.json", {"settings": settings.model_dump(), **flat})
     title = f"{system.name}, {settings.temperature_K:g} K"
     plot_survival(summaries, out / "survival.png", title=title)
+    if warnings:
+        figure = cli_figure(warnings, title)
+        figure.savefig(out / "early_warning.png", dpi=DPI)
     if curves:
         plot_h_r_comparison(
             reference_h_r.r, reference_h_r.h_r, curves, out / "h_r.png",

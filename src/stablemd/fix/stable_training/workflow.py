@@ -9,6 +9,7 @@ from ase import Atoms
 
 from stablemd.data.database import read_frames
 from stablemd.data.formats import read_positions
+from stablemd.diagnose.early_warning.model_file import fit_and_attach
 from stablemd.fix.stable_training.config import StableConfig
 from stablemd.fix.stable_training.loop import StableResult, StableTrainer, training_observable
 from stablemd.fix.stable_training.targets import (
@@ -23,12 +24,15 @@ from stablemd.systems.system import System
 from stablemd.training.workflow import TrainingFrames, locate_training_frames
 
 
-def training_frames(model_metadata: dict, data: Path) -> tuple[list[Atoms], TrainingFrames]:
-    """The frames of ``data`` the base model was trained on, in the model's order (recognised
-    by content when the model records per-frame fingerprints, so a copy, a reordered file or an
-    extended XYZ round trip serves as well), and where they were found. When none of them is in
-    ``data`` it is another file, and all its frames are returned."""
-    frames = read_frames(data)
+def training_frames(
+    model_metadata: dict, data: Path, frames: list[Atoms] | None = None
+) -> tuple[list[Atoms], TrainingFrames]:
+    """The frames of ``data`` (read as ``frames`` when given) the base model was trained on, in
+    the model's order (recognised by content when the model records per-frame fingerprints, so
+    a copy, a reordered file or an extended XYZ round trip serves as well), and where they were
+    found. When none of them is in ``data`` it is another file, and all its frames are
+    returned."""
+    frames = read_frames(data) if frames is None else frames
     located = locate_training_frames(model_metadata, data, frames)
     if not located.train:
         return frames, located
@@ -88,10 +92,13 @@ def stable_train(
 
     The reference observable comes from ``reference_file`` or from the training frames (see
     :func:`reference_value`). The saved model keeps the base
-    model's training record, so ``stablemd evaluate`` still holds its training frames out.
+    model's training record, so ``stablemd evaluate`` still holds its training frames out, and
+    the early warning refitted for its new weights on the same training frames (critical level
+    on the reference trajectories of ``data``, :mod:`stablemd.diagnose.early_warning.model_file`).
     """
     potential = load_potential(model)
-    frames, located = training_frames(potential.metadata, data)
+    data_frames = read_frames(data)
+    frames, located = training_frames(potential.metadata, data, data_frames)
     system, order = system_of(system_name, frames, f"{data} (training frames)")
     observable = training_observable(system, config)
     reference = reference_value(observable, system, frames, config, reference_file)
@@ -110,6 +117,7 @@ def stable_train(
             "energy_recentred_eV_per_atom": result.energy_recentred_eV_per_atom,
         },
     }
+    fit_and_attach(result.potential, frames, data_frames)
     save_potential(result.potential, out, metadata)
     result.training_frames = located
     result.atom_order = order
