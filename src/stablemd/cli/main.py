@@ -46,6 +46,8 @@ app.command()(diagnose.diagnose)
 app.command(name="stable-train")(stable_train.stable_train)
 app.add_typer(
     uncertainty.app, name="uncertainty", help="Calibrated ensemble-free uncertainty of a model."
+)
+app.add_typer(
     early_warning.app, name="early-warning", help="Store the CLI early warning with a model."
 )
 
