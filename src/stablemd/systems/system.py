@@ -103,8 +103,8 @@ class System:
     def align(self, frames: Sequence[Atoms], source: str) -> tuple[list[Atoms], np.ndarray | None]:
         """``frames`` in this system's atom order, and the order used (``frame[order]``; None:
         they already were). Frames in another order are matched by their bond graph (that of
-        frame 0, which every frame must share); anything else, and clashing atoms, is refused
-        naming ``source``, the frame and the atoms."""
+        frame 0, which every frame must share); anything else, and clashing atoms in frames
+        whose bonds must be derived, is refused naming ``source``, the frame and the atoms."""
         frames = list(frames)
         if not frames:
             raise InputError(f"{source}: no frames")
@@ -115,11 +115,12 @@ class System:
                 f"the {self.name} system has {len(self.atoms)} "
                 f"({self.atoms.get_chemical_formula()})"
             )
-        for index, atoms in enumerate(frames):
-            check_no_clash(atoms, f"{source}: frame {index}")
         if (first.numbers == self.atoms.numbers).all():
+            # the system's own topology applies: a squeezed start is a valid (if doomed) start
             check_numbers(frames, self.atoms.numbers, source, f"the {self.name} system")
             return frames, None
+        for index, atoms in enumerate(frames):
+            check_no_clash(atoms, f"{source}: frame {index}")
         if sorted(first.numbers) != sorted(self.atoms.numbers):
             raise InputError(
                 f"{source}: frame 0 is {first.get_chemical_formula()}, the {self.name} system "
