@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import ase.io
 import numpy as np
-from ase import units
 import pytest
+from ase import units
 from ase.calculators.lj import LennardJones
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.cluster import Icosahedron
