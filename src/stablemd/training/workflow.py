@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +81,7 @@ def train_from_database(
     split_by: str = "random",
     progress: bool = True,
     init: Path | None = None,
+    make_trainer: Callable[..., Trainer] | None = None,
 ) -> TrainedModel:
     """Train on ``n_train`` frames of ``data_path``, validate on ``n_val`` others, save to ``out``.
 
@@ -90,6 +91,8 @@ def train_from_database(
     ``init``: a saved model to start from (its weights and energy scaling, e.g. a ``direct``
     model fine-tuned with ``forces="conservative"``); its hyperparameters are recorded as the
     config's ``model_options`` when those are not given.
+    ``make_trainer``: builds the trainer of another training mode (dynamic training) from
+    the frames, the split and the arguments of :class:`Trainer`; default :class:`Trainer`.
     """
     frames = read_frames(data_path)
     trajectories = [a.info.get("trajectory", 0) for a in frames]
@@ -105,7 +108,7 @@ def train_from_database(
         start = starting_model(init, config, train.elements())
         if not config.model_options:
             own = {k: v for k, v in start.hyperparameters().items() if k != "elements"}
-            config = TrainConfig.model_validate({**config.model_dump(), "model_options": own})
+            config = type(config).model_validate({**config.model_dump(), "model_options": own})
         started_from = {
             "model": str(Path(init).resolve()),
             "fingerprint": model_fingerprint(start),
@@ -117,9 +120,15 @@ def train_from_database(
         "n_val": int(n_val),
         "split_by": split_by,
     }
-    trainer = Trainer(
-        config, train, validation, run_dir, potential=start, progress=progress, inputs=inputs
-    )
+    if make_trainer is None:
+        trainer = Trainer(
+            config, train, validation, run_dir, potential=start, progress=progress, inputs=inputs
+        )
+    else:
+        trainer = make_trainer(
+            frames, split, config, train, validation, run_dir, potential=start,
+            progress=progress, inputs=inputs,
+        )  # fmt: skip
     result = trainer.run()
     metadata = {
         "training": {
