@@ -33,14 +33,14 @@ from stablemd.training.metrics import error_metrics
 from stablemd.training.trainer import Trainer, TrainResult
 
 
-def _json_safe(value):
+def json_safe(value):
     """``value`` with infinite numbers (exploded rollouts) as None, for JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -154,7 +154,7 @@ class DynamicTrainer(Trainer):
             str(size): {"best_epoch": best["epoch"], **best["rollout"]}
             for size, best in sorted(self.windows_best.items())
         }
-        write_json({"windows": _json_safe(record)}, self.run_dir / "rollout_errors.json")
+        write_json({"windows": json_safe(record)}, self.run_dir / "rollout_errors.json")
         if not plot:
             return
         curves = {
