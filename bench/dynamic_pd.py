@@ -10,8 +10,8 @@ Both runs train PaiNN (32 features, 2 interactions, 5 Å, float32) from the same
 same 300 frames for ``MINUTES`` of wall time at one thread: the conventional one with
 ``stablemd train``'s defaults (MSE of energies and forces, validation on single frames), the
 dynamic one with the authors' loss and curriculum but a schedule compressed to fit the budget
-(patience 2, floor 5e-5 instead of 15 and 2e-6, restart 1e-4; window up to 4). Then each model rolls out
-120 steps from two starts of the test trajectory.
+(patience 2, floor 5e-5 instead of 15 and 2e-6, restart 1e-4; window up to 4). Then each
+model rolls out 120 steps from two starts of the test trajectory.
 
 ``python bench/dynamic_pd.py [conventional|dynamic]`` trains one run (resumable; run both at
 once in two processes), without argument trains what is missing and evaluates.

@@ -29,7 +29,6 @@ import torch
 from machine import machine_info
 from md_throughput import aspirin_state, langevin, load_model
 
-from stablemd.core.runtime import tune_memory_allocator
 from stablemd.diagnose.early_warning import LatentInstabilityMonitor, fit_latent_domain
 from stablemd.md.forces import ModelForces
 from stablemd.md.runner import run
@@ -136,9 +135,6 @@ def main(out_dir: Path, quick: bool) -> dict:
 
 
 if __name__ == "__main__":
-    import sys
+    from run import run_as_script
 
-    tune_memory_allocator()
-    results = Path(__file__).resolve().parent / "results"
-    results.mkdir(exist_ok=True)
-    print(json.dumps(main(results, quick="--quick" in sys.argv), indent=1))
+    run_as_script(main)

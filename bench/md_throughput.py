@@ -27,7 +27,6 @@ from ase.md.langevinbaoab import LangevinBAOAB
 from machine import machine_info
 
 from stablemd.ase import Calculator
-from stablemd.core.runtime import tune_memory_allocator
 from stablemd.md.forces import ModelForces
 from stablemd.md.integrators import BAOAB, VelocityVerlet
 from stablemd.md.monitoring import Observer
@@ -234,9 +233,6 @@ def main(out_dir: Path, quick: bool) -> dict:
 
 
 if __name__ == "__main__":
-    import sys
+    from run import run_as_script
 
-    tune_memory_allocator()
-    results = Path(__file__).resolve().parent / "results"
-    results.mkdir(exist_ok=True)
-    print(json.dumps(main(results, quick="--quick" in sys.argv), indent=1))
+    run_as_script(main)

@@ -30,7 +30,6 @@ import numba
 import torch
 from machine import machine_info
 
-from stablemd.core.runtime import tune_memory_allocator
 from stablemd.md.forces import model_force_term
 from stablemd.md.integrators import RESPA, VelocityVerlet
 from stablemd.md.starts import state_from_atoms
@@ -150,9 +149,6 @@ def main(out_dir: Path, quick: bool) -> dict:
 
 
 if __name__ == "__main__":
-    import sys
+    from run import run_as_script
 
-    tune_memory_allocator()
-    results = Path(__file__).resolve().parent / "results"
-    results.mkdir(exist_ok=True)
-    print(json.dumps(main(results, quick="--quick" in sys.argv), indent=1))
+    run_as_script(main)

@@ -21,10 +21,6 @@ forces; for ``both`` also MTS with M = 4 and 2); per-element temperatures under 
 from two held-out frames; and, last, ``stablemd stability`` (16 replicas × 5 ps at 500 K) with
 h(r) against the held-out frames.
 
-The fine-tuned model's direct and MTS force terms are built here from the library's classes:
-``model_force_term`` refuses them (it takes its direct head for untrained, see
-:func:`finetuned_term`).
-
 Every stage writes ``<work>/stages/<stage>.json`` and is skipped when that file exists, so an
 interrupted campaign continues. Several processes may run the script at once: each claims the
 next stage whose inputs exist (a lock file per stage), so
@@ -261,19 +257,6 @@ def stage_static(work: Path, model: str) -> dict:
     return out
 
 
-def finetuned_term(potential, mts: int | None):
-    """Direct or MTS force term of the fine-tuned model, built from the library's classes as
-    :func:`~stablemd.md.forces.model_force_term` does. ``model_force_term`` refuses this model:
-    it reads ``forces: conservative`` from the file and takes the direct head for untrained,
-    although ``direct_forces_weight`` = 1 trained it (reported on the branch ``nc-figures``)."""
-    from stablemd.md.forces import ConservativeCorrection, DirectForces, ForceLevels
-
-    if mts is None:
-        return DirectForces(potential)
-    correction = ConservativeCorrection(potential)
-    return ForceLevels(DirectForces(potential, shared=correction), correction)
-
-
 def _md_setup(work: Path, model: str, scheme: str, thermostat: str):
     from stablemd.md.settings import MDSettings
     from stablemd.md.starts import initial_state
@@ -287,10 +270,7 @@ def _md_setup(work: Path, model: str, scheme: str, thermostat: str):
         replicas=REPLICAS, temperature_K=MD_T, timestep_fs=TIMESTEP_FS, thermostat=thermostat,
         tau_fs=CSVR_TAU_FS, seed=0, forces=None if mts else scheme, mts=mts,
     )  # fmt: skip
-    if model == "finetuned" and scheme != "conservative":
-        term = finetuned_term(potential, mts)
-    else:
-        term = settings.force_term(potential, model=f"{model}.pt")
+    term = settings.force_term(potential, model=f"{model}.pt")
     n_steps = round(MD_PS * 1000 / settings.step_fs)
     every = max(1, round(RECORD_FS / settings.step_fs))
     return state, settings, term, n_steps, every

@@ -34,6 +34,15 @@ def load(name: str):
     return module
 
 
+def run_as_script(benchmark_main) -> None:
+    """``python bench/<name>.py [--quick]``: one benchmark's ``main`` as the runner calls it,
+    results in bench/results/ and printed."""
+    tune_memory_allocator()  # as the stablemd command does
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    print(json.dumps(benchmark_main(out, "--quick" in sys.argv), indent=1)[:3000])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default all): {available()}")

@@ -13,6 +13,13 @@ from stablemd.oracles import get_oracle
 torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def user_configuration(tmp_path, monkeypatch):
+    """Every test has an empty configuration directory of its own (stored systems live there),
+    never the user's ~/.config; nothing is created until a test stores something."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
 def xtb_labelled(atoms_list):
     """Attach GFN2-xTB energy and forces (eV, eV/Å) to each structure as a single-point result."""
     calculator = get_oracle("xtb")

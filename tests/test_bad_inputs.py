@@ -64,6 +64,14 @@ def _write_workspace(root: Path, frames) -> None:
     ase.io.write(root / "starts.xyz", [ethanol, ethanol])
     ase.io.write(root / "reversed.xyz", [ethanol, ethanol[::-1]])
     ase.io.write(root / "water.xyz", molecule("H2O"))
+    ase.io.write(root / "ether.xyz", molecule("CH3OCH3"))  # C2H6O bonded otherwise
+    clash = ethanol.copy()
+    clash.positions[5] = clash.positions[6] + [0.1, 0.0, 0.0]
+    ase.io.write(root / "clash.xyz", [ethanol, clash])
+    ase.io.write(root / "clash-only.xyz", clash)
+    moved = ethanol.copy()  # the hydroxyl hydrogen handed to the methyl carbon
+    moved.positions[8] = moved.positions[0] + [0.0, 0.0, 1.09]
+    ase.io.write(root / "rebonded.xyz", [ethanol, moved])
     unlabelled = [a.copy() for a in frames[:3]]
     unlabelled[0].calc = frames[0].calc
     ase.io.write(root / "one-labelled.extxyz", unlabelled, format="extxyz")
@@ -157,6 +165,7 @@ def c(*args: str) -> list[str]:
 TRAIN = c("train", "--data", "data.db", "--n-train", "6", "--n-val", "3", "--no-progress")
 SIMULATE = c("simulate", "--model", "model.pt", "--system", "ethanol", *SHORT_MD)
 STABILITY = c("stability", "--model", "model.pt", "--system", "ethanol", *SHORT_MD)
+UFIT = c("uncertainty", "fit", "--model", "model.pt", "--data", "data.db")
 STABLE = c("stable-train", "--model", "model.pt", "--data", "data.db", *SHORT_STABLE)
 
 #: (id, argv, fragments the one-line message must contain)
@@ -338,6 +347,18 @@ CATALOGUE = [
     ("simulate-mts-untrained-head", c(*SIMULATE, "--out", "run", "--mts", "2"),
      ["model.pt", "conservative forces only"]),
     ("simulate-mts-zero", c(*SIMULATE, "--out", "run", "--mts", "0"), ["mts"]),
+    ("simulate-pressure-molecule", c(*SIMULATE, "--out", "run", "--pressure", "1"),
+     ["--pressure 1", "--system ethanol", "not periodic"]),
+    ("simulate-pressure-mts", c(*SIMULATE, "--out", "run", "--pressure", "1", "--mts", "2"),
+     ["--pressure 1", "--mts 2"]),
+    ("simulate-pressure-direct",
+     c(*SIMULATE, "--out", "run", "--pressure", "1", "--forces", "direct"),
+     ["--pressure 1", "--forces direct"]),
+    ("simulate-barostat-time-zero",
+     c(*SIMULATE, "--out", "run", "--pressure", "1", "--barostat-time", "0"),
+     ["--barostat-time 0"]),
+    ("simulate-pressure-nan", c(*SIMULATE, "--out", "run", "--pressure", "nan"),
+     ["--pressure nan"]),
     ("diagnose-short-conservation",
      c("diagnose", "--model", "model.pt", "--system", "ethanol", "--out", "rep",
        "--conservation-time-ps", "0.01"), ["conservation"]),
@@ -362,6 +383,12 @@ CATALOGUE = [
      ["reversed.xyz: frame 1, atom 0"]),
     ("simulate-starts-other-system", c(*SIMULATE, "--out", "run", "--starts", "water.xyz"),
      ["water.xyz: frame 0"]),
+    ("simulate-starts-other-molecule", c(*SIMULATE, "--out", "run", "--starts", "ether.xyz"),
+     ["ether.xyz: frame 0", "bond graph", "not the same molecules"]),
+    ("simulate-starts-clash", c(*SIMULATE, "--out", "run", "--starts", "clash.xyz"),
+     ["clash.xyz: frame 1: atoms 5 (H) and 6 (H)", "no bond topology"]),
+    ("simulate-no-system-recorded",
+     c("simulate", "--model", "hc.pt", "--out", "run", *SHORT_MD), ["--system", "hc.pt"]),
     ("simulate-starts-unknown-type", c(*SIMULATE, "--out", "run", "--starts", "notes.txt"),
      ["notes.txt", "unknown file type"]),
     ("simulate-model-lacks-element",
@@ -374,6 +401,29 @@ CATALOGUE = [
      ["foreign-run", "trajectory.h5"]),
     ("simulate-broken-run-record", c(*SIMULATE, "--out", "broken-run"),
      ["broken-run/run.json", "not a stablemd run record"]),
+    ("simulate-bias-without-uncertainty", c(*SIMULATE, "--out", "run", "--bias-uncertainty", "1"),
+     ["model.pt", "carries no uncertainty"]),
+    ("simulate-bias-negative", c(*SIMULATE, "--out", "run", "--bias-uncertainty", "-1"),
+     ["--bias-uncertainty"]),
+    ("simulate-stop-zero", c(*SIMULATE, "--out", "run", "--stop-uncertainty", "0"),
+     ["--stop-uncertainty"]),
+    # -- uncertainty fit -----------------------------------------------------------------------
+    ("uncertainty-fit-onto-model", c(*UFIT, "--out", "model.pt", "--overwrite"),
+     ["--out model.pt", "also an input"]),
+    ("uncertainty-fit-existing-out", c(*UFIT, "--out", "tiny.pt"), ["--out tiny.pt", "exists"]),
+    ("uncertainty-fit-unknown-calibration", c(*UFIT, "--out", "u.pt", "--calibration", "bayes"),
+     ["--calibration", "bayes"]),
+    ("uncertainty-fit-unknown-features", c(*UFIT, "--out", "u.pt", "--features", "full"),
+     ["--features", "full"]),
+    ("uncertainty-fit-alpha", c(*UFIT, "--out", "u.pt", "--alpha", "1.5"), ["--alpha"]),
+    ("uncertainty-fit-zero-projections", c(*UFIT, "--out", "u.pt", "--projections", "0"),
+     ["--projections 0"]),
+    ("uncertainty-fit-not-its-data",
+     c("uncertainty", "fit", "--model", "tiny.pt", "--data", "data.db", "--out", "u.pt"),
+     ["data.db", "none of the training frames of tiny.pt"]),
+    ("evaluate-plot-without-uncertainty",
+     c("evaluate", "--model", "model.pt", "--data", "data.db", "--plot", "cal.png"),
+     ["--plot", "carries no uncertainty"]),
     # -- stability -----------------------------------------------------------------------------
     ("stability-second-model-missing",
      c(*STABILITY, "--model", "missing.pt", "--out", "st"), ["missing.pt"]),
@@ -394,6 +444,9 @@ CATALOGUE = [
     ("stability-reference-other-system", c(*STABILITY, "--out", "st", "--reference", "water.xyz"),
      ["water.xyz: frame 0"]),
     ("stability-out-is-file", c(*STABILITY, "--out", "model.pt"), ["--out model.pt"]),
+    ("stability-derived-clash",
+     c("stability", "--model", "hc.pt", "--starts", "clash.xyz", "--out", "st", *SHORT_MD),
+     ["clash.xyz: frame 1: atoms 5 (H) and 6 (H) are 0.10 Å apart"]),
     ("stability-parent-is-file", c(*STABILITY, "--out", "notes.txt/st"), ["notes.txt is a file"]),
     ("stability-broken-result", c(*STABILITY, "--model", "tiny.pt", "--out", "broken-stability"),
      ["broken-stability/tiny/", "not a stablemd"]),
@@ -426,8 +479,27 @@ CATALOGUE = [
     ("stable-train-yaml-one-replica",
      c(*STABLE[:5], "--out", "s.pt", "--config", "stable-replicas.yaml"),
      ["stable-replicas.yaml", "replicas"]),
-    ("stable-train-frames-not-of-system", c(*STABLE, "--out", "s.pt", "--system", "ethanol"),
-     ["data.db", "frame 0, atom 1"]),
+    ("stable-train-frames-not-of-system", c(*STABLE, "--out", "s.pt", "--system", "aspirin"),
+     ["data.db", "frame 0 has 9 atoms"]),
+    # -- systems: stored by name, derived from frames ------------------------------------------
+    ("systems-add-built-in-name", c("systems", "add", "ethanol", "--smiles", "CCO"),
+     ["'ethanol'", "built-in"]),
+    ("systems-add-bad-name", c("systems", "add", "my/mol", "--smiles", "CCO"), ["'my/mol'"]),
+    ("systems-add-bad-smiles", c("systems", "add", "m", "--smiles", "C1CC"), ["--smiles 'C1CC'"]),
+    ("systems-add-both-sources", c("systems", "add", "m", "--smiles", "C", "--from", "starts.xyz"),
+     ["--smiles or --from"]),
+    ("systems-add-clash", c("systems", "add", "m", "--from", "clash-only.xyz"),
+     ["clash-only.xyz", "atoms 5 (H) and 6 (H)", "no bond topology"]),
+    ("diagnose-no-system", c("diagnose", "--model", "hc.pt", "--out", "rep"),
+     ["--system", "hc.pt"]),
+    ("diagnose-data-rebonded", c("diagnose", "--model", "hc.pt", "--out", "rep", "--data",
+     "rebonded.xyz"), ["rebonded.xyz: frame 1", "bond differently"]),
+    ("systems-add-unknown-oracle",
+     c("systems", "add", "m", "--from", "starts.xyz", "--oracle", "dft"), ["'dft'"]),
+    ("systems-remove-built-in", c("systems", "remove", "water"), ["'water'", "built-in"]),
+    ("stability-derived-rebonded",
+     c("stability", "--model", "hc.pt", "--starts", "rebonded.xyz", "--out", "st", *SHORT_MD),
+     ["rebonded.xyz: frame 1: atoms", "bond differently between frames"]),
     # -- quickstart: every option before the first stage --------------------------------------
     ("quickstart-zero-replicas", c("quickstart", "--out", "qs", "--replicas", "0"),
      ["--replicas 0"]),
@@ -450,6 +522,14 @@ def test_bad_input_is_refused_and_changes_nothing(case_dir, capsys, argv, fragme
     for fragment in fragments:
         assert fragment in message, message
     assert snapshot(case_dir) == before  # nothing changed, nothing left behind
+
+
+def test_a_trained_model_records_the_system_of_its_training_frames(workspace, ethanol_frames):
+    from stablemd.models.registry import read_model_file
+
+    record = read_model_file(workspace / "model.pt")["metadata"]["system"]
+    assert record["numbers"] == ethanol_frames[0].numbers.tolist()
+    assert len(record["bonds"]) == 8 and record["pbc"] == [False] * 3
 
 
 def test_catalogue_size():

@@ -53,7 +53,7 @@ def test_simulate_runs_resumes_and_extends(tmp_path):
     assert "temperature_K" in str(other.exception)
 
 
-def test_simulate_starts_from_unlabelled_frames_of_the_system_only(tmp_path):
+def test_simulate_starts_from_unlabelled_frames_of_the_system_in_one_order(tmp_path):
     app = _model_and_app(tmp_path)
     ethanol = get_system("ethanol").atoms  # C H H H C H H O H
     starts = [ethanol.copy(), ethanol.copy()]
@@ -71,12 +71,20 @@ def test_simulate_starts_from_unlabelled_frames_of_the_system_only(tmp_path):
         first = read_replica(tmp_path / "run" / "trajectory.h5", replica)["positions"][0]
         np.testing.assert_allclose(first, start.positions, atol=1e-12)
 
+    # another atom order is matched to the system's and run in it; two orders in one file are not
     ase.io.write(tmp_path / "reversed.extxyz", [ethanol[::-1]])
+    reversed_run = CliRunner().invoke(
+        app, [*args, "--out", str(tmp_path / "rev"), "--starts", str(tmp_path / "reversed.extxyz")]
+    )
+    assert reversed_run.exit_code == 0, reversed_run.output
+    first = read_replica(tmp_path / "rev" / "trajectory.h5", 0)["positions"][0]
+    np.testing.assert_allclose(first, ethanol.positions, atol=1e-12)
+    ase.io.write(tmp_path / "mixed.extxyz", [ethanol[::-1], ethanol])
     refused = CliRunner().invoke(
-        app, [*args, "--out", str(tmp_path / "no"), "--starts", str(tmp_path / "reversed.extxyz")]
+        app, [*args, "--out", str(tmp_path / "no"), "--starts", str(tmp_path / "mixed.extxyz")]
     )
     assert isinstance(refused.exception, InputError)
-    assert "reversed.extxyz: frame 0, atom 0 is H" in str(refused.exception)
+    assert "mixed.extxyz: frame 1, atom 0 is C where frame 0 has H" in str(refused.exception)
     assert not (tmp_path / "no").exists()
 
 
@@ -106,3 +114,31 @@ def test_simulate_writes_velocities_on_request_and_resumes_runs_recorded_before_
     assert longer.exit_code == 0, longer.output
     steps = read_replica(tmp_path / "without" / "trajectory.h5", 1)["step"]
     assert steps.tolist() == [0, 5, 10, 15, 20]
+
+
+def test_simulate_at_constant_pressure_records_volumes_resumes_and_refuses_another_pressure(
+    tmp_path,
+):
+    app = _model_and_app(tmp_path)
+    out = tmp_path / "npt"
+    args = ["--model", str(tmp_path / "model.pt"), "--system", "water", "--out", str(out),
+            "--replicas", "2", "--every", "5", "--no-progress",
+            "--barostat-time", "100"]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--time-ps", "0.005", "--pressure", "1"])
+    assert result.exit_code == 0, result.output
+    assert "g/cm³" in result.output
+    data = read_replica(out / "trajectory.h5", 1)
+    frames = len(data["step"])
+    assert frames >= 2 and data["cell"].shape == (frames, 3, 3)
+    np.testing.assert_allclose(data["volume"], np.abs(np.linalg.det(data["cell"])))
+    assert len(np.unique(data["volume"])) == frames  # the box breathes
+
+    longer = CliRunner().invoke(app, [*args, "--time-ps", "0.01", "--pressure", "1"])
+    assert longer.exit_code == 0, longer.output
+    continued = read_replica(out / "trajectory.h5", 1)
+    assert len(continued["step"]) > frames
+    np.testing.assert_array_equal(continued["cell"][:frames], data["cell"])
+
+    other = CliRunner().invoke(app, [*args, "--time-ps", "0.01", "--pressure", "1000"])
+    assert isinstance(other.exception, InputError)
+    assert "pressure_bar" in str(other.exception)

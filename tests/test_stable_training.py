@@ -69,7 +69,7 @@ def _base_model(frames):
 
 
 def _trainer(frames, run_dir, model=None, **options):
-    system = system_of(None, frames)
+    system, _ = system_of(None, frames)
     config = StableConfig(**{**QUICK, **options})
     reference = reference_from_frames(make_observable("h_r", system), frames)
     model = _base_model(frames) if model is None else model
@@ -256,7 +256,7 @@ def _dimer_trainer(run_dir, reference_A: float, flag_times: int | None = None, *
     config = StableConfig(**{**QUICK, "observable": "bond_lengths", "qm_weight": 0.0, **options})
     reference = ReferenceValue(torch.tensor([reference_A], dtype=torch.float64), 8.0, "test")
     trainer = StableTrainer(
-        model, system_of(None, frames), frames, reference, config, run_dir, progress=False
+        model, system_of(None, frames)[0], frames, reference, config, run_dir, progress=False
     )
     trainer.criterion = Unstable(config.check_every, flag_times)
     return trainer
@@ -350,7 +350,7 @@ def test_config_rejects_inverted_thresholds():
 
 
 def test_reference_reweighting_and_files(ethanol_frames, tmp_path):
-    system = system_of(None, ethanol_frames)
+    system, _ = system_of(None, ethanol_frames)
     observable = make_observable("bond_lengths", system)
     plain = reference_from_frames(observable, ethanol_frames)
     same = reference_from_frames(observable, ethanol_frames, 500.0, 500.0)
@@ -373,7 +373,7 @@ def test_reference_reweighting_and_files(ethanol_frames, tmp_path):
 
 def test_reference_from_a_simulation_file(ethanol_frames, tmp_path):
     """Unlabelled frames of a reference simulation give g_ref; a wrong molecule is refused."""
-    system = system_of(None, ethanol_frames)
+    system, _ = system_of(None, ethanol_frames)
     config = StableConfig()
     observable = make_observable("h_r", system)
     simulation = [Atoms(a.numbers, a.positions) for a in ethanol_frames[20:]]  # no labels
@@ -425,12 +425,18 @@ def test_stable_train_command(ethanol_frames, tmp_path, capsys, no_oracle):
 
 
 def test_training_frames_must_be_the_named_system(ethanol_frames):
-    """Frames of another molecule, or in another atom order, are refused with a clear message."""
+    """Frames of another molecule, or in two atom orders, are refused with a clear message;
+    frames in another order than the system's get the system in their order."""
     ethanol = get_system("ethanol").atoms  # C H H H C H H O H
-    assert system_of("ethanol", [ethanol, ethanol.copy()]).name == "ethanol"
+    system, order = system_of("ethanol", [ethanol, ethanol.copy()])
+    assert system.name == "ethanol" and order is None
     with pytest.raises(InputError, match="the training frames: frame 0 has 9 atoms"):
         system_of("aspirin", [ethanol])
     with pytest.raises(InputError, match="the training frames: frame 1, atom 0 is H where"):
         system_of("ethanol", [ethanol, ethanol[::-1]])
-    with pytest.raises(InputError, match="frame 0, atom 1 is C where the ethanol system has H"):
-        system_of("ethanol", ethanol_frames)  # ASE's CH3CH2OH lists its atoms in another order
+    # ASE's CH3CH2OH lists its atoms in another order: the system follows the frames
+    system, order = system_of("ethanol", ethanol_frames)
+    assert (ethanol_frames[0].numbers[order] == ethanol.numbers).all()
+    derived, _ = system_of(None, ethanol_frames)
+    assert (system.atoms.numbers == ethanol_frames[0].numbers).all()
+    assert {tuple(b) for b in system.bonds.tolist()} == {tuple(b) for b in derived.bonds.tolist()}

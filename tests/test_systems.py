@@ -119,3 +119,86 @@ def test_water_parameters_and_copies():
 def test_bad_system_requests(name, params, message):
     with pytest.raises(InputError, match=message):
         get_system(name, **params)
+
+
+# -- systems a user stores by name -------------------------------------------------------------
+
+
+def cli(argv: list[str]) -> str:
+    """``stablemd argv`` in-process; returns its standard output, failing unless it succeeds."""
+    from typer.testing import CliRunner
+
+    from stablemd.cli.main import app
+
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.output
+
+
+def test_a_smiles_system_round_trips_through_the_store_and_data_generate(tmp_path):
+    """Embedded, relaxed with xTB, listed, generated from by name; its bonds are its SMILES
+    graph (RDKit's, independent of the geometry they were derived from)."""
+    import ase.io
+
+    from stablemd.data.database import read_frames
+    from stablemd.systems.molecules import smiles_graph
+    from stablemd.systems.store import store_directory
+
+    assert str(store_directory()).startswith(str(tmp_path))
+    cli(["systems", "add", "acetaldehyde", "--smiles", "CC=O"])
+    listing = cli(["systems"])
+    assert "acetaldehyde" in listing and "stored" in listing and "ethanol" in listing
+    system = get_system("acetaldehyde")
+    numbers, bonds = smiles_graph("CC=O")
+    assert system.atoms.numbers.tolist() == numbers
+    assert {tuple(b) for b in system.bonds.tolist()} == {tuple(b) for b in bonds.tolist()}
+    assert system.default_oracle == "xtb" and not system.periodic
+    stored = ase.io.read(store_directory() / "acetaldehyde.extxyz")
+    stored.calc = get_oracle("xtb")
+    assert np.abs(stored.get_forces()).max() < 0.02  # relaxed with xTB
+    out = tmp_path / "d.db"
+    cli(["data", "generate", "acetaldehyde", "--out", str(out), "--steps", "4", "--every", "2",
+         "--quiet"])  # fmt: skip
+    frames = read_frames(out)
+    assert len(frames) == 2 and {a.info["system"] for a in frames} == {"acetaldehyde"}
+    assert frames[0].numbers.tolist() == numbers
+    cli(["systems", "remove", "acetaldehyde"])
+    assert "acetaldehyde" not in list_systems()
+
+
+def test_a_periodic_box_from_a_file_is_judged_by_contacts_between_molecules(tmp_path):
+    import ase.io
+
+    from stablemd.monitors.criteria import MinNonbondedDistance, geometric_criterion
+
+    water = get_system("water", n_molecules=8)
+    ase.io.write(tmp_path / "box.extxyz", water.atoms)
+    cli(["systems", "add", "box", "--from", str(tmp_path / "box.extxyz"), "--oracle",
+         "openmm-spcfw", "--timestep", "1"])  # fmt: skip
+    box = get_system("box")
+    assert box.periodic and box.timestep_fs == 1.0 and box.default_oracle == "openmm-spcfw"
+    assert (box.molecule_index == water.molecule_index).all()
+    assert {tuple(b) for b in box.bonds.tolist()} == {tuple(b) for b in water.bonds.tolist()}
+    np.testing.assert_allclose(box.atoms.cell, water.atoms.cell)
+    criterion = geometric_criterion(box, 0.5, 1.2, nonbonded_intramolecular=False)
+    assert isinstance(criterion, MinNonbondedDistance)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["systems", "add", "ethanol", "--smiles", "CCO"], "a built-in system has it"),
+        (["systems", "add", "x y", "--smiles", "CCO"], "system name 'x y'"),
+        (["systems", "add", "x"], "either --smiles or --from"),
+        (["systems", "add", "x", "--smiles", "C1CC"], "RDKit cannot read this SMILES"),
+        (["systems", "remove", "nothing"], "no stored system 'nothing'"),
+        (["systems", "remove", "water"], "is a built-in system"),
+    ],
+)
+def test_bad_stored_systems_are_refused(argv, message):
+    from typer.testing import CliRunner
+
+    from stablemd.cli.main import app
+
+    result = CliRunner().invoke(app, argv)
+    assert isinstance(result.exception, InputError) and message in str(result.exception)

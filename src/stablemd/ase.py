@@ -8,6 +8,10 @@ or stress the model returns that is not, raises :class:`NonFiniteError` (an ASE
 ``CalculationFailed``) naming the atom. A structure far outside the model's training frames
 (an interatomic distance well below the shortest of its element pair in them, see
 :mod:`stablemd.models.coverage`) gives one :class:`OutsideTrainingWarning` per element pair.
+
+A model with an uncertainty (``stablemd uncertainty fit``) also reports ``uncertainty`` (eV/atom,
+the calibrated u of the energy per atom) and ``atomic_uncertainties`` (eV/Å per atom, of its
+force), from the same forward and backward pass as the forces.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ase.calculators.calculator import Calculator as _AseCalculator
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from stablemd.core.batch import Batch
+from stablemd.explore.uncertainty.estimator import model_uncertainty
 from stablemd.models.coverage import OutsideTrainingWarning, close_contacts
 from stablemd.models.potential import Potential, predict
 from stablemd.models.registry import load_potential, trained_forces
@@ -48,7 +53,10 @@ class Calculator(_AseCalculator):
     or ``False`` chooses instead.
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = [
+        "energy", "free_energy", "energies", "forces", "stress",
+        "uncertainty", "atomic_uncertainties",
+    ]  # fmt: skip
 
     def __init__(self, potential: Potential, direct_forces: bool | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -57,6 +65,7 @@ class Calculator(_AseCalculator):
             direct_forces = trained_forces(potential) == "direct"
         self.direct_forces = bool(direct_forces)
         self.dtype = next(potential.parameters()).dtype
+        self.uncertainty = model_uncertainty(potential)
         training = potential.metadata.get("training", {})
         self.shortest_distances = training.get("shortest_distances_A")
         self.distance_cutoff = training.get("distance_cutoff_A", potential.cutoff)
@@ -74,7 +83,10 @@ class Calculator(_AseCalculator):
         periodic = bool(self.atoms.pbc.any())
         wanted = ["direct_forces" if self.direct_forces else "forces"]
         wanted += ["stress"] if periodic and "stress" in properties else []
-        out = predict(self.potential, batch, wanted)
+        if self.uncertainty is None:
+            out = predict(self.potential, batch, wanted)
+        else:
+            out = self.uncertainty.predict(self.potential, batch, wanted)
         energy = float(out["energy"][0].detach())
         forces = out["direct_forces"] if self.direct_forces else out["forces"]
         results = {
@@ -83,6 +95,9 @@ class Calculator(_AseCalculator):
             "energies": out["energies"].detach().double().numpy(),
             "forces": forces.detach().double().numpy(),
         }
+        if "uncertainty" in out:
+            results["uncertainty"] = float(out["uncertainty"][0])
+            results["atomic_uncertainties"] = out["atomic_uncertainty"].double().numpy()
         if "stress" in out:
             stress = out["stress"][0].detach().double().numpy()
             results["stress"] = full_3x3_to_voigt_6_stress(np.asarray(stress))
@@ -117,5 +132,8 @@ class Calculator(_AseCalculator):
             raise NonFiniteError(
                 f"the model's force on {self._atom(k)} is not finite: {results['forces'][k]}"
             )
+        k = _first_non_finite(results.get("atomic_uncertainties", np.zeros(1)))
+        if k is not None:
+            raise NonFiniteError(f"the model's uncertainty on {self._atom(k)} is not finite")
         if "stress" in results and not np.isfinite(results["stress"]).all():
             raise NonFiniteError(f"the model's stress is not finite: {results['stress']}")

@@ -8,9 +8,15 @@ A replica whose numbers turn non-finite is frozen, its trajectory ends there, an
 says so.
 
 The forces are the model's conservative ones, its direct head, or both by multiple time
-stepping (``forces``, ``mts``; :meth:`~stablemd.md.settings.MDSettings.force_term`). ``every``
+stepping (``forces``, ``mts``; :meth:`~stablemd.md.settings.MDSettings.force_term`). With
+``pressure_bar`` periodic systems run at constant pressure and the trajectory records each
+replica's cell and volume. ``every``
 and ``checkpoint_every`` count integrator steps: with ``mts`` = M, outer steps of M ×
 ``timestep_fs``.
+
+With ``bias_uncertainty`` τ (a model with an uncertainty, ``stablemd uncertainty fit``) the run
+is uncertainty-biased MD (:mod:`stablemd.explore.uncertainty.bias`; τ = 0 runs plain MD and
+reports u); ``stop_uncertainty`` freezes a replica once an atom's u passes it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from stablemd.core.config_file import field_defaults
 from stablemd.core.errors import InputError
 from stablemd.core.files import record_run_options
 from stablemd.data.fingerprints import frames_fingerprint
+from stablemd.explore.uncertainty.bias import UncertaintyBiasedForces, UncertaintyThreshold
+from stablemd.explore.uncertainty.estimator import require_uncertainty
 from stablemd.md.runner import RunResult, run
 from stablemd.md.settings import MDSettings, Thermostat
 from stablemd.md.starts import initial_state
@@ -47,6 +55,47 @@ class SimulationSettings(MDSettings):
     every: int = Field(100, ge=1, description="steps (outer steps with mts) between frames")
     velocities: bool = Field(False, description="write velocities too (for the VACF)")
     checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints")
+    bias_uncertainty: float | None = Field(
+        None, ge=0, description="τ of uncertainty-biased MD (0: unbiased, u reported)"
+    )
+    stop_uncertainty: float | None = Field(
+        None, gt=0, description="freeze a replica once an atom's u passes this, eV/Å"
+    )
+
+    def biased(self) -> bool:
+        """Whether the run needs the model's uncertainty (a bias or a stop on it)."""
+        return self.bias_uncertainty is not None or self.stop_uncertainty is not None
+
+    def uncertainty_terms(
+        self, potential: Potential, model: str = "the model"
+    ) -> tuple[UncertaintyBiasedForces, list[UncertaintyThreshold]]:
+        """The biased force term and the stop (if any) of a run that uses the uncertainty;
+        refuses a model without one and the direct head or MTS (the bias follows −∂E/∂r)."""
+        if self.forces == "direct" or self.mts is not None:
+            option = "--mts" if self.mts is not None else "--forces direct"
+            raise InputError(f"{option}: uncertainty-biased MD runs the conservative forces only")
+        uncertainty = require_uncertainty(potential, model)
+        term = UncertaintyBiasedForces(
+            potential, uncertainty, self.bias_uncertainty or 0.0,
+            stress=self.pressure_bar is not None,
+        )  # fmt: skip
+        if self.stop_uncertainty is None:
+            return term, []
+        return term, [UncertaintyThreshold(self.stop_uncertainty)]
+
+
+def check_pressure(settings: MDSettings, starts: list[Atoms], source: str = "the start") -> None:
+    """InputError when a pressure is asked for structures that are not periodic in all three
+    directions (``source`` names them in the message)."""
+    if settings.pressure_bar is None:
+        return
+    for i, atoms in enumerate(starts):
+        if not atoms.pbc.all():
+            raise InputError(
+                f"--pressure {settings.pressure_bar:g}: {source} structure {i} is not periodic "
+                f"in all directions (pbc={atoms.pbc.tolist()}); a molecule in vacuum has no "
+                "pressure, run it without --pressure"
+            )
 
 
 @dataclass
@@ -66,7 +115,11 @@ def simulate(
 ) -> Simulation:
     """Run ``settings.replicas`` replicas drawn from ``starts`` into the directory ``out``."""
     out = Path(out)
+    check_pressure(settings, starts)
     forces = settings.force_term(potential)  # refuses a force scheme the model cannot give
+    stops = []
+    if settings.biased():
+        forces, stops = settings.uncertainty_terms(potential)
     if not (out / "run.json").is_file():
         for name in ("trajectory.h5", "checkpoint.pt"):
             if (out / name).exists():
@@ -92,7 +145,7 @@ def simulate(
     with writer:
         result = run(
             state, integrator, forces, n_steps,
-            [NonFinite(), writer], checkpoint=out / "checkpoint.pt",
+            [NonFinite(), *stops, writer], checkpoint=out / "checkpoint.pt",
             checkpoint_every=settings.checkpoint_every, progress=progress,
         )  # fmt: skip
     return Simulation(result, trajectory)

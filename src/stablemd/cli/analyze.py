@@ -35,8 +35,9 @@ def analyze(
     out: Path = typer.Option(..., help="Directory for analysis.json and the plots."),
     system: str = typer.Option(
         None,
-        help="Built-in system whose bonds give bond-length and angle distributions, also for "
-        "periodic boxes (default: bonds found in a molecule's first frame; none for boxes).",
+        help="Built-in or stored system whose bonds give bond-length and angle distributions, "
+        "also for periodic boxes (default: bonds found in a molecule's first frame; none for "
+        "boxes).",
     ),
     param: list[str] = typer.Option(
         [], help="System parameter KEY=VALUE, repeatable (e.g. n_molecules=8 for water)."

@@ -21,14 +21,18 @@ from stablemd.data.formats import (
 )
 from stablemd.data.generate import FRICTION_PER_FS, generate_reference_data
 from stablemd.md.settings import MAX_TIMESTEP_FS
-from stablemd.systems import get_system, list_systems
+from stablemd.systems import builtin_systems, get_system
 
 app = typer.Typer(no_args_is_help=True, help="Reference data: generate, import, export, info.")
 
 
 @app.command()
 def generate(
-    system: str = typer.Argument(..., help=f"Built-in system: {', '.join(list_systems())}."),
+    system: str = typer.Argument(
+        ...,
+        help=f"Built-in system ({', '.join(builtin_systems())}) or one stored by "
+        "stablemd systems add.",
+    ),
     out: Path = typer.Option(..., help="Output ASE database (.db); resumes from OUT.partial."),
     oracle: str | None = typer.Option(
         None, help="xtb, openmm-spcfw or module:Class (default: the system's oracle)."

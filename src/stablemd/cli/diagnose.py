@@ -6,17 +6,19 @@ from pathlib import Path
 
 import typer
 
-from stablemd.cli.options import settings_from_options
-from stablemd.cli.output import console
+from stablemd.cli.options import SYSTEM_HELP, settings_from_options
+from stablemd.cli.output import console, print_system
+from stablemd.data.formats import read_positions
 from stablemd.diagnose.report.workflow import DiagnoseSettings, run_diagnosis
-from stablemd.systems import get_system
+from stablemd.models.registry import read_model_file
+from stablemd.systems.resolve import resolve_system
 
 STATUS_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"}
 
 
 def diagnose(
     model: Path = typer.Option(..., help="Model file written by stablemd train."),
-    system: str = typer.Option(..., help="Built-in system (see stablemd systems)."),
+    system: str = typer.Option(None, help=SYSTEM_HELP),
     out: Path = typer.Option(
         ..., help="Directory for report.html, report.json and the stability run (stability/)."
     ),
@@ -62,7 +64,14 @@ def diagnose(
     """Held-out errors, conservation of the forces (λ, loop work, NVE drift, element
     temperatures, geometry optimisation) and a short stability run, each with a pass / warn /
     fail verdict, in one self-contained report.html (and report.json); rerun to resume."""
-    target = get_system(system)
+    metadata = read_model_file(model)["metadata"]
+    # frames to match or derive the system from: the starts, else (nothing named or recorded)
+    # the labelled data
+    named_or_recorded = system is not None or "system" in metadata
+    source = starts if starts is not None or named_or_recorded else data
+    frames = read_positions(source) if source is not None else None
+    resolved = resolve_system(system, frames, source, metadata, model_name=str(model))
+    target = resolved.system
     settings = settings_from_options(
         DiagnoseSettings, replicas=replicas, time_ps=time_ps, temperature_K=temperature,
         timestep_fs=target.timestep_fs if timestep is None else timestep,
@@ -70,6 +79,7 @@ def diagnose(
         include_training=include_training, seed=seed, mts=mts,
         conservation_replicas=conservation_replicas, conservation_time_ps=conservation_time_ps,
     )  # fmt: skip
+    print_system(resolved, source)
     result = run_diagnosis(model, target, out, settings, data, starts, overwrite, progress)
     for section in result.sections:
         for verdict in section.verdicts:

@@ -20,6 +20,7 @@ from stablemd.cli import (
     stable_train,
     systems,
     train,
+    uncertainty,
 )
 from stablemd.cli.output import error_console
 from stablemd.core.errors import InputError
@@ -33,7 +34,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command()(quickstart.quickstart)
-app.command()(systems.systems)
+app.add_typer(systems.app, name="systems")
 app.add_typer(data.app, name="data", help="Generate, import, export and inspect reference data.")
 app.command()(train.train)
 app.command()(train.evaluate)
@@ -42,6 +43,9 @@ app.command()(analyze.analyze)
 app.command()(stability.stability)
 app.command()(diagnose.diagnose)
 app.command(name="stable-train")(stable_train.stable_train)
+app.add_typer(
+    uncertainty.app, name="uncertainty", help="Calibrated ensemble-free uncertainty of a model."
+)
 
 
 def main(argv: list[str] | None = None) -> None:

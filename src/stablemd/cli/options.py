@@ -13,6 +13,12 @@ from stablemd.core.errors import InputError
 
 SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
+#: Help of --system wherever it is optional.
+SYSTEM_HELP = (
+    "Built-in or stored system (see stablemd systems); frames in another atom order are matched "
+    "by bond graph. (default: the system the model recorded, else one derived from --starts)"
+)
+
 #: Settings fields whose command-line option is not the field name in kebab case.
 OPTION_NAMES = {
     "temperature_K": "--temperature",
@@ -24,6 +30,9 @@ OPTION_NAMES = {
     "max_time_minutes": "--max-time",
     "reference_temperature_K": "--reference-temperature",
     "nonbonded_intramolecular": "--intramolecular",
+    "pressure_bar": "--pressure",
+    "barostat_time_fs": "--barostat-time",
+    "compressibility_per_bar": "--compressibility",
 }
 
 

@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.table import Table
 
 from stablemd.diagnose.stability.report import StabilitySummary
+from stablemd.systems.resolve import ResolvedSystem
+from stablemd.systems.topology import describe_order
 
 console = Console()
 error_console = Console(stderr=True)
@@ -57,3 +59,26 @@ def stability_table(
             f"{100 * s.fraction_stable:.0f} %",
         )
     return table
+
+
+def print_system(resolved: ResolvedSystem, source: object = None) -> None:
+    """Where the system came from, and the atom order used when ``source``'s frames came in
+    another one than the system's."""
+    system = resolved.system
+    if resolved.origin.startswith("--system"):
+        text = f"system: {system.name}"
+    else:
+        text = f"system: {system.name} ({resolved.origin})"
+    console.print(
+        f"{text}: {len(system.atoms)} atoms, {len(system.bonds)} bonds, "
+        f"{int(system.molecule_index.max()) + 1} molecule(s)"
+        + (", periodic" if system.periodic else ""),
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
+    if resolved.order is not None:
+        console.print(
+            f"{source}: atoms in another order than the {system.name} system, matched by bond "
+            f"graph and run in the system's order (system atom←frame atom: "
+            f"{describe_order(resolved.order)})",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip

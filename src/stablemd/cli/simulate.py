@@ -4,21 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import typer
 
-from stablemd.cli.options import settings_from_options
-from stablemd.cli.output import console
+from stablemd.cli.options import SYSTEM_HELP, settings_from_options
+from stablemd.cli.output import console, print_system
 from stablemd.core.files import check_output_directory
 from stablemd.data.formats import read_positions
 from stablemd.models.registry import check_elements, load_potential
-from stablemd.simulation import SimulationSettings
+from stablemd.monitors.trajectory import read_observable
+from stablemd.simulation import SimulationSettings, check_pressure
 from stablemd.simulation import simulate as run_simulation
-from stablemd.systems import get_system
+from stablemd.systems.resolve import resolve_system
+from stablemd.systems.water import G_PER_CM3_IN_AMU_PER_A3
 
 
 def simulate(
     model: Path = typer.Option(..., help="Model file written by stablemd train."),
-    system: str = typer.Option(..., help="Built-in system (see stablemd systems)."),
+    system: str = typer.Option(None, help=SYSTEM_HELP),
     out: Path = typer.Option(..., help="Output directory (trajectory.h5, checkpoint.pt)."),
     replicas: int = typer.Option(8, help="Replicas integrated together in one batch."),
     temperature: float = typer.Option(300.0, help="Temperature in K (velocities, thermostat)."),
@@ -43,6 +46,24 @@ def simulate(
         "conservative correction every M; a step (--every, --checkpoint-every) is then M inner "
         "steps. Needs a model trained with direct forces.",
     ),
+    bias_uncertainty: float = typer.Option(
+        None,
+        help="Uncertainty-biased MD: E − τ_eff·u with this relative strength τ (0.25 in the "
+        "paper; adaptive over 100 steps after an unbiased burn-in; 0: unbiased, u recorded). "
+        "Needs a model with an uncertainty (stablemd uncertainty fit).",
+    ),
+    stop_uncertainty: float = typer.Option(
+        None, help="Stop a replica once any atom's uncertainty passes this, eV/Å (paper: 1.5)."
+    ),
+    pressure: float = typer.Option(
+        None,
+        help="Constant pressure in bar (periodic systems; stochastic cell rescaling). "
+        "(default: constant volume)",
+    ),
+    barostat_time: float = typer.Option(1000.0, help="Barostat relaxation time in fs."),
+    compressibility: float = typer.Option(
+        4.5e-5, help="Isothermal compressibility the barostat assumes, 1/bar (water's)."
+    ),
     every: int = typer.Option(100, help="Write a trajectory frame every this many steps."),
     velocities: bool = typer.Option(
         False, help="Write velocities too (stablemd analyze then gives the VACF)."
@@ -52,29 +73,43 @@ def simulate(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ):
     """Run MD of many replicas at once with a trained model; rerun to resume."""
-    reference = get_system(system)
+    potential = load_potential(model)
+    frames = read_positions(starts) if starts is not None else None
+    resolved = resolve_system(system, frames, starts, potential.metadata, model_name=str(model))
+    print_system(resolved, starts)
+    reference = resolved.system
     settings = settings_from_options(
         SimulationSettings, replicas=replicas, temperature_K=temperature, time_ps=time_ps,
         timestep_fs=reference.timestep_fs if timestep is None else timestep,
         thermostat=thermostat, friction_per_fs=friction, tau_fs=tau, every=every,
         velocities=velocities, checkpoint_every=checkpoint_every, seed=seed, forces=forces,
-        mts=mts,
+        mts=mts, pressure_bar=pressure, barostat_time_fs=barostat_time,
+        compressibility_per_bar=compressibility, bias_uncertainty=bias_uncertainty,
+        stop_uncertainty=stop_uncertainty,
     )  # fmt: skip
-    structures = [reference.atoms]
-    if starts is not None:
-        structures = read_positions(starts)
-        reference.check_frames(structures, str(starts))
-    potential = load_potential(model)
-    check_elements(potential, structures, str(model), str(starts or f"--system {system}"))
+    structures = resolved.frames or [reference.atoms]
+    check_pressure(settings, structures, str(starts or resolved.origin))
+    check_elements(potential, structures, str(model), str(starts or resolved.origin))
     settings.force_term(potential, str(model))  # a scheme the model cannot give: refused now
+    if settings.biased():
+        settings.uncertainty_terms(potential, str(model))  # a model without u: refused now
     check_output_directory(out, "--out", inputs=[model, starts])
     done = run_simulation(potential, structures, settings, out, progress)
     result = done.result
     console.print(
-        f"{replicas} replicas of {system} at {temperature:g} K ({thermostat}): "
+        f"{replicas} replicas of {reference.name} at {temperature:g} K ({thermostat}): "
         f"{result.state.time_fs / 1000:.3f} ps, {result.steps} steps of {settings.step_fs:g} fs "
         f"in {result.wall_time_s:.1f} s this session; trajectory: {done.trajectory}"
     )
+    if pressure is not None:
+        volumes = np.concatenate(read_observable(done.trajectory, "volume"))
+        mass = float(structures[0].get_masses().sum())
+        density = mass / volumes.mean() / G_PER_CM3_IN_AMU_PER_A3
+        console.print(
+            f"at {pressure:g} bar over {len(volumes)} frames of all replicas: volume "
+            f"{volumes.mean():.1f} ± {volumes.std():.1f} Å³ (mean ± spread), density "
+            f"{density:.4f} g/cm³"
+        )
     frozen = [
         f"replica {k} at {t / 1000:.3f} ps ({reason})"
         for k, (t, reason) in enumerate(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 
-from stablemd.cli.options import settings_from_options
-from stablemd.cli.output import console, stability_table
+from stablemd.cli.options import SYSTEM_HELP, settings_from_options
+from stablemd.cli.output import console, print_system, stability_table
 from stablemd.core.errors import InputError
 from stablemd.core.files import check_output_directory
 from stablemd.data.formats import read_positions
@@ -15,7 +16,7 @@ from stablemd.diagnose.stability.benchmark import StabilitySettings
 from stablemd.diagnose.stability.compare import compare_models
 from stablemd.diagnose.stability.diffusion import DIFFUSION_WINDOW_PS
 from stablemd.models.registry import check_elements, load_potential
-from stablemd.systems import get_system
+from stablemd.systems.resolve import resolve_system
 
 
 def _labels(models: list[Path]) -> list[str]:
@@ -26,7 +27,7 @@ def _labels(models: list[Path]) -> list[str]:
 
 def stability(
     model: list[Path] = typer.Option(..., help="Model file; repeat to compare several models."),
-    system: str = typer.Option(..., help="Built-in system (see stablemd systems)."),
+    system: str = typer.Option(None, help=SYSTEM_HELP),
     out: Path = typer.Option(..., help="Directory for summary.json, survival.png, h_r.png."),
     replicas: int = typer.Option(64, help="Replicas per model, integrated in one batch."),
     temperature: float = typer.Option(500.0, help="Temperature in K."),
@@ -79,7 +80,20 @@ def stability(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ):
     """Run every model from the same starts; write stable times, survival and h(r) plots."""
-    target = get_system(system)
+    # Every model is loaded before any runs, so a bad file is refused before hours of MD.
+    potentials = {
+        label: load_potential(path) for label, path in zip(_labels(model), model, strict=True)
+    }
+    # without --system: the system recorded by the first model that records one
+    path, recorded = next(
+        ((p, m) for p, m in zip(model, potentials.values(), strict=True) if "system" in m.metadata),
+        (model[0], None),
+    )
+    start_frames = read_positions(starts) if starts is not None else None
+    resolved = resolve_system(
+        system, start_frames, starts, recorded and recorded.metadata, model_name=str(path)
+    )
+    target = resolved.system
     settings = settings_from_options(
         StabilitySettings, replicas=replicas, temperature_K=temperature, time_ps=time_ps,
         timestep_fs=target.timestep_fs if timestep is None else timestep,
@@ -90,26 +104,24 @@ def stability(
     )  # fmt: skip
     if max_rdf_deviation is not None and not target.periodic:
         raise InputError(
-            f"--max-rdf-deviation: the RDF criterion is for periodic boxes; {system} is a "
+            f"--max-rdf-deviation: the RDF criterion is for periodic boxes; {target.name} is a "
             "molecule, judged by --max-bond-deviation"
         )
     if max_rdf_deviation is not None and starts is None and reference is None:
         raise InputError(
             "--max-rdf-deviation needs frames for the reference RDF: give --reference or --starts"
         )
-    start_frames = read_positions(starts) if starts is not None else [target.atoms]
-    reference_frames = read_positions(reference) if reference is not None else None
-    for path, frames in ((starts, start_frames), (reference, reference_frames)):
-        if path is not None:
-            target.check_frames(frames, str(path))
-    if reference is None and starts is not None:
+    print_system(resolved, starts)
+    start_frames = resolved.frames or [target.atoms]
+    reference_frames = None
+    if reference is not None:
+        reference_frames, order = target.align(read_positions(reference), str(reference))
+        if order is not None:
+            print_system(replace(resolved, order=order), reference)
+    elif starts is not None:
         reference_frames = start_frames  # the starts' h(r) is the reference
-    # Every model is loaded before any runs, so a bad file is refused before hours of MD.
-    potentials = {
-        label: load_potential(path) for label, path in zip(_labels(model), model, strict=True)
-    }
     for path, potential in zip(model, potentials.values(), strict=True):
-        check_elements(potential, start_frames, str(path), str(starts or f"--system {system}"))
+        check_elements(potential, start_frames, str(path), str(starts or resolved.origin))
         settings.force_term(potential, str(path))  # a scheme the model cannot give: refused now
     check_output_directory(out, "--out", inputs=[*model, starts, reference])
     rows = compare_models(

@@ -12,6 +12,7 @@ from stablemd.cli.output import console
 from stablemd.cli.train import check_model_output
 from stablemd.fix.stable_training.config import StableConfig
 from stablemd.fix.stable_training.workflow import stable_train as run_stable_training
+from stablemd.systems.topology import describe_order
 
 
 def stable_train(
@@ -26,7 +27,9 @@ def stable_train(
     ),
     config: Path = typer.Option(None, help="YAML file with further StABlE options."),
     system: str = typer.Option(
-        None, help="Built-in system the frames are (default: bonds derived from the frames)."
+        None,
+        help="Built-in or stored system the frames are, in any atom order (default: bonds "
+        "derived from the frames).",
     ),
     estimator: str = typer.Option(None, help="global or local. (default global)"),
     observable: str = typer.Option(
@@ -86,6 +89,13 @@ def stable_train(
     if located is not None:
         qm = len(located.train) if located.train else "all"
         console.print(f"{located.describe(data)}; L_QM uses {qm} frames of {data.name}")
+    if result.atom_order is not None:
+        console.print(
+            f"{data}: atoms in another order than the {system} system, matched by bond graph "
+            f"(system atom←frame atom: {describe_order(result.atom_order)}); trained in the "
+            "frames' order",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
     console.print(f"reference: {reference.source}{effective}")
     console.print(
         f"StABlE: {len(result.history)} epochs ({learning} learning) in {result.elapsed_s:.0f} s; "

@@ -8,12 +8,15 @@ import typer
 
 from stablemd.cli.options import check_positive, config_from_options
 from stablemd.cli.output import console, metrics_table
+from stablemd.cli.uncertainty import calibration_table
 from stablemd.core.config_file import read_config_file
 from stablemd.core.errors import InputError
 from stablemd.core.files import check_output_directory, check_output_file, write_json
 from stablemd.data.database import count_frames, read_frames
 from stablemd.data.trajectories import read_trajectories
 from stablemd.diagnose.held_out import held_out_errors
+from stablemd.explore.uncertainty.estimator import model_uncertainty
+from stablemd.explore.uncertainty.evaluation import held_out_calibration
 from stablemd.fix.dynamic_training.config import DynamicTrainConfig
 from stablemd.fix.dynamic_training.workflow import train_dynamic_from_database
 from stablemd.models.registry import check_hyperparameters, load_potential, read_model_file
@@ -160,20 +163,38 @@ def evaluate(
         False, help="Also count frames the model was trained or validated on."
     ),
     batch_size: int = typer.Option(32, help="Frames per forward pass."),
-    overwrite: bool = typer.Option(False, help="Replace the --json file if it exists."),
+    plot: Path = typer.Option(
+        None, help="For a model with an uncertainty: write the plot of error against u here."
+    ),
+    overwrite: bool = typer.Option(False, help="Replace the --json or --plot file if it exists."),
 ):
-    """Energy (per atom, per structure) and force errors, per element, on held-out frames."""
+    """Energy (per atom, per structure) and force errors, per element, on held-out frames; for a
+    model with an uncertainty (stablemd uncertainty fit), its calibration too."""
     check_positive(batch_size=batch_size)
     if json_out is not None:
         check_output_file(
             json_out, "--json", inputs=[model, data], overwrite=overwrite, suffixes=(".json",)
         )
     potential = load_potential(model)
+    uncertainty = model_uncertainty(potential)
+    if plot is not None:
+        if uncertainty is None:
+            raise InputError(f"--plot: {model} carries no uncertainty (stablemd uncertainty fit)")
+        check_output_file(
+            plot, "--plot", inputs=[model, data, json_out], overwrite=overwrite,
+            suffixes=(".png", ".pdf", ".svg"),
+        )  # fmt: skip
     result = held_out_errors(potential, data, include_training, batch_size, str(model))
     if result.located is not None:
         left_out = "" if result.located.by == "none" else "; they are left out"
         console.print(result.located.describe(data) + left_out)
     metrics, indices = result.metrics, result.indices
     console.print(metrics_table(metrics, f"{model.name} on {len(indices)} frames of {data.name}"))
+    if uncertainty is not None:
+        calibration = held_out_calibration(potential, uncertainty, data, indices, batch_size, plot)
+        metrics = {**metrics, "uncertainty": calibration}
+        nominal = f"{100 * calibration['nominal_coverage']:.0f} %"
+        title = f"uncertainty ({calibration['calibration']}; interval {calibration['interval']}, "
+        console.print(calibration_table(calibration, title + f"nominal coverage {nominal})"))
     if json_out is not None:
         write_json({"model": str(model), "data": str(data), **metrics}, json_out)

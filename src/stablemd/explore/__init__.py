@@ -1,2 +1,3 @@
-"""Explore where a potential fails: the home of uncertainty-biased MD and active learning
-(not built yet; see docs/architecture.md, "Where to add a method")."""
+"""Explore where a potential fails: a calibrated ensemble-free uncertainty and MD biased
+towards it (:mod:`stablemd.explore.uncertainty`; docs/uncertainty.md). Active learning comes
+next."""

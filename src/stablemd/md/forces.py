@@ -27,17 +27,24 @@ from stablemd.models.registry import trained_forces
 @dataclass
 class ForceResult:
     """Energy per replica [n_systems] eV, forces [n_atoms, 3] eV/Å and extra per-atom outputs
-    [n_atoms, ...] by name (features, direct forces, ...), all for every replica of the state."""
+    [n_atoms, ...] by name (features, direct forces, ...), all for every replica of the state;
+    ``stress`` [n_systems, 3, 3] eV/Å³ ((1/V) ∂E/∂ε, ASE's sign) from terms asked for it (a
+    barostat needs it), else None."""
 
     energy: torch.Tensor
     forces: torch.Tensor
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    stress: torch.Tensor | None = None
 
     def __add__(self, other: ForceResult) -> ForceResult:
+        if (self.stress is None) != (other.stress is None):
+            # a sum that dropped one term's stress would give a barostat the wrong pressure
+            raise ValueError("cannot add a force result with stress to one without")
         return ForceResult(
             self.energy + other.energy,
             self.forces + other.forces,
             {**self.outputs, **other.outputs},
+            None if self.stress is None else self.stress + other.stress,
         )
 
 
@@ -51,12 +58,13 @@ def _zeros(state: MDState) -> ForceResult:
     return ForceResult(torch.zeros(state.n_systems, dtype=dtype), torch.zeros_like(state.positions))
 
 
-def _on_active_replicas(
+def on_active_replicas(
     state: MDState, dtype: torch.dtype, compute: Callable[[Batch], dict[str, torch.Tensor]]
 ) -> dict[str, torch.Tensor]:
     """``compute`` on a batch of the active replicas only (positions in ``dtype``), its results
     scattered back to every replica in float64 with zeros for the frozen ones: ``energy``
-    per replica [n_systems], every other entry per atom [n_atoms, ...]."""
+    [n_systems] and ``stress`` [n_systems, 3, 3] per replica, every other entry per atom
+    [n_atoms, ...]."""
     float64 = state.positions.dtype
     if not bool(state.active.any()):
         return {"energy": torch.zeros(state.n_systems, dtype=float64)}
@@ -64,13 +72,13 @@ def _on_active_replicas(
     out = {name: value.detach().to(float64) for name, value in compute(batch).items()}
     if batch.n_systems == state.n_systems:
         return out
-    energy = out["energy"].new_zeros(state.n_systems)
-    energy[state.active] = out.pop("energy")
-    atoms = state.active_atoms
-    full = {"energy": energy}
+    full = {}
     for name, value in out.items():
-        full[name] = value.new_zeros((state.n_atoms, *value.shape[1:]))
-        full[name][atoms] = value
+        per_replica = name in ("energy", "stress")
+        size, rows = (state.n_systems, state.active) if per_replica else (
+            state.n_atoms, state.active_atoms)  # fmt: skip
+        full[name] = value.new_zeros((size, *value.shape[1:]))
+        full[name][rows] = value
     return full
 
 
@@ -88,7 +96,7 @@ class _ModelTerm:
     def _predict(self, state: MDState, properties: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """``energy`` and ``properties`` plus the extra outputs, on every replica."""
         names = ("energy", *properties, *(o for o in self.outputs if o not in properties))
-        return _on_active_replicas(
+        return on_active_replicas(
             state, self.dtype, lambda batch: predict(self.potential, batch, names)
         )
 
@@ -99,11 +107,19 @@ class _ModelTerm:
 
 class ModelForces(_ModelTerm):
     """Conservative forces −∂E/∂r of a :class:`Potential` on the active replicas only, in one
-    batch, with the extra ``outputs`` of the same forward pass."""
+    batch, with the extra ``outputs`` of the same forward pass; with ``stress`` (periodic
+    replicas, for a barostat) the stress from the same backward pass."""
+
+    def __init__(self, potential: Potential, outputs: Collection[str] = (), stress: bool = False):
+        super().__init__(potential, outputs)
+        self.stress = bool(stress)
 
     def __call__(self, state: MDState) -> ForceResult:
-        out = self._predict(state, ("forces",))
-        return self._result(out, out.get("forces", torch.zeros_like(state.positions)))
+        out = self._predict(state, ("forces", "stress") if self.stress else ("forces",))
+        result = self._result(out, out.get("forces", torch.zeros_like(state.positions)))
+        if self.stress:
+            result.stress = out.get("stress", state.positions.new_zeros(state.n_systems, 3, 3))
+        return result
 
 
 class DirectForces(_ModelTerm):
@@ -168,13 +184,17 @@ class ConservativeCorrection(_ModelTerm):
 
 
 class CalculatorForces:
-    """Forces of an ASE calculator, replica by replica (for tests and reference oracles)."""
+    """Forces of an ASE calculator, replica by replica (for tests and reference oracles); with
+    ``stress`` (periodic replicas, for a barostat) the calculator's stress too."""
 
-    def __init__(self, calculator: Calculator):
+    def __init__(self, calculator: Calculator, stress: bool = False):
         self.calculator = calculator
+        self.stress = bool(stress)
 
     def __call__(self, state: MDState) -> ForceResult:
         result = _zeros(state)
+        if self.stress:
+            result.stress = state.positions.new_zeros(state.n_systems, 3, 3)
         counts = state.atoms_per_system.tolist()
         starts = np.cumsum([0, *counts])
         positions = state.positions.detach().numpy()
@@ -189,6 +209,9 @@ class CalculatorForces:
             atoms.calc = self.calculator
             result.energy[s] = atoms.get_potential_energy()
             result.forces[atoms_slice] = torch.as_tensor(atoms.get_forces(), dtype=torch.float64)
+            if self.stress:
+                stress = atoms.get_stress(voigt=False)
+                result.stress[s] = torch.as_tensor(stress, dtype=torch.float64)
         return result
 
 
@@ -222,6 +245,7 @@ def model_force_term(
     mts: int | None = None,
     outputs: Collection[str] = (),
     model: str = "this model",
+    stress: bool = False,
 ) -> ForceTerm:
     """The force term of an MD run of ``potential`` (named ``model`` in errors, e.g. its file).
 
@@ -232,7 +256,8 @@ def model_force_term(
     ``ForceLevels(DirectForces, ConservativeCorrection)``, which sum to the conservative forces
     and share the outer step's forward pass. Direct forces need a trained direct head: a model
     trained with conservative forces only is refused (its head would give nonsense); MTS needs
-    both heads trained.
+    both heads trained. ``stress`` (for a barostat) needs conservative forces: the stress is
+    the strain derivative of the energy, which the direct head's forces do not follow.
     """
     trained = trained_forces(potential)
     if forces is not None and forces not in FORCE_KINDS:
@@ -242,10 +267,19 @@ def model_force_term(
             f"mts={mts}: multiple time stepping sets the forces itself (direct inside, "
             f"conservative every {mts} steps); leave forces unset, not {forces!r}"
         )
+    requested = forces
     if forces is None and mts is None:
         forces = "direct" if trained == "direct" else "conservative"
+    if stress and forces != "conservative":
+        scheme = f"mts={mts}" if mts is not None else "forces=direct"
+        if requested is None and mts is None:
+            scheme = f"{model} was trained with direct forces only, so it runs forces=direct"
+        raise InputError(
+            f"{scheme}: a barostat needs the stress ∂E/∂ε/V that belongs to conservative forces; "
+            "run constant pressure with forces: conservative (and no mts)"
+        )
     if forces == "conservative":
-        return ModelForces(potential, outputs)
+        return ModelForces(potential, outputs, stress=stress)
     option = f"mts={mts}" if mts is not None else "forces=direct"
     if not potential.supports_direct_forces:
         raise InputError(f"{option}: {model} ({potential.kind}) has no direct-force head")

@@ -10,6 +10,10 @@ eV; ``term`` is any force term (:mod:`stablemd.md.forces`). Time steps in fs.
   half drifts.
 - :class:`RESPA`: multiple time stepping (Tuckerman, Berne & Martyna 1992): the fast forces
   every inner step, the slow ones every ``n_inner`` steps, a thermostat around the outer step.
+
+Constant pressure: velocity Verlet with a barostat
+(:class:`~stablemd.md.barostats.StochasticCellRescaling`) that rescales the cell around its drift;
+Langevin dynamics then runs as OBABO (the noise half a step at each end).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import replace
 import torch
 
 from stablemd.core.errors import InputError
+from stablemd.md.barostats import StochasticCellRescaling
 from stablemd.md.forces import ForceLevels, ForceTerm
 from stablemd.md.state import MDState
 from stablemd.md.steps import advance_clock, drift, evaluate, kick, velocity_verlet
@@ -29,13 +34,15 @@ THERMOSTATS = ("nve", "langevin", "nose-hoover", "csvr")
 
 
 class Integrator:
-    """Time step ``timestep_fs`` and an optional thermostat; subclasses compose :meth:`step`."""
+    """Time step ``timestep_fs``, an optional thermostat and (velocity Verlet only) an optional
+    barostat; subclasses compose :meth:`step`."""
 
     def __init__(self, timestep_fs: float, thermostat: Thermostat | None = None):
         if not timestep_fs > 0:
             raise InputError(f"timestep must be positive, got {timestep_fs} fs")
         self.dt = float(timestep_fs)
         self.thermostat = thermostat
+        self.barostat: StochasticCellRescaling | None = None
 
     @property
     def step_fs(self) -> float:
@@ -56,32 +63,54 @@ class Integrator:
             state = evaluate(state, term)
         if self.thermostat is not None:
             state = replace(state, thermostat=self.thermostat.init_variables(state))
+        if self.barostat is not None:
+            self.barostat.check(state)
+            state = replace(state, thermostat=self.barostat.init_variables(state))
         return state
 
     def conserved_energy(self, state: MDState) -> torch.Tensor:
-        """Potential plus kinetic energy plus the thermostat's term, per replica [n_systems] eV."""
+        """Potential plus kinetic energy plus the thermostat's and barostat's terms, per replica
+        [n_systems] eV."""
         energy = state.potential_energy + state.kinetic_energy()
-        return energy if self.thermostat is None else energy + self.thermostat.conserved_term(state)
+        for bath in (self.thermostat, self.barostat):
+            if bath is not None:
+                energy = energy + bath.conserved_term(state)
+        return energy
 
     def state_dict(self) -> dict:
-        """Random generator states to checkpoint."""
-        return {} if self.thermostat is None else self.thermostat.state_dict()
+        """Random generator states to checkpoint (the barostat's under its own key)."""
+        out = {} if self.thermostat is None else self.thermostat.state_dict()
+        if self.barostat is not None:
+            out["barostat"] = self.barostat.state_dict()
+        return out
 
     def load_state_dict(self, state_dict: dict) -> None:
         if self.thermostat is not None:
             self.thermostat.load_state_dict(state_dict)
+        if self.barostat is not None:
+            self.barostat.load_state_dict(state_dict["barostat"])
 
     def _thermostat_half(self, state: MDState, dt: float) -> MDState:
         return state if self.thermostat is None else self.thermostat.propagate(state, dt / 2)
 
 
 class VelocityVerlet(Integrator):
-    """Velocity Verlet, NVE without a thermostat; with one, T(dt/2) · Verlet · T(dt/2)."""
+    """Velocity Verlet, NVE without a thermostat; with one, T(dt/2) · Verlet · T(dt/2); with a
+    ``barostat``, the cell rescaled around the drift (constant pressure)."""
+
+    def __init__(
+        self,
+        timestep_fs: float,
+        thermostat: Thermostat | None = None,
+        barostat: StochasticCellRescaling | None = None,
+    ):
+        super().__init__(timestep_fs, thermostat)
+        self.barostat = barostat
 
     def step(self, state: MDState, term: ForceTerm) -> MDState:
         state = self.prepare(state, term)
         state = self._thermostat_half(state, self.dt)
-        state = velocity_verlet(state, term, self.dt)
+        state = velocity_verlet(state, term, self.dt, self.barostat)
         state = self._thermostat_half(state, self.dt)
         return advance_clock(state, self.dt)
 
@@ -180,11 +209,13 @@ def make_integrator(
     friction_per_fs: float,
     tau_fs: float,
     seed: int,
+    barostat: StochasticCellRescaling | None = None,
 ) -> Integrator:
     """The integrator of ``thermostat``: BAOAB for Langevin, velocity Verlet for the others;
     Langevin uses ``friction_per_fs``, Nosé–Hoover and CSVR ``tau_fs``, the stochastic ones
-    ``seed``."""
+    ``seed``. With a ``barostat`` always velocity Verlet (Langevin as OBABO), the barostat
+    rescaling the cell around its drift."""
     bath = make_thermostat(thermostat, temperature_K, friction_per_fs, tau_fs, seed)
-    if isinstance(bath, LangevinNoise):
+    if isinstance(bath, LangevinNoise) and barostat is None:
         return BAOAB(timestep_fs, bath)
-    return VelocityVerlet(timestep_fs, bath)
+    return VelocityVerlet(timestep_fs, bath, barostat)

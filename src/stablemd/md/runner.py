@@ -100,7 +100,7 @@ class _Verdicts:
 def _layout(state: MDState, integrator: Integrator, monitors: Sequence[Monitor]) -> dict:
     """What a checkpoint must match to be resumed by this run."""
     bath = integrator.thermostat
-    return {
+    layout = {
         "replicas": state.n_systems,
         "atoms": state.n_atoms,
         "integrator": type(integrator).__name__,
@@ -108,6 +108,10 @@ def _layout(state: MDState, integrator: Integrator, monitors: Sequence[Monitor])
         "thermostat": None if bath is None else {"kind": type(bath).__name__, **bath.settings()},
         "monitors": [f"{m.name} every {m.every}" for m in monitors],
     }
+    if integrator.barostat is not None:  # absent at constant volume, as in older checkpoints
+        barostat = integrator.barostat
+        layout["barostat"] = {"kind": type(barostat).__name__, **barostat.settings()}
+    return layout
 
 
 def _progress_bar(enabled: bool, label: str) -> Progress:

@@ -27,7 +27,10 @@ class MDState(SystemLayout):
     monitors read them without another model call. ``active`` [n_systems] marks replicas
     still integrated; a frozen replica keeps its state. ``thermostat`` holds per-replica
     thermostat variables [n_systems, ...] (e.g. Nosé–Hoover chain positions and momenta, the
-    energy a stochastic thermostat exchanged with the bath) keyed by name.
+    energy a stochastic thermostat exchanged with the bath, a barostat's work) keyed by name.
+    ``stress`` [n_systems, 3, 3] eV/Å³ is that of the last force evaluation when the force term
+    gives one (constant pressure), else None; ``cell`` [n_systems, 3, 3] Å changes only under
+    a barostat.
     """
 
     positions: torch.Tensor
@@ -44,6 +47,7 @@ class MDState(SystemLayout):
     step: int = 0
     time_fs: float = 0.0
     thermostat: dict[str, torch.Tensor] = field(default_factory=dict)
+    stress: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.active is None:
@@ -53,6 +57,10 @@ class MDState(SystemLayout):
     def active_atoms(self) -> torch.Tensor:
         """Per-atom mask [n_atoms] of atoms in active replicas."""
         return self.active[self.system_index]
+
+    def volume(self) -> torch.Tensor:
+        """Cell volume per replica [n_systems], Å³."""
+        return torch.linalg.det(self.cell).abs()
 
     def kinetic_energy(self) -> torch.Tensor:
         """Kinetic energy per replica [n_systems], eV."""
@@ -102,13 +110,14 @@ def where_replicas(
 
 def take_replicas(state: MDState, source: MDState, replicas: torch.Tensor) -> MDState:
     """A copy of ``state`` whose ``replicas`` (boolean mask [n_systems]) take ``source``'s
-    positions, velocities, forces, energies, outputs, thermostat variables and active flags.
+    positions, velocities, cells, forces, energies, stresses, outputs, thermostat variables and
+    active flags.
 
     Forces, energies and outputs missing on either side, or outputs of other names, are left
     out (None, empty), for the integrator to recompute. A thermostat variable that one side
     lacks counts as zero there (its value before the thermostat's first step)."""
     out = state.clone()
-    for name in ("positions", "velocities", "active"):
+    for name in ("positions", "velocities", "cell", "active"):
         setattr(
             out, name, where_replicas(state, replicas, getattr(source, name), getattr(state, name))
         )
@@ -125,8 +134,12 @@ def take_replicas(state: MDState, source: MDState, replicas: torch.Tensor) -> MD
             key: where_replicas(state, replicas, source.outputs[key], value)
             for key, value in state.outputs.items()
         }
+        if source.stress is not None and state.stress is not None:
+            out.stress = where_replicas(state, replicas, source.stress, state.stress)
+        else:
+            out.stress = None
     else:
-        out.forces, out.potential_energy, out.outputs = None, None, {}
+        out.forces, out.potential_energy, out.outputs, out.stress = None, None, {}, None
     thermostat = {}
     for key in state.thermostat.keys() | source.thermostat.keys():
         like = state.thermostat.get(key, source.thermostat.get(key))

@@ -34,11 +34,15 @@ def drift(state: MDState, dt: float) -> MDState:
 
 
 def store_forces(state: MDState, result: ForceResult) -> MDState:
-    """``state`` holding ``result`` as its forces, potential energy and outputs."""
+    """``state`` holding ``result`` as its forces, potential energy, stress and outputs."""
     if state.forces is None or state.potential_energy is None:
         return replace(
-            state, forces=result.forces, potential_energy=result.energy, outputs=result.outputs
-        )
+            state, forces=result.forces, potential_energy=result.energy, outputs=result.outputs,
+            stress=result.stress,
+        )  # fmt: skip
+    stress = result.stress
+    if stress is not None and state.stress is not None:
+        stress = keep_frozen(state, stress, state.stress)
     outputs = {
         key: keep_frozen(state, value, state.outputs[key]) if key in state.outputs else value
         for key, value in result.outputs.items()
@@ -48,6 +52,7 @@ def store_forces(state: MDState, result: ForceResult) -> MDState:
         forces=keep_frozen(state, result.forces, state.forces),
         potential_energy=keep_frozen(state, result.energy, state.potential_energy),
         outputs=outputs,
+        stress=stress,
     )
 
 
@@ -56,10 +61,15 @@ def evaluate(state: MDState, term: ForceTerm) -> MDState:
     return store_forces(state, term(state))
 
 
-def velocity_verlet(state: MDState, term: ForceTerm, dt: float) -> MDState:
-    """Kick, drift, new forces, kick: one velocity-Verlet step of ``dt`` fs (time not counted)."""
+def velocity_verlet(state: MDState, term: ForceTerm, dt: float, barostat=None) -> MDState:
+    """Kick, drift, new forces, kick: one velocity-Verlet step of ``dt`` fs (time not counted).
+    A ``barostat`` (:mod:`stablemd.md.barostats`) takes over the drift and force evaluation,
+    rescaling the cell around the drift."""
     state = kick(state, state.forces, dt / 2)
-    state = evaluate(drift(state, dt), term)
+    if barostat is None:
+        state = evaluate(drift(state, dt), term)
+    else:
+        state = barostat.drift_and_evaluate(state, term, dt)
     return kick(state, state.forces, dt / 2)
 
 

@@ -112,6 +112,17 @@ class MACEPotential(Potential):
     def hyperparameters(self) -> dict[str, Any]:
         return {"elements": list(self.elements), "cutoff": self.cutoff, **self.config}
 
+    def gradient_feature_layers(self) -> list[torch.nn.Module]:
+        """The e3nn linear layers of each interaction and product basis, then the readouts;
+        the last layer of the last readout gives the atomic energy."""
+        layers: list[torch.nn.Module] = []
+        for interaction, product in zip(self.mace.interactions, self.mace.products, strict=True):
+            layers += [interaction.linear_up, interaction.linear, product.linear]
+        for readout in self.mace.readouts:
+            names = ("linear", "linear_1", "linear_2")
+            layers += [getattr(readout, n) for n in names if hasattr(readout, n)]
+        return layers
+
     def raw_outputs(
         self,
         batch: Batch,

@@ -150,6 +150,14 @@ class PaiNN(Potential):
             "n_rbf": self.n_rbf,
         }
 
+    def gradient_feature_layers(self) -> list[nn.Module]:
+        """Message MLPs, update mixing and MLPs of each interaction, then the energy head (the
+        radial filters act on pairs, not atoms, and the force head not on the energy)."""
+        layers: list[nn.Module] = []
+        for message, update in zip(self.messages, self.updates, strict=True):
+            layers += [message.phi[0], message.phi[2], update.mix, update.mlp[0], update.mlp[2]]
+        return layers + [self.energy_head[0], self.energy_head[2]]
+
     def raw_outputs(
         self,
         batch: Batch,

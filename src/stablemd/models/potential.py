@@ -80,6 +80,13 @@ class Potential(nn.Module, ABC):
         ``once_differentiable``: the caller takes one derivative at most, outside ``vmap``, so
         the model may use faster kernels whose backward is not itself differentiable."""
 
+    def gradient_feature_layers(self) -> list[nn.Module]:
+        """The atom-wise linear layers (``nn.Linear`` or e3nn ``o3.Linear`` applied to each
+        atom's features) whose weight gradients make the model's uncertainty features
+        (:mod:`stablemd.explore.uncertainty`), in order of the forward pass; the last one gives
+        the atomic energy. A model kind without them has no gradient features."""
+        raise InputError(f"{self.kind} models do not name their layers for gradient features")
+
     def check_elements(self, numbers: torch.Tensor) -> None:
         """Raise :class:`InputError` naming the first atom whose element the model lacks."""
         unknown = ~self.known_elements[numbers.clamp(0, N_ELEMENTS - 1)]
@@ -123,6 +130,7 @@ def predict(
     batch: Batch,
     properties: Collection[str] = ("energy", "forces"),
     create_graph: bool = False,
+    tape=None,
 ) -> dict[str, torch.Tensor]:
     """The requested ``properties`` of every system of ``batch``; the one entry point to a model.
 
@@ -131,6 +139,11 @@ def predict(
     (∂E/∂ε / V, periodic systems only), ``direct_forces`` [n_atoms, 3] eV/Å (the model's
     non-conservative head) and ``features`` [n_atoms, n_features]. ``create_graph`` keeps the
     graph of the derivatives, for force-matching losses and second derivatives.
+
+    ``tape``: a recorder whose list ``outputs`` fills with tensors during the forward pass
+    (:class:`~stablemd.explore.uncertainty.features.LayerTape`); the gradients of the energy
+    with respect to them are taken in the same backward pass as the forces and stored in its
+    ``gradients``.
     """
     unknown = sorted(set(properties) - set(PROPERTIES))
     if unknown:
@@ -138,7 +151,7 @@ def predict(
     forces, stress = "forces" in properties, "stress" in properties
     positions = batch.positions
     cell = batch.cell
-    need_grad = forces or stress
+    need_grad = forces or stress or tape is not None
     if need_grad and not positions.requires_grad:
         positions = positions.detach().requires_grad_(True)
     strain = None
@@ -159,9 +172,16 @@ def predict(
     result = {"energy": energy, **out}
     if need_grad:
         inputs = [positions] + ([strain] if stress else [])
+        recorded = list(tape.outputs) if tape is not None else []
         grads = torch.autograd.grad(
-            energy.sum(), inputs, create_graph=create_graph, retain_graph=create_graph
+            energy.sum(),
+            inputs + recorded,
+            create_graph=create_graph,
+            retain_graph=create_graph,
+            allow_unused=bool(recorded),
         )
+        if tape is not None:
+            tape.gradients = list(grads[len(inputs) :])
         if forces:
             result["forces"] = -grads[0]
         if stress:

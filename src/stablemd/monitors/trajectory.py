@@ -5,12 +5,13 @@ Layout, for every replica ``replica_<k>``::
     h5md/                         version [1, 1]; author (name), creator (name, version)
     particles/replica_<k>/
         species [N], mass [N] amu            atomic numbers and masses (time-independent)
-        box/  attrs dimension, boundary; edges [3, 3] Å (cell rows)
+        box/  attrs dimension, boundary; edges [3, 3] Å (cell rows), or under a barostat
+              edges/{value [T, 3, 3] Å, step, time} (hard links to position's)
         position/{value [T, N, 3] Å, step [T], time [T] fs}
         velocity/{value [T, N, 3] Å/fs, step, time}    (optional; step/time are hard links)
     observables/replica_<k>/<name>/{value [T], step, time}
         potential_energy, kinetic_energy (eV), temperature (K), conserved_energy (eV, when
-        the writer knows the integrator)
+        the writer knows the integrator), volume (Å³, under a barostat)
 
 Only active replicas are written, so a frozen replica's series ends at the frame where it was
 found unstable. Frames are queued and written in blocks of ``FRAMES_PER_CHUNK`` (and whenever
@@ -45,6 +46,8 @@ UNITS = {
     "kinetic_energy": "eV",
     "temperature": "K",
     "conserved_energy": "eV",
+    "edges": "Angstrom",
+    "volume": "Angstrom^3",
 }
 
 
@@ -69,6 +72,7 @@ class TrajectoryWriter(Observer):
         self.path = Path(path)
         self.integrator = integrator
         self.velocities = velocities
+        self.cell_changes = integrator is not None and integrator.barostat is not None
         self.file: h5py.File | None = None
         self.frames: torch.Tensor | None = None
         self.series: list[dict[str, h5py.Dataset]] = []
@@ -90,6 +94,9 @@ class TrajectoryWriter(Observer):
         }
         if self.integrator is not None:
             per_replica["conserved_energy/value"] = self.integrator.conserved_energy(state)
+        if self.cell_changes:
+            per_replica["box/edges/value"] = state.cell
+            per_replica["volume/value"] = state.volume()
         self.pending.append(
             {
                 "active": state.active.numpy().copy(),
@@ -174,6 +181,8 @@ class TrajectoryWriter(Observer):
         series = {f"position/{key}": position[key] for key in ("value", "step", "time")}
         if self.velocities:
             series["velocity/value"] = particles["velocity/value"]
+        if self.cell_changes:
+            series["box/edges/value"] = particles["box/edges/value"]
         for name, group in self.file["observables"][replica_name(k)].items():
             series[f"{name}/value"] = group["value"]
         return series
@@ -201,6 +210,8 @@ class TrajectoryWriter(Observer):
         names = ["potential_energy", "kinetic_energy", "temperature"]
         if self.integrator is not None:
             names.append("conserved_energy")
+        if self.cell_changes:
+            names.append("volume")
         for k in range(state.n_systems):
             atoms = slice(int(starts[k]), int(starts[k + 1]))
             group = particles.create_group(replica_name(k))
@@ -212,9 +223,12 @@ class TrajectoryWriter(Observer):
             box.attrs["boundary"] = np.array(
                 ["periodic" if p else "none" for p in state.pbc[k].tolist()], dtype="S8"
             )
-            box["edges"] = state.cell[k].numpy()
-            box["edges"].attrs["unit"] = UNITS["position"]
             position = _time_series(group, "position", (counts[k], 3))
+            if self.cell_changes:
+                _time_series(box, "edges", (3, 3), position)
+            else:
+                box["edges"] = state.cell[k].numpy()
+                box["edges"].attrs["unit"] = UNITS["position"]
             if self.velocities:
                 _time_series(group, "velocity", (counts[k], 3), position)
             per_replica = observables.create_group(replica_name(k))
@@ -282,8 +296,9 @@ def frame_times(path: str | Path) -> list[np.ndarray]:
 
 def read_replica(path: str | Path, k: int) -> dict[str, np.ndarray]:
     """Arrays of replica ``k``: ``positions`` [T, N, 3] Å, ``step`` [T], ``time_fs`` [T],
-    ``species`` [N], ``masses`` [N] amu, ``cell`` [3, 3] Å, ``pbc`` [3], ``velocities``
-    [T, N, 3] Å/fs when written, and every observable [T] under its own name."""
+    ``species`` [N], ``masses`` [N] amu, ``cell`` [3, 3] Å ([T, 3, 3] when a barostat changed
+    it), ``pbc`` [3], ``velocities`` [T, N, 3] Å/fs when written, and every observable [T]
+    under its own name."""
     with _open_trajectory(path) as f:
         name = replica_name(k)
         if name not in f["particles"]:
@@ -295,7 +310,9 @@ def read_replica(path: str | Path, k: int) -> dict[str, np.ndarray]:
             "time_fs": group["position/time"][()],
             "species": group["species"][()],
             "masses": group["mass"][()],
-            "cell": group["box/edges"][()],
+            "cell": group["box/edges"][()]
+            if isinstance(group["box/edges"], h5py.Dataset)
+            else group["box/edges/value"][()],
             "pbc": np.array([b == b"periodic" for b in group["box"].attrs["boundary"]]),
         }
         if "velocity" in group:
@@ -303,3 +320,14 @@ def read_replica(path: str | Path, k: int) -> dict[str, np.ndarray]:
         for key, element in f["observables"][name].items():
             out[key] = element["value"][()]
     return out
+
+
+def read_observable(path: str | Path, name: str) -> list[np.ndarray]:
+    """The observable ``name`` (e.g. ``volume``) of every replica [T_k] of the trajectory at
+    ``path``; InputError if it is not a trajectory or does not record ``name``."""
+    with _open_trajectory(path) as f:
+        observables = f["observables"]
+        n_replicas = sum(1 for key in observables if key.startswith("replica_"))
+        if name not in observables[replica_name(0)]:
+            raise InputError(f"{path}: the trajectory records no {name}")
+        return [observables[replica_name(k)][name]["value"][()] for k in range(n_replicas)]

@@ -1,4 +1,5 @@
-"""Systems by name: ``get_system("aspirin")``, ``get_system("water", n_molecules=32)``."""
+"""Systems by name: ``get_system("aspirin")``, ``get_system("water", n_molecules=32)``, and
+the systems a user stored (:mod:`stablemd.systems.store`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from functools import lru_cache
 from stablemd.core.errors import InputError
 from stablemd.systems.clusters import load_cluster
 from stablemd.systems.molecules import MOLECULES, load_molecule
+from stablemd.systems.store import load_stored, stored_names
 from stablemd.systems.system import System
 from stablemd.systems.water import relaxed_water_box, water_bonds
 
@@ -45,9 +47,14 @@ BUILDERS["water"] = _water
 BUILDERS["pd13-h2"] = _pd13_h2
 
 
-def list_systems() -> list[str]:
+def builtin_systems() -> list[str]:
     """Names of the built-in systems."""
     return list(BUILDERS)
+
+
+def list_systems() -> list[str]:
+    """Names of the built-in systems, then of the stored ones."""
+    return [*BUILDERS, *(n for n in stored_names() if n not in BUILDERS)]
 
 
 @lru_cache(maxsize=16)
@@ -59,9 +66,17 @@ def get_system(name: str, **params) -> System:
     """The system ``name`` built with ``params`` (a fresh copy; builds are cached per process).
 
     Molecules take no parameters; ``water`` takes ``n_molecules``, ``density_g_cm3``, ``seed``.
+    A stored system is read from its file at every call (it may have been replaced).
     """
+    if name not in BUILDERS and name in stored_names():
+        if params:
+            raise InputError(f"system {name!r} is stored and takes no parameters")
+        return load_stored(name)
     if name not in BUILDERS:
-        raise InputError(f"unknown system {name!r}; choose from {list_systems()}")
+        raise InputError(
+            f"unknown system {name!r}; choose from {list_systems()} or add it with "
+            "stablemd systems add"
+        )
     allowed = set(inspect.signature(BUILDERS[name]).parameters)
     unknown = sorted(set(params) - allowed)
     if unknown:

@@ -29,6 +29,7 @@ from stablemd.models.registry import (
     save_potential,
     trained_forces,
 )
+from stablemd.systems.resolve import record_training_system
 from stablemd.training.config import TrainConfig
 from stablemd.training.metrics import error_metrics
 from stablemd.training.trainer import Trainer
@@ -149,6 +150,8 @@ def train_from_database(
             "best_epoch": result.best_validation["epoch"],
             "train_time_s": round(result.elapsed_s, 1),
         },
+        # so that simulate, stability and diagnose need neither --system nor --starts
+        "system": record_training_system([frames[i] for i in split.train], str(data_path)),
         "validation": result.best_validation["metrics"],
         "train_set_errors": error_metrics(
             result.potential, train, batch_size=64, forces=config.scored_forces

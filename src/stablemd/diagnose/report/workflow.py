@@ -131,14 +131,14 @@ def load_inputs(
     data: Path | None = None,
     starts: Path | None = None,
 ) -> DiagnoseInputs:
-    """Load and check the inputs: a model file, start frames of ``system`` (in its atom order)
+    """Load and check the inputs: a model file, start frames of ``system`` (put in its order)
     with elements the model knows, labelled frames (any structures: the held-out errors check
     their elements), and the force scheme of ``settings`` (``forces``, ``mts``) possible for
     the model; raises InputError naming the file."""
     potential = load_potential(model)
-    start_frames = read_positions(starts) if starts is not None else [system.atoms]
+    start_frames = [system.atoms]
     if starts is not None:
-        system.check_frames(start_frames, str(starts))
+        start_frames, _ = system.align(read_positions(starts), str(starts))
     check_elements(potential, start_frames, str(model), str(starts or f"--system {system.name}"))
     settings.stability().force_term(potential, str(model))  # --mts, --forces: refused up front
     data_frames = read_frames(data) if data is not None else None

@@ -339,6 +339,11 @@ def analyze_trajectory(
     periodic = bool(first["pbc"].any())
     if periodic and not bool(first["pbc"].all()):
         raise InputError(f"{path}: a box periodic in some directions only is not supported")
+    if first["cell"].ndim == 3:
+        raise InputError(
+            f"{path}: its box changes from frame to frame (a constant-pressure run); analyze "
+            "reads constant-volume trajectories only"
+        )
     has_velocities = "velocities" in first
     if with_vacf and not has_velocities:
         raise InputError(

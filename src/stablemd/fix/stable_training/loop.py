@@ -141,7 +141,8 @@ class StableResult:
     """The trained potential, one log row per epoch, wall time (s), the reference used, the
     change of the per-atom energy shift that re-centred the energies (eV/atom), and (set by
     :func:`~stablemd.fix.stable_training.workflow.stable_train`) where the base model's
-    training frames were found in the data."""
+    training frames were found in the data and the order matching them to a named system
+    (system atom ``k`` is frame atom ``atom_order[k]``; None: same order or no name)."""
 
     potential: Potential
     history: list[dict]
@@ -149,6 +150,7 @@ class StableResult:
     reference: ReferenceValue
     energy_recentred_eV_per_atom: float
     training_frames: TrainingFrames | None = None
+    atom_order: np.ndarray | None = None
 
 
 def training_criterion(system: System, config: StableConfig) -> Criterion:

@@ -18,8 +18,8 @@ from stablemd.fix.stable_training.targets import (
     reference_from_frames,
 )
 from stablemd.models.registry import load_potential, save_potential
-from stablemd.systems import get_system
-from stablemd.systems.system import System, bond_lengths
+from stablemd.systems.resolve import resolve_system
+from stablemd.systems.system import System
 from stablemd.training.workflow import TrainingFrames, locate_training_frames
 
 
@@ -35,17 +35,17 @@ def training_frames(model_metadata: dict, data: Path) -> tuple[list[Atoms], Trai
     return [frames[i] for i in located.train], located
 
 
-def system_of(name: str | None, frames: list[Atoms], where: str = "the training frames") -> System:
-    """The built-in system ``name``, or one derived from the frames (of ``where``, named in
-    errors): bonds of the first frame, reference bond lengths averaged over all frames."""
-    if name is not None:
-        system = get_system(name)
-    else:
-        system = System.from_atoms("data", frames[0], default_oracle="", timestep_fs=0.5)
-    system.check_frames(frames, where)
-    if name is None:
-        system.reference_bond_lengths = np.mean([bond_lengths(a, system.bonds) for a in frames], 0)
-    return system
+def system_of(
+    name: str | None, frames: list[Atoms], where: str = "the training frames"
+) -> tuple[System, np.ndarray | None]:
+    """The named system (built-in or stored) in the atom order of ``frames`` (of ``where``,
+    named in errors), or one derived from the frames (bonds of the first frame, reference bond
+    lengths averaged over all); and the order matched when the frames list the named system's
+    atoms in another order (system atom ``k`` is frame atom ``order[k]``; None: same order)."""
+    resolved = resolve_system(name, frames, where)
+    if resolved.order is None:
+        return resolved.system, None
+    return resolved.system.in_frame_order(resolved.order), resolved.order
 
 
 def reference_value(
@@ -64,8 +64,7 @@ def reference_value(
         return reference_from_file(reference_file, size)
     frames = train_frames
     if reference_file is not None:
-        frames = read_positions(reference_file)
-        system.check_frames(frames, str(reference_file))
+        frames, _ = system.align(read_positions(reference_file), str(reference_file))
     reweight_to = config.temperature_K if config.reference_temperature_K else None
     reference = reference_from_frames(
         observable, frames, config.reference_temperature_K, reweight_to
@@ -93,7 +92,7 @@ def stable_train(
     """
     potential = load_potential(model)
     frames, located = training_frames(potential.metadata, data)
-    system = system_of(system_name, frames, f"{data} (training frames)")
+    system, order = system_of(system_name, frames, f"{data} (training frames)")
     observable = training_observable(system, config)
     reference = reference_value(observable, system, frames, config, reference_file)
     run_dir = run_dir or Path(out).with_name(Path(out).stem + "_run")
@@ -113,4 +112,5 @@ def stable_train(
     }
     save_potential(result.potential, out, metadata)
     result.training_frames = located
+    result.atom_order = order
     return result
