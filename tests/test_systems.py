@@ -16,7 +16,24 @@ MOLECULES = {"ethanol": (9, 8), "aspirin": (21, 21), "alanine-dipeptide": (22, 2
 
 
 def test_registry_lists_all_systems():
-    assert set(list_systems()) == {*MOLECULES, "water"}
+    assert set(list_systems()) == {*MOLECULES, "water", "pd13-h2"}
+
+
+def test_pd13_h2_is_a_relaxed_cluster_with_hydrogen_on_palladium():
+    system = get_system("pd13-h2")
+    atoms = system.atoms
+    assert atoms.get_chemical_formula() == "H4Pd13" and not system.periodic
+    assert system.default_oracle == "xtb" and system.timestep_fs == 0.5
+    atoms.calc = get_oracle("xtb")
+    assert np.abs(atoms.get_forces()).max() < 0.02
+    distances = atoms.get_all_distances()
+    hydrogen, palladium = np.flatnonzero(atoms.numbers == 1), np.flatnonzero(atoms.numbers == 46)
+    # each H sits on the cluster (Pd–H 1.5–1.8 Å), the molecules dissociated (H–H > 1.5 Å)
+    to_pd = distances[np.ix_(hydrogen, palladium)].min(axis=1)
+    assert ((to_pd > 1.5 - 0.05) & (to_pd < 1.8)).all()
+    hh = distances[np.ix_(hydrogen, hydrogen)][np.triu_indices(len(hydrogen), 1)]
+    assert hh.min() > 1.5
+    assert (system.molecule_index == 0).all()  # one cluster
 
 
 @pytest.mark.parametrize(("name", "sizes"), MOLECULES.items())

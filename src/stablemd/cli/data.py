@@ -19,7 +19,7 @@ from stablemd.data.formats import (
     export_extxyz,
     import_file,
 )
-from stablemd.data.generate import generate_reference_data
+from stablemd.data.generate import FRICTION_PER_FS, generate_reference_data
 from stablemd.md.settings import MAX_TIMESTEP_FS
 from stablemd.systems import builtin_systems, get_system
 
@@ -38,6 +38,11 @@ def generate(
         None, help="xtb, openmm-spcfw or module:Class (default: the system's oracle)."
     ),
     temperature: float = typer.Option(300.0, help="Langevin temperature in K."),
+    friction: float = typer.Option(
+        FRICTION_PER_FS,
+        help="Langevin friction in 1/fs; 0 runs NVE (velocity Verlet), the reference for "
+        "training on rollouts (stablemd train --dynamic).",
+    ),
     steps: int = typer.Option(1000, help="MD steps per trajectory."),
     every: int = typer.Option(10, help="Save a labelled frame every this many steps."),
     trajectories: int = typer.Option(1, help="Independent trajectories (different seeds)."),
@@ -53,6 +58,8 @@ def generate(
     """Label Langevin MD frames of SYSTEM with an oracle; rerun the same command to resume."""
     check_positive(temperature=temperature, steps=steps, trajectories=trajectories)
     check_positive(timestep=timestep, every=every)
+    if friction < 0:
+        raise InputError(f"--friction {friction!r}: must not be negative")
     if timestep is not None and timestep > MAX_TIMESTEP_FS:
         raise InputError(f"--timestep {timestep!r}: must be at most {MAX_TIMESTEP_FS:g} fs")
     if every > steps:
@@ -65,7 +72,7 @@ def generate(
     try:
         summary = generate_reference_data(
             target, oracle, temperature, steps, every, out, n_trajectories=trajectories,
-            seed=seed, timestep_fs=timestep, progress=not quiet,
+            seed=seed, timestep_fs=timestep, progress=not quiet, friction_per_fs=friction,
         )  # fmt: skip
     except InputError:  # e.g. an unknown oracle: leave no directory behind
         for directory in missing:
@@ -83,18 +90,29 @@ def generate(
 
 @app.command("import")
 def import_(
-    file: Path = typer.Argument(..., help="Labelled frames: .npz (sGDML/MD17), .xyz/.extxyz, .db."),
+    file: Path = typer.Argument(
+        ..., help="Labelled frames: .npz (sGDML/MD17), .xyz/.extxyz, .traj (ASE), .db."
+    ),
     out: Path = typer.Option(..., help="Output ASE database (.db), not FILE itself."),
     energy_unit: str | None = typer.Option(
         None,
         help="Energy unit of an npz file without e_unit metadata: kcal/mol, eV, kJ/mol or "
         f"hartree (default {DEFAULT_NPZ_ENERGY_UNIT}); forces in this unit per Å.",
     ),
+    timestep: float | None = typer.Option(
+        None,
+        help="FILE is one MD trajectory (AIMD) whose frames are this many fs apart: keep its "
+        "velocities and time for training on rollouts (stablemd train --dynamic).",
+    ),
+    every: int = typer.Option(
+        1, help="With --timestep: MD steps between two frames (a rollout takes as many)."
+    ),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
 ):
     """Import labelled frames into an ASE database (converted to eV, Å, eV/Å)."""
-    count = import_file(file, out, energy_unit, overwrite)
-    console.print(f"{out}: {count} frames imported from {file}")
+    count = import_file(file, out, energy_unit, overwrite, timestep, every)
+    what = f" (one trajectory, {timestep:g} fs between frames)" if timestep is not None else ""
+    console.print(f"{out}: {count} frames imported from {file}{what}")
 
 
 @app.command()

@@ -12,11 +12,14 @@ from stablemd.cli.uncertainty import calibration_table
 from stablemd.core.config_file import read_config_file
 from stablemd.core.errors import InputError
 from stablemd.core.files import check_output_directory, check_output_file, write_json
-from stablemd.data.database import count_frames
+from stablemd.data.database import count_frames, read_frames
+from stablemd.data.trajectories import read_trajectories
 from stablemd.diagnose.early_warning.model_file import fit_and_attach, stored_early_warning
 from stablemd.diagnose.held_out import held_out_errors
 from stablemd.explore.uncertainty.estimator import model_uncertainty
 from stablemd.explore.uncertainty.evaluation import held_out_calibration
+from stablemd.fix.dynamic_training.config import DynamicTrainConfig
+from stablemd.fix.dynamic_training.workflow import train_dynamic_from_database
 from stablemd.models.registry import check_hyperparameters, load_potential, read_model_file
 from stablemd.training.config import TrainConfig
 from stablemd.training.workflow import (
@@ -72,7 +75,24 @@ def train(
         "from a direct model); the model kind and size are its own.",
     ),
     split_by: str = typer.Option(
-        "random", help="random, or trajectory: validation frames come from other trajectories."
+        None,
+        help="random, or trajectory: validation frames come from other trajectories. "
+        "(default random; trajectory with --dynamic)",
+    ),
+    dynamic: bool = typer.Option(
+        False,
+        "--dynamic",
+        help="Dynamic training: the model's own velocity-Verlet rollouts over windows of "
+        "consecutive reference frames, the window growing as the rate reaches its floor "
+        "(needs trajectory data: data generate --friction 0, or data import --timestep).",
+    ),
+    window_max: int = typer.Option(
+        None, help="With --dynamic: the largest window, frames per rollout. (default 4)"
+    ),
+    backprop: str = typer.Option(
+        None,
+        help="With --dynamic: detached (the state is cut from the graph between steps, the "
+        "authors' choice) or through-time. (default detached)",
     ),
     run_dir: Path = typer.Option(
         None, help="Checkpoint and metrics.csv directory. (default: <out stem>_run next to --out)"
@@ -87,10 +107,16 @@ def train(
         kind = read_model_file(init)["kind"]  # refuses what is not a model file, naming it
         if config is None or "model" not in read_config_file(config):
             model = kind  # the starting model's kind, unless one is asked for
+    if not dynamic and (window_max is not None or backprop is not None):
+        given = "--window-max" if window_max is not None else "--backprop"
+        raise InputError(f"{given} is an option of dynamic training: add --dynamic")
+    extra = {"window_max": window_max, "backprop": backprop} if dynamic else {}
     options = config_from_options(
-        TrainConfig, config, model=model, max_epochs=max_epochs, max_time_minutes=max_time,
-        dtype=dtype, seed=seed, forces=forces, direct_forces_weight=direct_forces_weight,
+        DynamicTrainConfig if dynamic else TrainConfig, config, model=model,
+        max_epochs=max_epochs, max_time_minutes=max_time, dtype=dtype, seed=seed, forces=forces,
+        direct_forces_weight=direct_forces_weight, **extra,
     )  # fmt: skip
+    split_by = split_by or ("trajectory" if dynamic else "random")
     where = f"{config}: model_options" if config is not None else "model_options"
     check_hyperparameters(options.model, options.model_options, where)
     check_positive(n_train=n_train, n_val=n_val)
@@ -101,8 +127,10 @@ def train(
         )
     if init is not None:
         load_potential(init)  # a damaged file is refused before any output
+    if dynamic:  # frames without velocities or time are refused before any output
+        read_trajectories(read_frames(data), str(data))
     run_dir = check_model_output(out, overwrite, [data, config, init], run_dir)
-    trained = train_from_database(
+    trained = (train_dynamic_from_database if dynamic else train_from_database)(
         data, n_train, n_val, options, out, run_dir=run_dir, split_by=split_by,
         progress=progress, init=init, fit_attachments=fit_and_attach,
     )  # fmt: skip
@@ -110,12 +138,22 @@ def train(
     what = options.model
     if options.forces != "conservative":
         what += f" ({options.forces} forces)"
+    if dynamic:
+        what += f" by dynamic training up to S = {options.window_max}"
     start = f" from {init}" if init is not None else ""
     console.print(
         f"trained {what}{start} for {info['epochs']} epochs in {info['train_time_s']:.0f} s "
         f"(best epoch {info['best_epoch']}); model written to {out}"
     )
     console.print(metrics_table(trained.metadata["validation"], "validation errors"))
+    if dynamic:
+        rollout = trained.metadata["validation"]["rollout"]
+        console.print(
+            f"validation rollouts: force MAE {1000 * rollout['mae']:.1f} meV/Å over "
+            f"{rollout['steps']} steps ({rollout['n_rollouts']} rollouts, "
+            f"{rollout['exploded']} exploded); per window size: "
+            f"{run_dir / 'rollout_errors.png'}"
+        )
     console.print(early_warning_text(stored_early_warning(trained.potential)))
 
 

@@ -2,7 +2,9 @@
 
 Imports: sGDML/MD17-style ``.npz`` (R [n,N,3], E [n] or [n,1], F [n,N,3], z [N]; the revised
 MD17 names coords/energies/forces/nuclear_charges work too), extended XYZ (energy and forces
-per frame, eV and eV/Å) and ASE databases. Export: extended XYZ. Every import is validated
+per frame, eV and eV/Å), ASE trajectories (.traj) and ASE databases. An external MD trajectory
+imported with its time between frames keeps its velocities for training on rollouts
+(:mod:`stablemd.data.trajectories`). Export: extended XYZ. Every import is validated
 (missing keys, shapes, unknown elements, non-finite values, unreadable files) and written
 atomically.
 """
@@ -23,6 +25,7 @@ from stablemd.core.errors import InputError
 from stablemd.core.files import atomic_write, check_output_file
 from stablemd.core.units import ENERGY_UNITS_IN_EV
 from stablemd.data.database import read_frames, write_frames
+from stablemd.data.trajectories import mark_trajectory
 
 #: Energy unit assumed for npz files that do not say (MD17's unit).
 DEFAULT_NPZ_ENERGY_UNIT = "kcal/mol"
@@ -155,25 +158,25 @@ def read_npz(path: str | Path, energy_unit: str | None = None) -> list[Atoms]:
 def read_extxyz(path: str | Path) -> list[Atoms]:
     """Labelled frames from an extended XYZ file with energy (eV) and forces (eV/Å) per frame."""
     path = Path(path)
-    return [_check_labels(path, i, atoms) for i, atoms in enumerate(_read_extxyz(path))]
+    return [_check_labels(path, i, atoms) for i, atoms in enumerate(_read_with_ase(path))]
 
 
-def _read_extxyz(path: Path) -> list[Atoms]:
+def _read_with_ase(path: Path, format: str = "extxyz") -> list[Atoms]:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    kind = {"extxyz": "extended XYZ", "traj": "ASE trajectory"}[format]
     try:
-        frames = ase.io.read(path, index=":", format="extxyz")
+        frames = ase.io.read(path, index=":", format=format)
     except Exception as exc:  # ASE raises many types for malformed files
-        raise InputError(
-            f"{path}: not a readable extended XYZ file ({type(exc).__name__}: {exc})"
-        ) from None
+        problem = f"{type(exc).__name__}: {exc}"
+        raise InputError(f"{path}: not a readable {kind} file ({problem})") from None
     if not frames:
         raise InputError(f"{path}: no frames")
     return frames
 
 
 def read_any(path: str | Path, energy_unit: str | None = None) -> list[Atoms]:
-    """Labelled frames from ``path`` by its extension: .npz, .xyz/.extxyz or .db."""
+    """Labelled frames from ``path`` by its extension: .npz, .xyz/.extxyz, .traj or .db."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npz":
@@ -182,9 +185,11 @@ def read_any(path: str | Path, energy_unit: str | None = None) -> list[Atoms]:
         raise InputError(f"{path}: an energy unit can only be given for npz files")
     if suffix in (".xyz", ".extxyz"):
         return read_extxyz(path)
+    if suffix == ".traj":
+        return [_check_labels(path, i, a) for i, a in enumerate(_read_with_ase(path, "traj"))]
     if suffix == ".db":
         return read_frames(path)
-    raise InputError(f"{path}: unknown file type {suffix!r}; use .npz, .xyz, .extxyz or .db")
+    raise InputError(f"{path}: unknown file type {suffix!r}; use .npz, .xyz, .extxyz, .traj or .db")
 
 
 def read_positions(path: str | Path) -> list[Atoms]:
@@ -196,7 +201,7 @@ def read_positions(path: str | Path) -> list[Atoms]:
         return read_frames(path, labelled=False)
     if suffix not in (".xyz", ".extxyz"):
         raise InputError(f"{path}: unknown file type {suffix!r}; use .db, .xyz or .extxyz")
-    frames = _read_extxyz(path)
+    frames = _read_with_ase(path)
     for index, atoms in enumerate(frames):
         if not np.all(np.isfinite(atoms.positions)):
             raise InputError(f"{path}: frame {index} has non-finite positions")
@@ -209,14 +214,28 @@ EXTXYZ_SUFFIXES = (".xyz", ".extxyz")
 
 
 def import_file(
-    path: str | Path, out: str | Path, energy_unit: str | None = None, overwrite: bool = False
+    path: str | Path,
+    out: str | Path,
+    energy_unit: str | None = None,
+    overwrite: bool = False,
+    frame_spacing_fs: float | None = None,
+    every: int = 1,
 ) -> int:
     """Convert the labelled frames of ``path`` (see :func:`read_any`) into the ASE database
-    ``out`` (a ``.db`` file, never ``path`` itself); returns the number of frames."""
+    ``out`` (a ``.db`` file, never ``path`` itself); returns the number of frames.
+
+    With ``frame_spacing_fs`` the file is one MD trajectory whose frames are that many fs and
+    ``every`` MD steps apart, kept with its velocities for training on rollouts
+    (:func:`~stablemd.data.trajectories.mark_trajectory`)."""
     out = check_output_file(
         out, "--out", inputs=[path], overwrite=overwrite, suffixes=DATABASE_SUFFIXES
     )
-    return write_frames(out, read_any(path, energy_unit), overwrite=overwrite)
+    frames = read_any(path, energy_unit)
+    if frame_spacing_fs is not None:
+        frames = mark_trajectory(frames, str(path), frame_spacing_fs, every)
+    elif every != 1:
+        raise InputError(f"--every {every}: only with --timestep (an MD trajectory)")
+    return write_frames(out, frames, overwrite=overwrite)
 
 
 def export_extxyz(db_path: str | Path, out_path: str | Path, overwrite: bool = False) -> int:

@@ -1,5 +1,9 @@
 """Reference data from Langevin MD driven by an oracle, resumable after any interruption.
 
+With friction 0 the MD is NVE (ASE's Langevin integrator then is velocity Verlet): the
+reference trajectories that training on rollouts compares with (``train --dynamic``). Every
+frame keeps its velocities (momenta), ``step`` and ``timestep_fs``.
+
 Trajectory ``t`` starts from the system's relaxed structure with Maxwell–Boltzmann velocities
 drawn from ``seed`` and ``t`` (centre-of-mass momentum removed, and kept fixed by ASE's
 ``FixCom``). Every ``every`` steps the state is labelled and written, together with the MD
@@ -61,7 +65,9 @@ class _Run:
     checkpoint_seconds: float = CHECKPOINT_SECONDS
 
 
-def _check_options(temperature_K, n_steps, every, n_trajectories, seed, timestep_fs) -> None:
+def _check_options(
+    temperature_K, n_steps, every, n_trajectories, seed, timestep_fs, friction_per_fs
+) -> None:
     checks = [
         ("temperature", temperature_K, temperature_K > 0, "must be positive"),
         ("steps", n_steps, n_steps >= 1, "must be positive"),
@@ -69,6 +75,7 @@ def _check_options(temperature_K, n_steps, every, n_trajectories, seed, timestep
         ("trajectories", n_trajectories, n_trajectories >= 1, "must be positive"),
         ("seed", seed, seed >= 0, "must not be negative"),
         ("timestep", timestep_fs, timestep_fs > 0, "must be positive"),
+        ("friction", friction_per_fs, friction_per_fs >= 0, "must not be negative"),
     ]
     for name, value, ok, requirement in checks:
         if not ok:
@@ -119,7 +126,7 @@ def _run_trajectory(db, run: _Run, t: int, state: dict | None, advance) -> dict:
         atoms,
         settings["timestep_fs"] * FS_IN_ASE_TIME,
         temperature_K=temperature_K,
-        friction=FRICTION_PER_FS / FS_IN_ASE_TIME,
+        friction=settings["friction_per_fs"] / FS_IN_ASE_TIME,
         fixcm=False,
     )
     counts = {"new_frames": 0, "skipped_frames": 0, "md_steps": 0}
@@ -216,10 +223,12 @@ def generate_reference_data(
     timestep_fs: float | None = None,
     progress: bool = True,
     checkpoint_seconds: float = CHECKPOINT_SECONDS,
+    friction_per_fs: float = FRICTION_PER_FS,
 ) -> dict:
     """Run ``n_trajectories`` Langevin trajectories of ``n_steps`` steps at ``temperature_K`` (K)
-    with time step ``timestep_fs`` (default: the system's), labelling every ``every``-th state
-    with ``oracle`` (default: the system's) into the ASE database ``out_path``.
+    with time step ``timestep_fs`` (default: the system's) and friction ``friction_per_fs``
+    (1/fs; 0: NVE), labelling every ``every``-th state with ``oracle`` (default: the
+    system's) into the ASE database ``out_path``.
 
     Rerunning the same call continues an interrupted run; a finished one is left as it is. The
     state is committed after every labelled frame and, inside a block of ``every`` steps, at
@@ -231,7 +240,9 @@ def generate_reference_data(
     oracle = oracle or system.default_oracle
     calculator = get_oracle(oracle) if isinstance(oracle, str) else oracle
     timestep_fs = system.timestep_fs if timestep_fs is None else timestep_fs
-    _check_options(temperature_K, n_steps, every, n_trajectories, seed, timestep_fs)
+    _check_options(
+        temperature_K, n_steps, every, n_trajectories, seed, timestep_fs, friction_per_fs
+    )
     out = Path(out_path)
     frame_info = {
         "system": system.name,
@@ -249,7 +260,7 @@ def generate_reference_data(
         "n_steps": int(n_steps),
         "every": int(every),
         "n_trajectories": int(n_trajectories),
-        "friction_per_fs": FRICTION_PER_FS,
+        "friction_per_fs": float(friction_per_fs),
     }
     counts = {"new_frames": 0, "skipped_frames": 0, "md_steps": 0}
     started = time.perf_counter()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from stablemd.core.errors import InputError
+from stablemd.systems.clusters import load_cluster
 from stablemd.systems.molecules import MOLECULES, load_molecule
 from stablemd.systems.store import load_stored, stored_names
 from stablemd.systems.system import System
@@ -36,8 +37,14 @@ def _water(n_molecules: int = 64, density_g_cm3: float = 0.997, seed: int = 0) -
     )
 
 
+def _pd13_h2() -> System:
+    """Pd₁₃ icosahedron with two H₂, dissociated on relaxation (GFN2-xTB): H on Pd."""
+    return System.from_atoms("pd13-h2", load_cluster("pd13-h2"), "xtb", MOLECULE_TIMESTEP_FS)
+
+
 BUILDERS: dict[str, Callable[..., System]] = {name: _molecule(name) for name in MOLECULES}
 BUILDERS["water"] = _water
+BUILDERS["pd13-h2"] = _pd13_h2
 
 
 def builtin_systems() -> list[str]:

@@ -80,7 +80,8 @@ def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 
 def _write_metrics(history: list[dict], path: Path) -> None:
-    columns = METRIC_COLUMNS + [DIRECT_COLUMN] * any(DIRECT_COLUMN in row for row in history)
+    # a subclass's own columns (e.g. dynamic training's window) follow the standard ones
+    columns = list(dict.fromkeys(METRIC_COLUMNS + [key for row in history for key in row]))
     with atomic_write(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -204,19 +205,23 @@ class Trainer:
         limit = self.config.max_time_minutes
         return limit is not None and self._elapsed() > 60.0 * limit
 
-    def _train_step(self, batch) -> float:
-        self.potential.train()
+    def _loss(self, batch) -> torch.Tensor:
+        """The training loss of one batch, with its graph to the parameters."""
         # −∂E/∂r enters the loss, so its graph is kept; without it (``direct``) there is no
         # derivative with respect to positions and the parameters' gradient is a first one
         conservative = "forces" in self.properties
         out = predict(self.potential, batch, self.properties, create_graph=conservative)
-        loss = training_loss(
+        return training_loss(
             batch,
             out,
             self.config.energy_weight,
             self.config.conservative_weight,
             self.config.direct_weight,
         )
+
+    def _train_step(self, batch) -> float:
+        self.potential.train()
+        loss = self._loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.potential.parameters(), self.config.gradient_clip)
@@ -238,21 +243,25 @@ class Trainer:
         metrics["loss"] = config.energy_weight * energy_mse + weight * force_mse
         return metrics
 
-    def _end_epoch(self, n_batches: int) -> None:
-        metrics = self._validate()
-        val_loss = metrics["loss"]
+    def _history_row(self, metrics: dict, n_batches: int) -> dict:
+        """The row of ``metrics.csv`` for the epoch that ends, validated as ``metrics``."""
         row = {
             "epoch": self.epoch,
             "learning_rate": self.optimizer.param_groups[0]["lr"],
             "train_loss": self.epoch_loss_sum / max(n_batches, 1),
-            "val_loss": val_loss,
+            "val_loss": metrics["loss"],
             "val_energy_mae_per_atom_eV": metrics["energy_per_atom_eV"]["mae"],
             "val_forces_mae_eV_per_A": metrics[FORCE_KEYS[self.config.md_forces][0]]["mae"],
             "elapsed_s": round(self._elapsed(), 2),
         }
         if self.config.trains_direct_head:
             row[DIRECT_COLUMN] = metrics[FORCE_KEYS["direct"][0]]["mae"]
-        self.history.append(row)
+        return row
+
+    def _end_epoch(self, n_batches: int) -> None:
+        metrics = self._validate()
+        val_loss = metrics["loss"]
+        self.history.append(self._history_row(metrics, n_batches))
         if val_loss < self.best["val_loss"]:
             self.best = {"val_loss": val_loss, "epoch": self.epoch, "metrics": metrics}
             self.best_state = {k: v.clone() for k, v in self.ema.module.state_dict().items()}
@@ -274,7 +283,6 @@ class Trainer:
         if state is not None:
             self._restore(state)
         self._last_checkpoint = time.perf_counter()
-        n_batches = -(-len(self.train_frames) // self.config.batch_size)
         columns = [
             TextColumn("[bold]training[/] epoch {task.fields[epoch]}"),
             BarColumn(),
@@ -284,10 +292,12 @@ class Trainer:
             TimeRemainingColumn(),
         ]
         with Progress(*columns, disable=not self.progress, transient=True) as bar:
-            task = bar.add_task("", total=n_batches, epoch=self.epoch, fmae="–")
+            task = bar.add_task("", total=None, epoch=self.epoch, fmae="–")
             while not self._finished() and not self._out_of_time():
+                # per epoch: a subclass may change the training set between epochs
+                n_batches = -(-len(self.train_frames) // self.config.batch_size)
                 order = _epoch_order(len(self.train_frames), self.config.seed, self.epoch)
-                bar.update(task, completed=self.batches_done, epoch=self.epoch)
+                bar.update(task, total=n_batches, completed=self.batches_done, epoch=self.epoch)
                 size = self.config.batch_size
                 for b in range(self.batches_done, n_batches):
                     adapt_threads()

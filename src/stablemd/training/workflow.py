@@ -83,6 +83,7 @@ def train_from_database(
     progress: bool = True,
     init: Path | None = None,
     fit_attachments: Callable[[Potential, list[Atoms], list[Atoms]], object] | None = None,
+    make_trainer: Callable[..., Trainer] | None = None,
 ) -> TrainedModel:
     """Train on ``n_train`` frames of ``data_path``, validate on ``n_val`` others, save to ``out``.
 
@@ -95,6 +96,8 @@ def train_from_database(
     ``fit_attachments(potential, training frames, all frames of the data)``: fits what is
     kept with the trained weights (:func:`~stablemd.models.registry.attach`, e.g. the latent
     domain of the early warning) before the model is saved.
+    ``make_trainer``: builds the trainer of another training mode (dynamic training) from
+    the frames, the split and the arguments of :class:`Trainer`; default :class:`Trainer`.
     """
     frames = read_frames(data_path)
     trajectories = [a.info.get("trajectory", 0) for a in frames]
@@ -110,7 +113,7 @@ def train_from_database(
         start = starting_model(init, config, train.elements())
         if not config.model_options:
             own = {k: v for k, v in start.hyperparameters().items() if k != "elements"}
-            config = TrainConfig.model_validate({**config.model_dump(), "model_options": own})
+            config = type(config).model_validate({**config.model_dump(), "model_options": own})
         started_from = {
             "model": str(Path(init).resolve()),
             "fingerprint": model_fingerprint(start),
@@ -122,9 +125,15 @@ def train_from_database(
         "n_val": int(n_val),
         "split_by": split_by,
     }
-    trainer = Trainer(
-        config, train, validation, run_dir, potential=start, progress=progress, inputs=inputs
-    )
+    if make_trainer is None:
+        trainer = Trainer(
+            config, train, validation, run_dir, potential=start, progress=progress, inputs=inputs
+        )
+    else:
+        trainer = make_trainer(
+            frames, split, config, train, validation, run_dir, potential=start,
+            progress=progress, inputs=inputs,
+        )  # fmt: skip
     result = trainer.run()
     metadata = {
         "training": {
