@@ -3,6 +3,8 @@ adaptive strength and the stop at a threshold."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -193,3 +195,24 @@ def test_biased_run_resumes_exactly_and_stops_at_the_threshold(painn, tmp_path):
     stopped = run(straight.state, _langevin(), term, 1, [UncertaintyThreshold(threshold)],
                   progress=False)  # fmt: skip
     assert stopped.unstable_reason == ["uncertainty", "uncertainty"]
+
+
+def test_a_biased_run_is_not_continued_with_a_refitted_uncertainty(painn, tmp_path):
+    """The run record holds the uncertainty's fingerprint: the same weights with another fitted
+    u (here last-layer features instead of sketched) give other bias forces, so the stored
+    run is not resumed with them."""
+    from stablemd.core.errors import InputError
+    from stablemd.explore.uncertainty.estimator import attach_uncertainty
+    from stablemd.simulation import SimulationSettings, simulate
+
+    model, uncertainty = copy.deepcopy(painn[0]), painn[1]  # the module's model stays bare
+    settings = SimulationSettings(
+        replicas=1, time_ps=0.002, timestep_fs=0.5, every=2, checkpoint_every=2,
+        bias_uncertainty=0.25,
+    )  # fmt: skip
+    attach_uncertainty(model, uncertainty)
+    simulate(model, [ethanol()], settings, tmp_path, progress=False)
+    simulate(model, [ethanol()], settings, tmp_path, progress=False)  # same u: continues
+    attach_uncertainty(model, fitted(model, "last-layer", n_train=2))
+    with pytest.raises(InputError, match="uncertainty"):
+        simulate(model, [ethanol()], settings, tmp_path, progress=False)

@@ -117,9 +117,10 @@ def simulate(
     out = Path(out)
     check_pressure(settings, starts)
     forces = settings.force_term(potential)  # refuses a force scheme the model cannot give
-    stops = []
+    stops, uncertainty = [], {}
     if settings.biased():
         forces, stops = settings.uncertainty_terms(potential)
+        uncertainty = {"uncertainty": forces.uncertainty.fingerprint()}
     if not (out / "run.json").is_file():
         for name in ("trajectory.h5", "checkpoint.pt"):
             if (out / name).exists():
@@ -130,6 +131,7 @@ def simulate(
     options = {
         "model": model_fingerprint(potential),
         "starts": frames_fingerprint(starts),
+        **uncertainty,  # the model's weights do not fix its uncertainty: refitted, it differs
         **settings.model_dump(),
     }
     record_run_options(
