@@ -19,6 +19,7 @@ from stablemd.systems.topology import (
     check_same_topology,
     find_bonds,
     match_atom_order,
+    topology_contradiction,
 )
 
 #: Default MD time step (fs) of a system derived from data: short enough for hydrogens.
@@ -117,9 +118,12 @@ class System:
             )
         for index, atoms in enumerate(frames):
             check_no_clash(atoms, f"{source}: frame {index}")
-        if (first.numbers == self.atoms.numbers).all():
+        same_elements = bool((first.numbers == self.atoms.numbers).all())
+        if same_elements and topology_contradiction(first, self.bonds) is None:
             check_numbers(frames, self.atoms.numbers, source, f"the {self.name} system")
             return frames, None
+        # Equal elements atom by atom do not make the same order: hydrogens listed otherwise
+        # would put each bond between the wrong atoms, so such frames are matched by graph too.
         if sorted(first.numbers) != sorted(self.atoms.numbers):
             raise InputError(
                 f"{source}: frame 0 is {first.get_chemical_formula()}, the {self.name} system "
@@ -130,10 +134,10 @@ class System:
         order = match_atom_order(self.atoms, self.bonds, first, bonds)
         if order is None:
             raise InputError(
-                f"{source}: frame 0 lists the atoms of {self.atoms.get_chemical_formula()} in "
-                f"another order than the {self.name} system, and its bond graph ({len(bonds)} "
-                f"bonds) matches the system's ({len(self.bonds)} bonds) in no order: "
-                "not the same molecules"
+                f"{source}: frame 0 lists the atoms of {self.atoms.get_chemical_formula()}"
+                f"{' with other bonds' if same_elements else ' in another order'} than the "
+                f"{self.name} system, and its bond graph ({len(bonds)} bonds) matches the "
+                f"system's ({len(self.bonds)} bonds) in no order: not the same molecules"
             )
         return [permute_atoms(atoms, order) for atoms in frames], order
 
