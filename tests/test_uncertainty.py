@@ -248,6 +248,8 @@ def test_ase_calculator_reports_the_uncertainty():
     expected = uncertainty.predict(model, Batch.from_atoms([atoms], dtype=torch.float64))
     attach_uncertainty(model, uncertainty)
     atoms.calc = Calculator(model)
+    atoms.get_forces()  # what MD asks for: u, which costs more than the forces, is not computed
+    assert "uncertainty" not in atoms.calc.results
     assert atoms.calc.get_property("uncertainty", atoms) == float(expected["uncertainty"][0])
     np.testing.assert_array_equal(
         atoms.calc.get_property("atomic_uncertainties", atoms),
