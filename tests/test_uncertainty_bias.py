@@ -216,3 +216,17 @@ def test_a_biased_run_is_not_continued_with_a_refitted_uncertainty(painn, tmp_pa
     attach_uncertainty(model, fitted(model, "last-layer", n_train=2))
     with pytest.raises(InputError, match="uncertainty"):
         simulate(model, [ethanol()], settings, tmp_path, progress=False)
+
+
+def test_a_model_trained_with_direct_forces_only_is_not_biased_through_its_energy(painn):
+    """Its plain runs take the direct head; biased MD would silently run −∂E/∂r instead."""
+    from stablemd.core.errors import InputError
+    from stablemd.explore.uncertainty.estimator import attach_uncertainty
+    from stablemd.simulation import SimulationSettings
+
+    direct_only = copy.deepcopy(painn[0])
+    direct_only.metadata = {"training": {"config": {"forces": "direct"}}}
+    attach_uncertainty(direct_only, painn[1])
+    settings = SimulationSettings(bias_uncertainty=0.25)
+    with pytest.raises(InputError, match="m.pt was trained with direct forces only"):
+        settings.uncertainty_terms(direct_only, "m.pt")

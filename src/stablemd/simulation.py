@@ -37,7 +37,7 @@ from stablemd.md.runner import RunResult, run
 from stablemd.md.settings import MDSettings, Thermostat
 from stablemd.md.starts import initial_state
 from stablemd.models.potential import Potential
-from stablemd.models.registry import model_fingerprint
+from stablemd.models.registry import model_fingerprint, trained_forces
 from stablemd.monitors.criteria import NonFinite
 from stablemd.monitors.trajectory import TrajectoryWriter
 
@@ -74,6 +74,13 @@ class SimulationSettings(MDSettings):
         if self.forces == "direct" or self.mts is not None:
             option = "--mts" if self.mts is not None else "--forces direct"
             raise InputError(f"{option}: uncertainty-biased MD runs the conservative forces only")
+        if self.forces is None and trained_forces(potential) == "direct":
+            # its plain runs take the direct head (md.forces.model_force_term); the bias would
+            # quietly switch it to an energy gradient it was never trained to give
+            raise InputError(
+                f"{model} was trained with direct forces only, and uncertainty-biased MD runs "
+                "the conservative forces only; give --forces conservative to run them anyway"
+            )
         uncertainty = require_uncertainty(potential, model)
         term = UncertaintyBiasedForces(
             potential, uncertainty, self.bias_uncertainty or 0.0,
