@@ -230,3 +230,20 @@ def test_a_model_trained_with_direct_forces_only_is_not_biased_through_its_energ
     settings = SimulationSettings(bias_uncertainty=0.25)
     with pytest.raises(InputError, match="m.pt was trained with direct forces only"):
         settings.uncertainty_terms(direct_only, "m.pt")
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.25])
+def test_a_biased_trajectory_reports_no_conserved_energy(painn, tmp_path, tau):
+    """Forces of E − τ_eff·u with a τ_eff that changes conserve no E + K (+ bath) for analyze
+    to call drift; τ = 0 is plain MD and keeps it."""
+    from stablemd.explore.uncertainty.estimator import attach_uncertainty
+    from stablemd.monitors.trajectory import read_replica
+    from stablemd.simulation import SimulationSettings, simulate
+
+    model = copy.deepcopy(painn[0])
+    attach_uncertainty(model, painn[1])
+    settings = SimulationSettings(
+        replicas=1, time_ps=0.001, timestep_fs=0.5, every=1, bias_uncertainty=tau
+    )
+    done = simulate(model, [ethanol()], settings, tmp_path, progress=False)
+    assert ("conserved_energy" in read_replica(done.trajectory, 0)) == (tau == 0)

@@ -148,9 +148,11 @@ def simulate(
     integrator = settings.integrator()
     n_steps = round(settings.time_ps * 1000 / integrator.step_fs)
     trajectory = out / "trajectory.h5"
+    biased = bool(settings.bias_uncertainty)  # E − τ_eff·u drives it, E is reported
     writer = TrajectoryWriter(
-        trajectory, integrator, velocities=settings.velocities, every=settings.every
-    )
+        trajectory, integrator, velocities=settings.velocities, every=settings.every,
+        conserved=not biased,
+    )  # fmt: skip
     with writer:
         result = run(
             state, integrator, forces, n_steps,
