@@ -424,6 +424,8 @@ CATALOGUE = [
     ("uncertainty-fit-alpha", c(*UFIT, "--out", "u.pt", "--alpha", "1.5"), ["--alpha"]),
     ("uncertainty-fit-zero-projections", c(*UFIT, "--out", "u.pt", "--projections", "0"),
      ["--projections 0"]),
+    ("uncertainty-fit-too-few-validation-frames", c(*UFIT, "--out", "u.pt"),
+     ["alpha 0.05", "needs at least 19 validation frames, got 3"]),
     ("uncertainty-fit-not-its-data",
      c("uncertainty", "fit", "--model", "tiny.pt", "--data", "data.db", "--out", "u.pt"),
      ["data.db", "none of the training frames of tiny.pt"]),

@@ -184,6 +184,32 @@ def test_a_periodic_box_from_a_file_is_judged_by_contacts_between_molecules(tmp_
     assert isinstance(criterion, MinNonbondedDistance)
 
 
+def test_a_relaxation_that_does_not_converge_is_refused(monkeypatch):
+    """Stored as relaxed, an unconverged structure would be no minimum of its oracle."""
+    from stablemd.systems import molecules
+
+    monkeypatch.setattr(molecules, "RELAX_MAX_STEPS", 1)
+    with pytest.raises(InputError, match="relaxation with xtb: 1 LBFGS steps left a force"):
+        molecules.relax(molecules.embed("CCO"), "xtb")
+
+
+def test_systems_remove_deletes_nothing_outside_the_store(tmp_path):
+    """A name with a path in it is no stored system: the file it points at stays."""
+    from typer.testing import CliRunner
+
+    from stablemd.cli.main import app
+    from stablemd.systems.store import store_directory
+
+    store_directory().mkdir(parents=True)  # (a path through a missing folder would not resolve)
+    outside = store_directory().parent / "frames.extxyz"
+    outside.write_text("1\n\nH 0 0 0\n")
+    assert (store_directory() / "../frames.extxyz").is_file()
+    result = CliRunner().invoke(app, ["systems", "remove", "../frames"])
+    assert isinstance(result.exception, InputError)
+    assert "no stored system '../frames'" in str(result.exception)
+    assert outside.is_file()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -19,7 +19,7 @@ from stablemd.models.registry import save_potential
 from stablemd.systems import get_system, list_systems
 from stablemd.systems.molecules import MOLECULES, smiles_graph
 from stablemd.systems.resolve import record_training_system, resolve_system
-from stablemd.systems.system import System
+from stablemd.systems.system import System, bond_lengths
 from stablemd.training.statistics import fit_energy_scaling
 
 BUILT_INS = ("ethanol", "aspirin", "alanine-dipeptide", "water")
@@ -177,6 +177,20 @@ def test_fragments_that_bond_differently_are_refused():
     assert two.periodic and two.molecule_index.tolist() == [0, 0, 0, 1, 1, 1]
 
 
+def test_hydrogens_listed_otherwise_are_matched_though_every_element_is_in_place():
+    """Swapping ethanol's hydroxyl hydrogen with a methyl one leaves the element sequence as
+    it was; taken as the system's order, the O–H and C–H bonds would join the wrong atoms."""
+    system = get_system("ethanol")
+    hydrogens = np.flatnonzero(system.atoms.numbers == 1)
+    swap = np.arange(len(system.atoms))
+    swap[[hydrogens[0], hydrogens[-1]]] = swap[[hydrogens[-1], hydrogens[0]]]
+    frames = [rattled(system.atoms, 0.02, seed)[swap] for seed in range(2)]
+    aligned, order = system.align(frames, "swapped")
+    assert order is not None
+    for atoms in aligned:
+        assert bond_lengths(atoms, system.bonds).max() < 1.6  # every bond between its atoms
+
+
 def test_another_molecule_of_the_same_formula_is_refused():
     dimethyl_ether = Atoms(  # C2H6O like ethanol, bonded otherwise
         "COCHHHHHH",
@@ -186,6 +200,10 @@ def test_another_molecule_of_the_same_formula_is_refused():
     )  # fmt: skip
     with pytest.raises(InputError, match="ether.xyz: frame 0 lists the atoms of C2H6O"):
         get_system("ethanol").align([dimethyl_ether], "ether.xyz")
+    ethanol_order = dimethyl_ether[[0, 3, 4, 5, 2, 6, 7, 1, 8]]  # C H H H C H H O H, as ethanol
+    assert (ethanol_order.numbers == get_system("ethanol").atoms.numbers).all()
+    with pytest.raises(InputError, match="C2H6O with other bonds than the ethanol system"):
+        get_system("ethanol").align([ethanol_order], "ether.xyz")
 
 
 def test_list_includes_the_built_ins():

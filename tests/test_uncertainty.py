@@ -144,6 +144,12 @@ def test_conformal_calibration_reaches_its_nominal_coverage():
         coverages.append(np.mean(errors[40:] <= c * std[40:].numpy()))
     # exactly ⌈(n+1)(1−α)⌉/(n+1) = 39/41 in expectation; the standard error here is 0.001
     assert abs(np.mean(coverages) - 39 / 41) < 0.004, np.mean(coverages)
+    # below 1/α − 1 = 19 values the conformal quantile is beyond the largest ratio: refused
+    c = calibration_factor(torch.as_tensor(errors[:19]), std[:19], "conformal", 0.05)
+    assert c == float((torch.as_tensor(errors[:19]) / std[:19]).max())
+    with pytest.raises(InputError, match="needs at least 19 validation frames, got 18"):
+        calibration_factor(torch.as_tensor(errors[:18]), std[:18], "conformal", 0.05,
+                           "validation frames")  # fmt: skip
     # the Gaussian fit of a Gaussian error recovers its scale (here 7)
     errors = torch.as_tensor(scale * rng.standard_normal(60)).repeat(100)
     gaussian = calibration_factor(errors, std.repeat(100), "gaussian")
@@ -242,6 +248,8 @@ def test_ase_calculator_reports_the_uncertainty():
     expected = uncertainty.predict(model, Batch.from_atoms([atoms], dtype=torch.float64))
     attach_uncertainty(model, uncertainty)
     atoms.calc = Calculator(model)
+    atoms.get_forces()  # what MD asks for: u, which costs more than the forces, is not computed
+    assert "uncertainty" not in atoms.calc.results
     assert atoms.calc.get_property("uncertainty", atoms) == float(expected["uncertainty"][0])
     np.testing.assert_array_equal(
         atoms.calc.get_property("atomic_uncertainties", atoms),

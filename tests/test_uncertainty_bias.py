@@ -3,6 +3,8 @@ adaptive strength and the stop at a threshold."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -193,3 +195,55 @@ def test_biased_run_resumes_exactly_and_stops_at_the_threshold(painn, tmp_path):
     stopped = run(straight.state, _langevin(), term, 1, [UncertaintyThreshold(threshold)],
                   progress=False)  # fmt: skip
     assert stopped.unstable_reason == ["uncertainty", "uncertainty"]
+
+
+def test_a_biased_run_is_not_continued_with_a_refitted_uncertainty(painn, tmp_path):
+    """The run record holds the uncertainty's fingerprint: the same weights with another fitted
+    u (here last-layer features instead of sketched) give other bias forces, so the stored
+    run is not resumed with them."""
+    from stablemd.core.errors import InputError
+    from stablemd.explore.uncertainty.estimator import attach_uncertainty
+    from stablemd.simulation import SimulationSettings, simulate
+
+    model, uncertainty = copy.deepcopy(painn[0]), painn[1]  # the module's model stays bare
+    settings = SimulationSettings(
+        replicas=1, time_ps=0.002, timestep_fs=0.5, every=2, checkpoint_every=2,
+        bias_uncertainty=0.25,
+    )  # fmt: skip
+    attach_uncertainty(model, uncertainty)
+    simulate(model, [ethanol()], settings, tmp_path, progress=False)
+    simulate(model, [ethanol()], settings, tmp_path, progress=False)  # same u: continues
+    attach_uncertainty(model, fitted(model, "last-layer", n_train=2))
+    with pytest.raises(InputError, match="uncertainty"):
+        simulate(model, [ethanol()], settings, tmp_path, progress=False)
+
+
+def test_a_model_trained_with_direct_forces_only_is_not_biased_through_its_energy(painn):
+    """Its plain runs take the direct head; biased MD would silently run −∂E/∂r instead."""
+    from stablemd.core.errors import InputError
+    from stablemd.explore.uncertainty.estimator import attach_uncertainty
+    from stablemd.simulation import SimulationSettings
+
+    direct_only = copy.deepcopy(painn[0])
+    direct_only.metadata = {"training": {"config": {"forces": "direct"}}}
+    attach_uncertainty(direct_only, painn[1])
+    settings = SimulationSettings(bias_uncertainty=0.25)
+    with pytest.raises(InputError, match="m.pt was trained with direct forces only"):
+        settings.uncertainty_terms(direct_only, "m.pt")
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.25])
+def test_a_biased_trajectory_reports_no_conserved_energy(painn, tmp_path, tau):
+    """Forces of E − τ_eff·u with a τ_eff that changes conserve no E + K (+ bath) for analyze
+    to call drift; τ = 0 is plain MD and keeps it."""
+    from stablemd.explore.uncertainty.estimator import attach_uncertainty
+    from stablemd.monitors.trajectory import read_replica
+    from stablemd.simulation import SimulationSettings, simulate
+
+    model = copy.deepcopy(painn[0])
+    attach_uncertainty(model, painn[1])
+    settings = SimulationSettings(
+        replicas=1, time_ps=0.001, timestep_fs=0.5, every=1, bias_uncertainty=tau
+    )
+    done = simulate(model, [ethanol()], settings, tmp_path, progress=False)
+    assert ("conserved_energy" in read_replica(done.trajectory, 0)) == (tau == 0)

@@ -11,7 +11,9 @@ or stress the model returns that is not, raises :class:`NonFiniteError` (an ASE
 
 A model with an uncertainty (``stablemd uncertainty fit``) also reports ``uncertainty`` (eV/atom,
 the calibrated u of the energy per atom) and ``atomic_uncertainties`` (eV/Å per atom, of its
-force), from the same forward and backward pass as the forces.
+force), from the same forward and backward pass as the forces, when either is asked for (ASE
+asks again for a property a calculation left out, so MD that only asks for forces never pays
+for u).
 
 A model that carries an early warning (a latent domain, docs/early_warning.md) also gives, from
 the same forward pass, each atom's extrapolation grade γ (``extrapolation_grade``) and whether
@@ -96,7 +98,8 @@ class Calculator(_AseCalculator):
         wanted = ["direct_forces" if self.direct_forces else "forces"]
         wanted += ["stress"] if periodic and "stress" in properties else []
         wanted += ["features"] if self.domain is not None else []
-        if self.uncertainty is None:
+        asked = {"uncertainty", "atomic_uncertainties"} & set(properties)
+        if self.uncertainty is None or not asked:  # u costs up to 3× the forces: only on request
             out = predict(self.potential, batch, wanted)
         else:
             out = self.uncertainty.predict(self.potential, batch, wanted)

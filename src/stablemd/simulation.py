@@ -37,7 +37,7 @@ from stablemd.md.runner import RunResult, run
 from stablemd.md.settings import MDSettings, Thermostat
 from stablemd.md.starts import initial_state
 from stablemd.models.potential import Potential
-from stablemd.models.registry import model_fingerprint
+from stablemd.models.registry import model_fingerprint, trained_forces
 from stablemd.monitors.criteria import NonFinite
 from stablemd.monitors.trajectory import TrajectoryWriter
 
@@ -74,6 +74,13 @@ class SimulationSettings(MDSettings):
         if self.forces == "direct" or self.mts is not None:
             option = "--mts" if self.mts is not None else "--forces direct"
             raise InputError(f"{option}: uncertainty-biased MD runs the conservative forces only")
+        if self.forces is None and trained_forces(potential) == "direct":
+            # its plain runs take the direct head (md.forces.model_force_term); the bias would
+            # quietly switch it to an energy gradient it was never trained to give
+            raise InputError(
+                f"{model} was trained with direct forces only, and uncertainty-biased MD runs "
+                "the conservative forces only; give --forces conservative to run them anyway"
+            )
         uncertainty = require_uncertainty(potential, model)
         term = UncertaintyBiasedForces(
             potential, uncertainty, self.bias_uncertainty or 0.0,
@@ -117,9 +124,10 @@ def simulate(
     out = Path(out)
     check_pressure(settings, starts)
     forces = settings.force_term(potential)  # refuses a force scheme the model cannot give
-    stops = []
+    stops, uncertainty = [], {}
     if settings.biased():
         forces, stops = settings.uncertainty_terms(potential)
+        uncertainty = {"uncertainty": forces.uncertainty.fingerprint()}
     if not (out / "run.json").is_file():
         for name in ("trajectory.h5", "checkpoint.pt"):
             if (out / name).exists():
@@ -130,6 +138,7 @@ def simulate(
     options = {
         "model": model_fingerprint(potential),
         "starts": frames_fingerprint(starts),
+        **uncertainty,  # the model's weights do not fix its uncertainty: refitted, it differs
         **settings.model_dump(),
     }
     record_run_options(
@@ -139,9 +148,11 @@ def simulate(
     integrator = settings.integrator()
     n_steps = round(settings.time_ps * 1000 / integrator.step_fs)
     trajectory = out / "trajectory.h5"
+    biased = bool(settings.bias_uncertainty)  # E − τ_eff·u drives it, E is reported
     writer = TrajectoryWriter(
-        trajectory, integrator, velocities=settings.velocities, every=settings.every
-    )
+        trajectory, integrator, velocities=settings.velocities, every=settings.every,
+        conserved=not biased,
+    )  # fmt: skip
     with writer:
         result = run(
             state, integrator, forces, n_steps,

@@ -71,7 +71,7 @@ def calibration_table(metrics: dict, title: str) -> Table:
     """Coverage, rank correlation and sizes of the calibration metrics as a rich table."""
     table = Table(title=title)
     for column in ("error", "n", "coverage", "Spearman ρ", "mean u", "RMSE"):
-        table.add_column(column, justify="left" if column == "level" else "right")
+        table.add_column(column, justify="left" if column == "error" else "right")
     for key, _, units in LEVELS:
         label = {"energy_per_atom": "|ΔE|/N", "forces_per_atom": "‖ΔF_i‖/√3"}[key]
         m = metrics[key]

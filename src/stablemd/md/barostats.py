@@ -46,11 +46,6 @@ BAR_IN_EV_PER_A3 = ase_units.bar
 WORK = "barostat_work"
 
 
-def pressure_in_bar(pressure_ev_per_a3: torch.Tensor | float):
-    """A pressure in eV/Å³ expressed in bar."""
-    return pressure_ev_per_a3 / BAR_IN_EV_PER_A3
-
-
 class StochasticCellRescaling:
     """Isotropic stochastic cell rescaling at ``pressure`` eV/Å³ and ``temperature_K``, with
     ``compressibility`` Å³/eV and relaxation time ``tau_fs`` fs; its noise from its own

@@ -57,7 +57,8 @@ def replica_name(k: int) -> str:
 
 class TrajectoryWriter(Observer):
     """Writes positions (and optionally velocities) and energies to ``path`` every ``every``
-    steps."""
+    steps; the conserved energy of ``integrator`` unless ``conserved`` is False (forces that
+    are not −∂E/∂r of the reported energy, as in biased MD, conserve no such quantity)."""
 
     name = "trajectory"
 
@@ -67,10 +68,12 @@ class TrajectoryWriter(Observer):
         integrator: Integrator | None = None,
         velocities: bool = False,
         every: int = 1,
+        conserved: bool = True,
     ):
         super().__init__(every)
         self.path = Path(path)
         self.integrator = integrator
+        self.conserved = conserved and integrator is not None
         self.velocities = velocities
         self.cell_changes = integrator is not None and integrator.barostat is not None
         self.file: h5py.File | None = None
@@ -92,7 +95,7 @@ class TrajectoryWriter(Observer):
             "kinetic_energy/value": state.kinetic_energy(),
             "temperature/value": temperature(state),
         }
-        if self.integrator is not None:
+        if self.conserved:
             per_replica["conserved_energy/value"] = self.integrator.conserved_energy(state)
         if self.cell_changes:
             per_replica["box/edges/value"] = state.cell
@@ -208,7 +211,7 @@ class TrajectoryWriter(Observer):
         counts = state.atoms_per_system.tolist()
         starts = np.cumsum([0, *counts])
         names = ["potential_energy", "kinetic_energy", "temperature"]
-        if self.integrator is not None:
+        if self.conserved:
             names.append("conserved_energy")
         if self.cell_changes:
             names.append("volume")

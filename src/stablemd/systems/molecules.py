@@ -83,12 +83,18 @@ def embed(smiles: str, seed: int = 0, n_conformers: int = 10) -> Atoms:
 
 
 def relax(atoms: Atoms, oracle: str = "xtb", fmax: float = FMAX_EV_PER_A) -> Atoms:
-    """``atoms`` relaxed with ``oracle`` (ASE's LBFGS to ``fmax`` eV/Å); records its energy."""
+    """``atoms`` relaxed with ``oracle`` (ASE's LBFGS to ``fmax`` eV/Å); records its energy.
+    Refused when ``RELAX_MAX_STEPS`` steps do not reach ``fmax`` (no minimum to store)."""
     from stablemd.oracles import get_oracle
 
     atoms = atoms.copy()
     atoms.calc = get_oracle(oracle)
-    LBFGS(atoms, logfile=None).run(fmax=fmax, steps=RELAX_MAX_STEPS)
+    if not LBFGS(atoms, logfile=None).run(fmax=fmax, steps=RELAX_MAX_STEPS):
+        largest = float(np.linalg.norm(atoms.get_forces(), axis=1).max())
+        raise InputError(
+            f"relaxation with {oracle}: {RELAX_MAX_STEPS} LBFGS steps left a force of "
+            f"{largest:.3g} eV/Å, above {fmax:g} eV/Å; the structure found is no minimum"
+        )
     atoms.info[f"{oracle}_energy_eV"] = atoms.get_potential_energy()
     atoms.calc = None
     return atoms

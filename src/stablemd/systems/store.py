@@ -110,7 +110,7 @@ def store_system(
 def remove_stored(name: str) -> Path:
     """Delete the stored system ``name``; returns the file removed."""
     path = store_directory() / f"{name}{SUFFIX}"
-    if not path.is_file():
+    if name not in stored_names():  # a name like ../x would reach a file outside the store
         raise InputError(
             f"no stored system {name!r} (stored: {', '.join(stored_names()) or 'none'})"
         )

@@ -15,6 +15,7 @@ from scipy.sparse.csgraph import connected_components
 
 from stablemd.core.errors import InputError
 from stablemd.systems.topology import (
+    broken_bond,
     check_no_clash,
     check_same_topology,
     find_bonds,
@@ -115,10 +116,13 @@ class System:
                 f"the {self.name} system has {len(self.atoms)} "
                 f"({self.atoms.get_chemical_formula()})"
             )
-        if (first.numbers == self.atoms.numbers).all():
-            # the system's own topology applies: a squeezed start is a valid (if doomed) start
+        same_elements = bool((first.numbers == self.atoms.numbers).all())
+        if same_elements and broken_bond(first, self.bonds) is None:
+            # the system's topology applies: a squeezed start is a valid (if doomed) start
             check_numbers(frames, self.atoms.numbers, source, f"the {self.name} system")
             return frames, None
+        # Equal elements atom by atom do not make the same order: hydrogens listed otherwise
+        # would put a bond between atoms far apart, so such frames are matched by graph too.
         for index, atoms in enumerate(frames):
             check_no_clash(atoms, f"{source}: frame {index}")
         if sorted(first.numbers) != sorted(self.atoms.numbers):
@@ -131,10 +135,10 @@ class System:
         order = match_atom_order(self.atoms, self.bonds, first, bonds)
         if order is None:
             raise InputError(
-                f"{source}: frame 0 lists the atoms of {self.atoms.get_chemical_formula()} in "
-                f"another order than the {self.name} system, and its bond graph ({len(bonds)} "
-                f"bonds) matches the system's ({len(self.bonds)} bonds) in no order: "
-                "not the same molecules"
+                f"{source}: frame 0 lists the atoms of {self.atoms.get_chemical_formula()}"
+                f"{' with other bonds' if same_elements else ' in another order'} than the "
+                f"{self.name} system, and its bond graph ({len(bonds)} bonds) matches the "
+                f"system's ({len(self.bonds)} bonds) in no order: not the same molecules"
             )
         return [permute_atoms(atoms, order) for atoms in frames], order
 

@@ -74,31 +74,46 @@ def check_no_clash(atoms: Atoms, where: str) -> None:
 def check_same_topology(frames: Sequence[Atoms], bonds: np.ndarray, source: str) -> None:
     """Refuse the first frame of ``source`` whose bonds contradict ``bonds`` (of frame 0): a
     clash, a bond stretched beyond ``BREAK_SCALE``, or a new bond within ``BOND_SCALE``."""
-    known = {(int(a), int(b)) for a, b in bonds}
     for index, atoms in enumerate(frames):
         where = f"{source}: frame {index}"
         check_no_clash(atoms, where)
         if index == 0:
             continue
-        i, j, d = _pairs_within(atoms, BOND_SCALE)
-        for a, b, distance in zip(i.tolist(), j.tolist(), d.tolist(), strict=True):
-            if (a, b) not in known:
-                raise InputError(
-                    f"{where}: atoms {_atom(atoms, a)} and {_atom(atoms, b)} are bonded "
-                    f"({distance:.2f} Å) but not in frame 0: the fragments bond differently "
-                    "between frames, so no one topology fits them"
-                )
-        i, j, d = _pairs_within(atoms, BREAK_SCALE)
-        intact = set(zip(i.tolist(), j.tolist(), strict=True))
-        broken = sorted(known - intact)
-        if broken:
-            a, b = broken[0]
-            length = atoms.get_distance(a, b, mic=bool(atoms.pbc.any()))
+        contradiction = topology_contradiction(atoms, bonds)
+        if contradiction is not None:
             raise InputError(
-                f"{where}: the bond of atoms {_atom(atoms, a)} and {_atom(atoms, b)} in frame 0 "
-                f"is broken ({length:.2f} Å): the fragments bond differently between frames, "
-                "so no one topology fits them"
+                f"{where}: {contradiction}: the fragments bond differently between frames, so "
+                "no one topology fits them"
             )
+
+
+def broken_bond(atoms: Atoms, bonds: np.ndarray) -> str | None:
+    """Which bond of ``bonds`` ``atoms`` stretch beyond ``BREAK_SCALE``, or None."""
+    known = {(int(a), int(b)) for a, b in bonds}
+    i, j, _ = _pairs_within(atoms, BREAK_SCALE)
+    broken = sorted(known - set(zip(i.tolist(), j.tolist(), strict=True)))
+    if not broken:
+        return None
+    a, b = broken[0]
+    length = atoms.get_distance(a, b, mic=bool(atoms.pbc.any()))
+    return (
+        f"the bond of atoms {_atom(atoms, a)} and {_atom(atoms, b)} in frame 0 is broken "
+        f"({length:.2f} Å)"
+    )
+
+
+def topology_contradiction(atoms: Atoms, bonds: np.ndarray) -> str | None:
+    """How ``atoms`` contradict the topology ``bonds`` (a new bond within ``BOND_SCALE``, a bond
+    stretched beyond ``BREAK_SCALE``), or None when they keep it."""
+    known = {(int(a), int(b)) for a, b in bonds}
+    i, j, d = _pairs_within(atoms, BOND_SCALE)
+    for a, b, distance in zip(i.tolist(), j.tolist(), d.tolist(), strict=True):
+        if (a, b) not in known:
+            return (
+                f"atoms {_atom(atoms, a)} and {_atom(atoms, b)} are bonded ({distance:.2f} Å) "
+                "but not in frame 0"
+            )
+    return broken_bond(atoms, bonds)
 
 
 def bond_graph(numbers: Sequence[int], bonds: np.ndarray) -> nx.Graph:

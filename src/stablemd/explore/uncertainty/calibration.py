@@ -24,9 +24,15 @@ TINY = 1e-300
 
 
 def calibration_factor(
-    errors: torch.Tensor, std: torch.Tensor, method: str = "conformal", alpha: float = 0.05
+    errors: torch.Tensor,
+    std: torch.Tensor,
+    method: str = "conformal",
+    alpha: float = 0.05,
+    what: str = "validation errors",
 ) -> float:
-    """The factor c of u = c·σ fitted on absolute ``errors`` and raw ``std`` σ (same shape)."""
+    """The factor c of u = c·σ fitted on absolute ``errors`` and raw ``std`` σ (same shape).
+    Conformal calibration refuses fewer than 1/α − 1 of them (``what``, named in the error):
+    its quantile would lie beyond the largest ratio, an interval no finite c gives."""
     if method not in CALIBRATIONS:
         raise InputError(f"calibration: unknown method {method!r}; choose from {CALIBRATIONS}")
     if not 0 < alpha < 1:
@@ -40,7 +46,14 @@ def calibration_factor(
     ratios = errors / std.clamp_min(TINY)
     if method == "conformal":
         n = ratios.numel()
-        rank = min(math.ceil((n + 1) * (1 - alpha)), n)  # the k-th smallest ratio
+        rank = math.ceil((n + 1) * (1 - alpha))  # the k-th smallest ratio
+        if rank > n:
+            needed = math.ceil(1 / alpha - 1 - 1e-9)
+            raise InputError(
+                f"calibration conformal at alpha {alpha:g}: its {100 * (1 - alpha):g} % "
+                f"interval needs at least {needed} {what}, got {n}; give more (train --n-val), "
+                "a larger --alpha, or --calibration gaussian"
+            )
         return float(torch.sort(ratios).values[rank - 1])
     if method == "gaussian":
         return float(ratios.pow(2).mean().sqrt())

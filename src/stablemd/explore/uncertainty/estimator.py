@@ -10,6 +10,8 @@ structures and their calibration, kept with the model (``models.registry.attach`
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -68,6 +70,29 @@ class Uncertainty:
         """Atomic u [n_atoms] (eV/Å) and total u [n_systems] (eV/atom) of per-atom features."""
         atomic = self.atomic_factor * self.atomic.std(phi)
         return atomic, self.structure_factor * self.structure.std(mean_per_system(batch, phi))
+
+    def fingerprint(self) -> str:
+        """SHA-256 of everything u depends on besides the model's weights (feature map,
+        posteriors, calibration): a biased run records it, so a refitted uncertainty in a model
+        file of the same weights is not taken for the one a stored run used."""
+        digest = hashlib.sha256()
+
+        def add(value) -> None:
+            if isinstance(value, dict):
+                for key in sorted(value):
+                    digest.update(str(key).encode())
+                    add(value[key])
+            elif isinstance(value, list | tuple):
+                digest.update(f"[{len(value)}]".encode())
+                for item in value:
+                    add(item)
+            elif isinstance(value, torch.Tensor):
+                digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+            else:
+                digest.update(json.dumps(value, default=str).encode())
+
+        add(self.state_dict())
+        return digest.hexdigest()
 
     def state_dict(self) -> dict:
         return {

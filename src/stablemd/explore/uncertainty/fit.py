@@ -91,7 +91,7 @@ def fit_uncertainty(
     raw = uncertainty_errors(potential, validation, atomic, structure, features, batch_size)
     return Uncertainty(
         features, atomic, structure,
-        calibration_factor(raw.force_errors, raw.atomic, calibration, alpha),
-        calibration_factor(raw.energy_errors, raw.total, calibration, alpha),
+        calibration_factor(raw.force_errors, raw.atomic, calibration, alpha, "validation atoms"),
+        calibration_factor(raw.energy_errors, raw.total, calibration, alpha, "validation frames"),
         calibration, alpha,
     )  # fmt: skip
