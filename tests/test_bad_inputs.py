@@ -74,6 +74,7 @@ def _write_workspace(root: Path, frames) -> None:
     clash.positions[5] = clash.positions[6] + [0.1, 0.0, 0.0]
     ase.io.write(root / "clash.xyz", [ethanol, clash])
     ase.io.write(root / "clash-only.xyz", clash)
+    ase.io.write(root / "clash-reversed.xyz", [ethanol[::-1], clash[::-1]])
     moved = ethanol.copy()  # the hydroxyl hydrogen handed to the methyl carbon
     moved.positions[8] = moved.positions[0] + [0.0, 0.0, 1.09]
     ase.io.write(root / "rebonded.xyz", [ethanol, moved])
@@ -391,8 +392,8 @@ CATALOGUE = [
      ["water.xyz: frame 0"]),
     ("simulate-starts-other-molecule", c(*SIMULATE, "--out", "run", "--starts", "ether.xyz"),
      ["ether.xyz: frame 0", "bond graph", "not the same molecules"]),
-    ("simulate-starts-clash", c(*SIMULATE, "--out", "run", "--starts", "clash.xyz"),
-     ["clash.xyz: frame 1: atoms 5 (H) and 6 (H)", "no bond topology"]),
+    ("simulate-starts-clash", c(*SIMULATE, "--out", "run", "--starts", "clash-reversed.xyz"),
+     ["clash-reversed.xyz: frame 1: atoms 2 (H) and 3 (H)", "no bond topology"]),
     ("simulate-no-system-recorded",
      c("simulate", "--model", "hc.pt", "--out", "run", *SHORT_MD), ["--system", "hc.pt"]),
     ("simulate-starts-unknown-type", c(*SIMULATE, "--out", "run", "--starts", "notes.txt"),

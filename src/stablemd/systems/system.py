@@ -105,7 +105,9 @@ class System:
         """``frames`` in this system's atom order, and the order used (``frame[order]``; None:
         they already were). Frames in another order are matched by their bond graph (that of
         frame 0, which every frame must share); anything else, and clashing atoms in frames
-        whose bonds must be derived, is refused naming ``source``, the frame and the atoms."""
+        whose bonds must be matched, is refused naming ``source``, the frame and the atoms.
+        Frames in the system's order keep its bonds: two atoms squeezed together there are a
+        start whose MD will fail, not a topology to refuse."""
         frames = list(frames)
         if not frames:
             raise InputError(f"{source}: no frames")
