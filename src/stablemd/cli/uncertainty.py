@@ -56,8 +56,9 @@ def fit(
     check_positive(projections=projections, batch_size=batch_size)
     check_output_file(out, "--out", inputs=[model, data], overwrite=overwrite, suffixes=(".pt",))
     done = fit_model_uncertainty(
-        model, data, out, features, projections, seed, calibration, alpha, batch_size
-    )
+        model, data, out, kind=features, projections=projections, seed=seed,
+        calibration=calibration, alpha=alpha, batch_size=batch_size,
+    )  # fmt: skip
     u = done.uncertainty
     console.print(done.located.describe(data))
     console.print(

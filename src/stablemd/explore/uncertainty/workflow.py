@@ -20,20 +20,11 @@ class FittedUncertainty:
     located: TrainingFrames
 
 
-def fit_model_uncertainty(
-    model: Path,
-    data: Path,
-    out: Path,
-    kind: str = "sketched",
-    projections: int = 512,
-    seed: int = 0,
-    calibration: str = "conformal",
-    alpha: float = 0.05,
-    batch_size: int = 16,
-) -> FittedUncertainty:
+def fit_model_uncertainty(model: Path, data: Path, out: Path, **options) -> FittedUncertainty:
     """Fit the uncertainty of the model at ``model`` on its own training frames and calibrate
     it on its validation frames, both found by content in ``data``; write the model with the
-    uncertainty attached to ``out``. The caller checks ``out`` (a new file, not an input)."""
+    uncertainty attached to ``out``. The caller checks ``out`` (a new file, not an input).
+    ``options``: those of :func:`~stablemd.explore.uncertainty.fit.fit_uncertainty`."""
     potential = load_potential(model)
     frames = read_frames(data)
     check_elements(potential, frames, str(model), str(data))
@@ -50,8 +41,8 @@ def fit_model_uncertainty(
         potential,
         FrameSet([frames[i] for i in located.train], dtype),
         FrameSet([frames[i] for i in located.val], dtype),
-        kind, projections, seed, calibration, alpha, batch_size,
-    )  # fmt: skip
+        **options,
+    )
     attach_uncertainty(potential, uncertainty)
     save_potential(potential, out, metadata=potential.metadata)
     return FittedUncertainty(uncertainty, located)
