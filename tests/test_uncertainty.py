@@ -256,3 +256,24 @@ def test_ase_calculator_reports_the_uncertainty():
         expected["atomic_uncertainty"].numpy(),
     )
     np.testing.assert_array_equal(atoms.get_forces(), expected["forces"].detach().numpy())
+
+
+def test_ase_calculator_refuses_a_non_finite_total_uncertainty(monkeypatch):
+    from stablemd.ase import Calculator, NonFiniteError
+    from stablemd.explore.uncertainty.estimator import attach_uncertainty
+
+    model = make_model("painn")
+    uncertainty = fitted(model, n_train=2)
+    attach_uncertainty(model, uncertainty)
+    atoms = rattled(ethanol(), 7, scale=0.1)
+    atoms.calc = Calculator(model)
+    predict = type(atoms.calc.uncertainty).predict
+
+    def broken_total(self, *args, **kwargs):
+        out = predict(self, *args, **kwargs)
+        out["uncertainty"] = torch.full_like(out["uncertainty"], float("nan"))
+        return out
+
+    monkeypatch.setattr(type(atoms.calc.uncertainty), "predict", broken_total)
+    with pytest.raises(NonFiniteError, match="uncertainty is not finite"):
+        atoms.calc.get_property("uncertainty", atoms)

@@ -155,5 +155,7 @@ class Calculator(_AseCalculator):
         k = _first_non_finite(results.get("atomic_uncertainties", np.zeros(1)))
         if k is not None:
             raise NonFiniteError(f"the model's uncertainty on {self._atom(k)} is not finite")
+        if not np.isfinite(results.get("uncertainty", 0.0)):
+            raise NonFiniteError(f"the model's uncertainty is not finite: {results['uncertainty']}")
         if "stress" in results and not np.isfinite(results["stress"]).all():
             raise NonFiniteError(f"the model's stress is not finite: {results['stress']}")
