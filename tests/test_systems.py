@@ -210,6 +210,24 @@ def test_systems_remove_deletes_nothing_outside_the_store(tmp_path):
     assert outside.is_file()
 
 
+def test_a_damaged_stored_system_is_marked_and_the_others_still_listed(monkeypatch):
+    from typer.testing import CliRunner
+
+    from stablemd.cli.main import app
+    from stablemd.cli.output import console
+    from stablemd.systems.store import store_directory
+
+    monkeypatch.setattr(console, "width", 200)  # the table's rows unwrapped
+
+    store_directory().mkdir(parents=True)
+    (store_directory() / "broken.extxyz").write_text("not a structure\n")
+    result = CliRunner().invoke(app, ["systems"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "aspirin" in text and "stored, unreadable" in text
+    assert "broken.extxyz: not a readable stored system" in text
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

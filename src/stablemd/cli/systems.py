@@ -40,8 +40,14 @@ def systems(ctx: typer.Context):
         table.add_column(column, justify="left" if column == "default oracle" else "right")
     table.add_column("source")
     built_in = builtin_systems()
+    damaged = []
     for name in list_systems():
-        system = get_system(name)
+        try:
+            system = get_system(name)
+        except InputError as exc:  # one unreadable stored file must not hide the others
+            damaged.append(str(exc))
+            table.add_row(name, *["–"] * 6, "stored, unreadable")
+            continue
         table.add_row(
             name,
             str(len(system.atoms)),
@@ -54,6 +60,8 @@ def systems(ctx: typer.Context):
         )
     console.print(table)
     console.print(f"stored systems live in {store_directory()}", highlight=False, soft_wrap=True)
+    for message in damaged:
+        console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 @app.command()
