@@ -32,9 +32,9 @@ from ase.calculators.calculator import Calculator as _AseCalculator
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from stablemd.core.batch import Batch
-from stablemd.diagnose.early_warning.model_file import stored_early_warning
 from stablemd.explore.uncertainty.estimator import model_uncertainty
 from stablemd.models.coverage import OutsideTrainingWarning, close_contacts
+from stablemd.models.latent_domain import stored_latent_domain
 from stablemd.models.potential import Potential, predict
 from stablemd.models.registry import load_potential, trained_forces
 
@@ -80,8 +80,7 @@ class Calculator(_AseCalculator):
         self.shortest_distances = training.get("shortest_distances_A")
         self.distance_cutoff = training.get("distance_cutoff_A", potential.cutoff)
         self.warned_pairs: set[str] = set()
-        early_warning = stored_early_warning(potential)
-        self.domain = None if early_warning is None else early_warning.domain
+        self.domain = stored_latent_domain(potential)
         if self.domain is not None:
             self.implemented_properties = [*self.implemented_properties, *self.DOMAIN_PROPERTIES]
 

@@ -1,15 +1,10 @@
-"""A CLI-inspired early-warning index: the model's natural interpolation domain in its own
-latent features (:mod:`.domain`), the cumulative latent instability index, its critical level
-and saturation (:mod:`.index`), the MD observer that accumulates it and the criterion that
+"""A CLI-inspired early-warning index: the cumulative latent instability index, its critical
+level and saturation (:mod:`.index`), the MD observer that accumulates it and the criterion that
 freezes at the critical level (:mod:`.monitor`), the domain and level stored with a model
-(:mod:`.model_file`) and a run's record and plot (:mod:`.report`). See docs/early_warning.md."""
+(:mod:`.model_file`) and a run's record and plot (:mod:`.report`). The natural interpolation
+domain itself lives beside the model it describes (:mod:`stablemd.models.latent_domain`).
+See docs/early_warning.md."""
 
-from stablemd.diagnose.early_warning.domain import (
-    LatentDomain,
-    fit_latent_domain,
-    latent_features,
-    maxvol,
-)
 from stablemd.diagnose.early_warning.index import (
     CriticalLevel,
     calibrate_critical_level,
@@ -22,6 +17,12 @@ from stablemd.diagnose.early_warning.index import (
 from stablemd.diagnose.early_warning.monitor import (
     LatentInstabilityCriterion,
     LatentInstabilityMonitor,
+)
+from stablemd.models.latent_domain import (
+    LatentDomain,
+    fit_latent_domain,
+    latent_features,
+    maxvol,
 )
 
 __all__ = [

@@ -24,17 +24,18 @@ from ase import Atoms
 
 from stablemd.core.errors import InputError
 from stablemd.data.database import read_frames
-from stablemd.diagnose.early_warning.domain import (
-    INDICATORS,
-    LatentDomain,
-    fit_latent_domain,
-    latent_features,
-)
 from stablemd.diagnose.early_warning.index import (
     CriticalLevel,
     calibrate_critical_level,
     cumulative_index,
     replica_index,
+)
+from stablemd.models.latent_domain import (
+    ATTACHMENT,
+    INDICATORS,
+    LatentDomain,
+    fit_latent_domain,
+    latent_features,
 )
 from stablemd.models.potential import Potential
 from stablemd.models.registry import (
@@ -45,9 +46,6 @@ from stablemd.models.registry import (
     save_potential,
 )
 from stablemd.training.workflow import TrainingFrames, locate_training_frames
-
-#: The name of the attachment in a model file.
-ATTACHMENT = "latent_domain"
 
 
 @dataclass

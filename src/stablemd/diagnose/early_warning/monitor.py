@@ -17,10 +17,10 @@ from __future__ import annotations
 import torch
 
 from stablemd.core.errors import InputError
-from stablemd.diagnose.early_warning.domain import INDICATORS, LatentDomain
 from stablemd.diagnose.early_warning.index import CriticalLevel, replica_index
 from stablemd.md.monitoring import Criterion, Observer
 from stablemd.md.state import MDState
+from stablemd.models.latent_domain import INDICATORS, LatentDomain
 
 FEATURES = "features"
 

@@ -35,7 +35,6 @@ from stablemd.core.files import (
     write_json,
 )
 from stablemd.data.fingerprints import frames_fingerprint
-from stablemd.diagnose.early_warning.domain import INDICATORS
 from stablemd.diagnose.early_warning.model_file import EarlyWarning, stored_early_warning
 from stablemd.diagnose.early_warning.monitor import (
     LatentInstabilityCriterion,
@@ -50,6 +49,7 @@ from stablemd.md.runner import run
 from stablemd.md.settings import MDSettings
 from stablemd.md.starts import initial_state
 from stablemd.md.state import MDState
+from stablemd.models.latent_domain import INDICATORS
 from stablemd.models.potential import Potential
 from stablemd.models.registry import model_fingerprint
 from stablemd.monitors.criteria import NonFinite, RDFDeviation, geometric_criterion

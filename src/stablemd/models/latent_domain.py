@@ -46,9 +46,11 @@ from ase.data import chemical_symbols
 from stablemd.core.batch import Batch
 from stablemd.core.errors import InputError
 from stablemd.models.potential import Potential, predict
-from stablemd.models.registry import model_fingerprint
+from stablemd.models.registry import attachment, model_fingerprint
 
 FORMAT = "stablemd-latent-domain/1"
+#: The model-file attachment that holds a domain (under ``"domain"``) and its critical levels.
+ATTACHMENT = "latent_domain"
 #: Defaults (see the module docstring and docs/early_warning.md).
 BOX_MARGIN = 0.1
 GRADE_THRESHOLD = 2.0
@@ -363,3 +365,15 @@ def fit_latent_domain(
         features, numbers, grade_threshold, box_margin, maxvol_tolerance, rank_tolerance,
         model=model_fingerprint(potential),
     )  # fmt: skip
+
+
+def stored_latent_domain(potential: Potential) -> LatentDomain | None:
+    """The latent domain attached to the model (None: none); refuses one fitted for other
+    weights. The critical levels beside it belong to the early warning
+    (:func:`stablemd.diagnose.early_warning.model_file.stored_early_warning`)."""
+    values = attachment(potential, ATTACHMENT)
+    if values is None:
+        return None
+    if not isinstance(values, dict) or "domain" not in values:
+        raise InputError("a damaged early-warning attachment (no latent domain)")
+    return LatentDomain.from_state_dict(values["domain"])
