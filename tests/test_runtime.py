@@ -44,3 +44,20 @@ def test_reads_this_machine():
     budget = ThreadBudget(interval_s=0.0)
     assert budget.last is not None
     assert 1 <= budget.threads() <= len(budget.cpus)
+
+
+def test_throttle_runs_once_per_interval_and_on_flush(monkeypatch):
+    from stablemd.core import throttle
+
+    # the wall clock as the throttle reads it: after each run, and at each later call
+    clock = iter([0.0, 0.0, 10.0, 29.0, 31.0, 31.0, 32.0])
+    monkeypatch.setattr(throttle.time, "perf_counter", lambda: next(clock))
+    calls = []
+    plot = throttle.Throttle(lambda: calls.append(1), seconds=30.0)
+    plot()  # the first call runs (at 0 s)
+    plot()  # 0 s later: skipped
+    plot()  # 10 s: skipped
+    plot()  # 29 s: skipped
+    plot()  # 31 s: runs
+    plot.flush()  # runs regardless
+    assert len(calls) == 3

@@ -34,6 +34,7 @@ from stablemd.core.files import (
     save_torch_file,
 )
 from stablemd.core.runtime import adapt_threads
+from stablemd.core.throttle import PLOT_EVERY_S, Throttle
 from stablemd.data.frames import FrameSet
 from stablemd.models.potential import Potential, predict
 from stablemd.models.registry import build_potential, model_fingerprint
@@ -273,7 +274,7 @@ class Trainer:
         self.batches_done = 0
         self.epoch_loss_sum = 0.0
         _write_metrics(self.history, self.run_dir / "metrics.csv")
-        plot_learning_curve(self.history, self.run_dir / "learning_curve.png")
+        self.plot()
 
     def run(self) -> TrainResult:
         """Train until max epochs, early stopping, minimum lr or the time budget."""
@@ -283,8 +284,12 @@ class Trainer:
         if state is not None:
             self._restore(state)
         self._last_checkpoint = time.perf_counter()
+        self.plot = Throttle(
+            lambda: plot_learning_curve(self.history, self.run_dir / "learning_curve.png"),
+            PLOT_EVERY_S,
+        )
         columns = [
-            TextColumn("[bold]training[/] epoch {task.fields[epoch]}"),
+            TextColumn(f"[bold]training[/] epoch {{task.fields[epoch]}}/{self.config.max_epochs}"),
             BarColumn(),
             TextColumn("{task.completed}/{task.total} batches"),
             TextColumn("val F-MAE {task.fields[fmae]} meV/Å"),
@@ -319,6 +324,8 @@ class Trainer:
                     fmae = self.history[-1]["val_forces_mae_eV_per_A"] * 1000
                     bar.update(task, completed=0, epoch=self.epoch, fmae=f"{fmae:.1f}")
                 self._checkpoint()
+        if self.history:
+            self.plot.flush()
         if self.best_state is None:  # the budget ran out before a first epoch ended
             self.best = {"val_loss": float("nan"), "epoch": self.epoch, "metrics": self._validate()}
             self.best_state = self.ema.module.state_dict()

@@ -40,7 +40,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from ase import Atoms
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from stablemd.analysis.geometry import replica_numbers, replica_positions
 from stablemd.core.batch import Batch
@@ -52,6 +58,7 @@ from stablemd.core.files import (
     load_tagged_torch_file,
     save_torch_file,
 )
+from stablemd.core.throttle import PLOT_EVERY_S, Throttle
 from stablemd.data.frames import FrameSet
 from stablemd.fix.stable_training.config import StableConfig
 from stablemd.fix.stable_training.estimator import boltzmann_gradient
@@ -442,7 +449,7 @@ class StableTrainer:
             writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
             writer.writeheader()
             writer.writerows(self.history)
-        plot_stable_training(self.history, self.run_dir / "stable_training.png")
+        self.plot()
 
     def run(self) -> StableResult:
         """Alternate simulation and learning until the budget; returns the trained potential."""
@@ -456,12 +463,17 @@ class StableTrainer:
                 path.unlink()
             self._save()
         self._saved_at = time.perf_counter()
+        self.plot = Throttle(
+            lambda: plot_stable_training(self.history, self.run_dir / "stable_training.png"),
+            PLOT_EVERY_S,
+        )
         columns = [
             TextColumn("[bold]StABlE[/] epoch {task.completed}"),
             BarColumn(),
             TextColumn("cycle {task.fields[cycle]} · {task.fields[phase]}"),
             TextColumn("unstable {task.fields[unstable]}"),
             TimeElapsedColumn(),
+            TimeRemainingColumn(),  # at most: the run may end sooner (max_cycles)
         ]
         with Progress(*columns, disable=not self.progress) as bar:
             task = bar.add_task("", total=self.config.max_epochs, completed=self.epoch,
@@ -480,6 +492,8 @@ class StableTrainer:
                 bar.update(task, completed=self.epoch, cycle=self.cycle, phase=self.phase,
                            unstable=f"{row['unstable_fraction']:.2f}")  # fmt: skip
         self._save()
+        if self.history:
+            self.plot.flush()
         # L_obs cannot see a constant energy per atom (its weights sum to zero) and L_QM weighs
         # energies lightly, so the mean energy drifts; re-centre it on the training frames.
         recentred = recentre_energies(self.potential.eval(), self.qm_frames)
