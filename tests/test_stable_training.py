@@ -353,6 +353,8 @@ def test_config_rejects_inverted_thresholds():
         StableConfig(f_min=0.8, f_max=0.5)
     with pytest.raises(ValueError, match="two samples per replica"):
         StableConfig(steps_per_epoch=20, sample_every=20, check_every=20)
+    with pytest.raises(ValueError, match="constant volume"):
+        StableConfig(pressure_bar=1.0)
 
 
 def test_reference_reweighting_and_files(ethanol_frames, tmp_path):

@@ -91,6 +91,17 @@ class StableConfig(MDSettings):
         return self
 
     @model_validator(mode="after")
+    def _constant_volume(self) -> StableConfig:
+        # The estimator differentiates the canonical (NVT) average; at constant pressure the
+        # Boltzmann weights would need the P·V term and the cell's fluctuations.
+        if self.pressure_bar is not None:
+            raise ValueError(
+                "StABlE simulates at constant volume (its estimator is the NVT average): "
+                "remove pressure_bar from the config"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _thresholds(self) -> StableConfig:
         if self.f_min >= self.f_max:
             raise ValueError(f"f_min ({self.f_min}) must be below f_max ({self.f_max})")
