@@ -31,6 +31,21 @@ SETTINGS = {
     "labels40-lambda2": {"n_train": 40, "qm_weight": 2.0},
     "labels20-lambda10": {"n_train": 20, "qm_weight": 10.0},
     "labels10-lambda2": {"n_train": 10, "qm_weight": 2.0},
+    "fast-500K-labels10": {
+        "n_train": 10,
+        "qm_weight": 2.0,
+        "stable_replicas": 64,
+        "stable_steps_per_epoch": 100,
+        "stable_epochs": 40,
+    },
+    "fast-700K-labels20": {
+        "temperature_K": 700.0,
+        "n_train": 20,
+        "qm_weight": 2.0,
+        "stable_replicas": 64,
+        "stable_steps_per_epoch": 100,
+        "stable_epochs": 40,
+    },
 }
 ONE_RUN = """
 import json, sys

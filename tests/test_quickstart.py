@@ -31,6 +31,12 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path):
     kept = round(summary["stable"]["fraction_stable"] * 4)
     assert f"after StABlE the model kept {kept} of 4 replicas" in " ".join(result.output.split())
     assert "no new reference calculation" in result.output
+    for label in ("baseline", "stable"):  # each report reads its model's stability run back
+        report = json.loads((out / f"report-{label}" / "report.json").read_text())
+        stability = next(s for s in report["sections"] if s["title"] == "Stability in MD")
+        times = stability["data"]["summary"]["stable_times_ps"]
+        assert times == summary[label]["stable_times_ps"]
+        assert not (out / f"report-{label}" / "stability").exists()
 
     again = run_quickstart(out, QuickstartSettings(**TINY), progress=False)  # all stored
     stored = again.stability["stable"]["summary"].stable_times_ps
@@ -42,3 +48,13 @@ def test_bad_quickstart_option_is_named():
     result = CliRunner().invoke(app, ["quickstart", "--replicas", "1"])
     assert result.exit_code != 0
     assert "--replicas" in str(result.exception)
+
+
+def test_expected_stage_times_follow_the_work_of_each_stage():
+    from stablemd.quickstart import DEFAULT_STAGE_SECONDS, STAGES, expected_stage_seconds
+
+    default = expected_stage_seconds(QuickstartSettings())
+    assert default == list(DEFAULT_STAGE_SECONDS) and len(default) == len(STAGES)
+    longer = expected_stage_seconds(QuickstartSettings(stable_epochs=80, replicas=32))
+    assert longer[4] == pytest.approx(default[4] * 80 / QuickstartSettings().stable_epochs)
+    assert longer[3::2] == pytest.approx([default[3] / 2, default[5] / 2])

@@ -2,9 +2,10 @@
 
 Reference data for ethanol with GFN2-xTB → the built-in PaiNN model trained on a few of the
 frames → its errors on held-out frames → its stability in MD → StABlE fine-tuning without new
-labels → the stability and errors of the fine-tuned model beside the baseline. The baseline is
-trained on few frames on purpose: the low-data regime where it fails within the run and
-StABlE can help. Every stage resumes: calling again after an interruption continues. Budgets
+labels → the stability and errors of the fine-tuned model beside the baseline → the diagnosis
+report of each model (``stablemd diagnose``'s page, reading the stability runs back). The
+baseline is trained on few frames on purpose: the low-data regime where it fails within the
+run and StABlE can help. Every stage resumes: calling again after an interruption continues. Budgets
 are counted in epochs, not minutes, so that one seed gives the same models on a fast machine
 and a slow one (with the same thread count).
 """
@@ -19,10 +20,11 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from stablemd.core.files import write_json
-from stablemd.data.database import read_frames
+from stablemd.data.database import read_frames, write_frames
 from stablemd.data.generate import generate_reference_data
 from stablemd.diagnose.early_warning.model_file import fit_and_attach
 from stablemd.diagnose.held_out import held_out_errors
+from stablemd.diagnose.report.workflow import DiagnoseSettings, run_diagnosis
 from stablemd.diagnose.stability.benchmark import StabilitySettings
 from stablemd.diagnose.stability.compare import compare_models
 from stablemd.fix.stable_training.config import StableConfig
@@ -41,7 +43,14 @@ STAGES = (
     "stability of the baseline",
     "StABlE fine-tuning, no new labels",
     "the StABlE model: stability and errors",
+    "diagnosis reports of both models",
 )
+#: Wall time of each stage of the default on two quiet cores (s), as measured in
+#: docs/benchmarks.md ("Quickstart"); only a guide for the time left that the command shows.
+DEFAULT_STAGE_SECONDS = (20.0, 50.0, 2.0, 85.0, 120.0, 90.0, 40.0)
+#: The conservation checks of the quickstart's reports: shorter than ``stablemd diagnose``'s
+#: default (8 replicas × 2 ps), which would double the quickstart's time.
+REPORT_CONSERVATION = {"conservation_replicas": 8, "conservation_time_ps": 0.5}
 
 
 class QuickstartSettings(BaseModel):
@@ -59,10 +68,38 @@ class QuickstartSettings(BaseModel):
     replicas: int = Field(64, ge=2, description="replicas of each stability run")
     stability_ps: float = Field(2.0, gt=0, description="simulated time of each stability run")
     stable_epochs: int = Field(100, ge=1, description="StABlE epochs (simulation and learning)")
+    stable_replicas: int = Field(16, ge=2, description="replicas of StABlE's simulations")
+    stable_steps_per_epoch: int = Field(
+        400, ge=40, description="MD steps of 0.5 fs per StABlE epoch (a multiple of 20)"
+    )
     qm_weight: float = Field(2.0, ge=0, description="λ of StABlE's L_obs + λ·L_QM")
     f_max: float = Field(0.25, gt=0, le=1, description="unstable fraction that starts learning")
     f_min: float = Field(0.1, ge=0, lt=1, description="unstable fraction that ends learning")
     seed: int = 0
+
+
+def expected_stage_seconds(settings: QuickstartSettings) -> list[float]:
+    """Wall time of each stage (s) expected on two quiet cores: the measured times of the
+    default (:data:`DEFAULT_STAGE_SECONDS`) scaled by the work each stage does under
+    ``settings`` (MD steps, epochs, replica-picoseconds); a guide for the progress line."""
+    d, s = QuickstartSettings(), settings
+
+    def stability(x: QuickstartSettings) -> float:
+        return x.replicas * x.stability_ps
+
+    def stable(x: QuickstartSettings) -> float:
+        return x.stable_epochs * x.stable_replicas * x.stable_steps_per_epoch
+
+    work = (
+        s.steps * s.trajectories / (d.steps * d.trajectories),
+        s.train_epochs / d.train_epochs,
+        1.0,
+        stability(s) / stability(d),
+        stable(s) / stable(d),
+        stability(s) / stability(d),
+        1.0,
+    )
+    return [seconds * k for seconds, k in zip(DEFAULT_STAGE_SECONDS, work, strict=True)]
 
 
 @dataclass
@@ -77,6 +114,7 @@ class QuickstartResult:
     stability: dict[str, dict]
     stability_dir: Path
     stable_run_dir: Path
+    reports: dict[str, Path]
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -86,7 +124,8 @@ def run_quickstart(
     on_stage: Callable[[int, str], None] | None = None,
     progress: bool = True,
 ) -> QuickstartResult:
-    """Run the six stages into ``out``; ``on_stage(k, title)`` is told when stage k begins."""
+    """Run the stages (:data:`STAGES`) into ``out``; ``on_stage(k, title)`` is told when stage
+    k begins."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -127,6 +166,8 @@ def run_quickstart(
     stage(4)
     system = get_system("ethanol")
     starts = [frames[i] for i in held_out]
+    starts_path = out / "starts.db"  # for the reports, and for a user's own stability runs
+    write_frames(starts_path, starts, overwrite=True)
     stability = StabilitySettings(
         replicas=s.replicas, temperature_K=s.temperature_K, time_ps=s.stability_ps, seed=s.seed
     )
@@ -136,7 +177,8 @@ def run_quickstart(
     stage(5)
     stable_config = StableConfig(
         temperature_K=s.temperature_K, max_epochs=s.stable_epochs, f_max=s.f_max, f_min=s.f_min,
-        qm_weight=s.qm_weight, seed=s.seed,
+        qm_weight=s.qm_weight, replicas=s.stable_replicas,
+        steps_per_epoch=s.stable_steps_per_epoch, seed=s.seed,
     )  # fmt: skip
     stable_path = out / "model-stable.pt"
     run_dir = out / "model-stable_run"
@@ -152,15 +194,27 @@ def run_quickstart(
     )
     errors["stable"] = held_out_errors(potentials["stable"], data_path).metrics
     write_json(errors["stable"], out / "test_metrics_stable.json")
+
+    stage(7)
+    models = {"baseline": baseline.path, "stable": stable_path}
+    diagnosis = DiagnoseSettings(**stability.model_dump(), **REPORT_CONSERVATION)
+    reports = {}
+    for label, model in models.items():
+        result = run_diagnosis(
+            model, system, out / f"report-{label}", diagnosis, data_path, starts_path,
+            overwrite=True, progress=progress, stability_dir=out / "stability" / label,
+        )  # fmt: skip
+        reports[label] = result.paths.html
     stage(len(STAGES) + 1)
     return QuickstartResult(
         data=data_path,
-        models={"baseline": baseline.path, "stable": stable_path},
+        models=models,
         n_train=n_train,
         n_held_out=len(held_out),
         errors=errors,
         stability=rows,
         stability_dir=out / "stability",
         stable_run_dir=run_dir,
+        reports=reports,
         stage_seconds=seconds,
     )

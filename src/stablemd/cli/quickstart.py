@@ -10,7 +10,13 @@ import typer
 from stablemd.cli.options import settings_from_options
 from stablemd.cli.output import console, metrics_table, stability_table
 from stablemd.core.files import check_output_directory
-from stablemd.quickstart import STAGES, QuickstartResult, QuickstartSettings, run_quickstart
+from stablemd.quickstart import (
+    STAGES,
+    QuickstartResult,
+    QuickstartSettings,
+    expected_stage_seconds,
+    run_quickstart,
+)
 
 _DEFAULTS = QuickstartSettings()
 
@@ -44,9 +50,17 @@ def quickstart(
     check_output_directory(out, "--out")
     started = time.perf_counter()
 
+    expected = expected_stage_seconds(settings)
+
     def announce(k: int, title: str) -> None:
-        elapsed = (time.perf_counter() - started) / 60
-        console.rule(f"{k}/{len(STAGES)} {title}  [dim]({elapsed:.1f} min so far)[/]")
+        elapsed = time.perf_counter() - started
+        done = sum(expected[: k - 1])
+        speed = elapsed / done if done > 0 and elapsed > 30 else 1.0  # this machine's pace
+        left = speed * sum(expected[k - 1 :]) / 60
+        console.rule(
+            f"{k}/{len(STAGES)} {title}  [dim]({elapsed / 60:.1f} min so far, "
+            f"about {left:.0f} min left)[/]"
+        )
 
     result = run_quickstart(out, settings, announce, progress)
     for label, title in (("baseline", "baseline"), ("stable", "StABlE model")):
@@ -77,5 +91,7 @@ def story(result: QuickstartResult, settings: QuickstartSettings, minutes: float
         f"meV/Å ({change:+.0f} %).\n"
         f"StABlE made no new reference calculation: it learned from the h(r) of the "
         f"{result.n_train} training frames, with their energies and forces as the anchor.\n"
-        f"Plots: {', '.join(str(p) for p in plots)}.  Done in {minutes:.1f} min."
+        f"Plots: {', '.join(str(p) for p in plots)}.\n"
+        f"Diagnosis reports (open in a browser): {result.reports['baseline']}, "
+        f"{result.reports['stable']}.  Done in {minutes:.1f} min."
     )

@@ -162,13 +162,17 @@ def reference_h_r(frames: list[Atoms] | None, system: System) -> np.ndarray | No
 
 
 def check_report_directory(
-    out: Path, inputs: DiagnoseInputs, settings: DiagnoseSettings, overwrite: bool
+    out: Path,
+    inputs: DiagnoseInputs,
+    settings: DiagnoseSettings,
+    overwrite: bool,
+    run_dir: Path | None = None,
 ) -> bool:
     """Check ``out`` before any work, writing nothing. Refused without ``overwrite``: a
     directory holding a report, files that are not a diagnosis, or a stability run of other
     options (a directory holding an unfinished run of the same options is resumed). Returns
     whether the stability run kept there must be removed first (``overwrite`` with other
-    options)."""
+    options). ``run_dir`` is where the stability run is kept (default ``out/stability``)."""
     check_output_directory(
         out, "--out", inputs=[inputs.model_path, inputs.data_path, inputs.starts_path]
     )
@@ -188,7 +192,7 @@ def check_report_directory(
             f"--out {out}: exists and holds files of something else ({others[0]}); choose "
             "another --out or pass --overwrite"
         )
-    run_dir = out / STABILITY_DIR
+    run_dir = run_dir or out / STABILITY_DIR
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(f"--out {out}: {run_dir} is a file, not a stability run directory")
     stability = settings.stability()
@@ -219,9 +223,11 @@ def build_sections(
     out: Path,
     errors: HeldOutErrors | None,
     progress: bool = True,
+    stability_dir: Path | None = None,
 ) -> list[Section]:
     """Run the diagnostics and return their sections, in the report's order. A new diagnostic
-    is one more line here calling a function that returns its ``Section``."""
+    is one more line here calling a function that returns its ``Section``. The stability run
+    is kept in ``stability_dir`` (default ``out/stability``)."""
     sections = []
     if errors is not None:
         name = inputs.data_path.name
@@ -244,8 +250,8 @@ def build_sections(
     sections.append(md_conservation_section(inputs.potential, inputs.starts, conservation))
     stability = settings.stability()
     result = run_stability(
-        inputs.potential, inputs.system, inputs.starts, stability, out / STABILITY_DIR,
-        progress=progress,
+        inputs.potential, inputs.system, inputs.starts, stability,
+        stability_dir or out / STABILITY_DIR, progress=progress,
         label=f"{stability.replicas} × {inputs.system.name} at {stability.temperature_K:g} K",
     )  # fmt: skip
     sections.append(
@@ -266,19 +272,22 @@ def run_diagnosis(
     starts: Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    stability_dir: Path | None = None,
 ) -> DiagnoseResult:
     """Diagnose the model at ``model`` on ``system``; write ``out/report.html`` and
     ``out/report.json``.
 
     Held-out errors (with ``data``, an ASE database of labelled frames: the frames the model was
     not trained on) and a short stability run (from ``starts``, default the relaxed structure,
-    kept in ``out/stability``, so a killed diagnosis resumes). Every input and the output
-    directory (:func:`check_report_directory`) are checked, and the held-out errors computed,
-    before anything is written.
+    kept in ``out/stability`` or ``stability_dir``, so a killed diagnosis resumes, and a
+    finished run of the same settings there is read back, not simulated again). Every input and
+    the output directory (:func:`check_report_directory`) are checked, and the held-out errors
+    computed, before anything is written.
     """
     settings = settings or DiagnoseSettings()
     inputs = load_inputs(model, system, settings, data, starts)
-    clear = check_report_directory(out, inputs, settings, overwrite)
+    run_dir = stability_dir or out / STABILITY_DIR
+    clear = check_report_directory(out, inputs, settings, overwrite, run_dir)
     errors = None
     if data is not None:
         errors = held_out_errors(
@@ -288,8 +297,8 @@ def run_diagnosis(
         for name in REPORT_FILES:
             (out / name).unlink(missing_ok=True)
     if clear:
-        remove_stability_run(out / STABILITY_DIR)
-    sections = build_sections(inputs, settings, out, errors, progress)
+        remove_stability_run(run_dir)
+    sections = build_sections(inputs, settings, out, errors, progress, run_dir)
     meta = {
         "model": inputs.model_path.name,
         "model_path": str(inputs.model_path),
@@ -301,4 +310,4 @@ def run_diagnosis(
     }
     title = f"stablemd diagnosis: {inputs.model_path.name} on {system.name}"
     paths = write_report(sections, out, title, meta)
-    return DiagnoseResult(sections, paths, out / STABILITY_DIR)
+    return DiagnoseResult(sections, paths, run_dir)
