@@ -27,9 +27,7 @@ ORACLE = "dying_oracle:DyingLennardJones"
 def dimers(n: int) -> list[Atoms]:
     """Argon dimers at separations 3.4 … Å, the first atom at x = k (which the test oracle
     reads to decide whom to kill)."""
-    return [
-        Atoms("Ar2", positions=[[k, 0, 0], [k + 3.4 + 0.1 * k, 0, 0]]) for k in range(n)
-    ]
+    return [Atoms("Ar2", positions=[[k, 0, 0], [k + 3.4 + 0.1 * k, 0, 0]]) for k in range(n)]
 
 
 def test_request_ids_tell_structures_and_steps_apart():

@@ -86,13 +86,13 @@ def label_request(spec: OracleSpec, request: LabelRequest) -> LabelResult:
     return label(request.atoms(), calculator)
 
 
-#: What the loop is given: (request, result) pairs as they finish, in any order.
-Labeller = Callable[[OracleSpec, Sequence[LabelRequest]], Iterator[tuple[LabelRequest, LabelResult]]]
+#: (request, result) pairs as they finish, in any order.
+Labelled = Iterator[tuple[LabelRequest, LabelResult]]
+#: What the loop is given: labels of requests with an oracle.
+Labeller = Callable[[OracleSpec, Sequence[LabelRequest]], Labelled]
 
 
-def label_here(
-    spec: OracleSpec, requests: Sequence[LabelRequest]
-) -> Iterator[tuple[LabelRequest, LabelResult]]:
+def label_here(spec: OracleSpec, requests: Sequence[LabelRequest]) -> Labelled:
     """Label in this process, one after the other (``--workers 0``)."""
     for request in requests:
         yield request, label_request(spec, request)
@@ -105,9 +105,7 @@ class DaskLabeller:
     def __init__(self, client):
         self.client = client
 
-    def __call__(
-        self, spec: OracleSpec, requests: Sequence[LabelRequest]
-    ) -> Iterator[tuple[LabelRequest, LabelResult]]:
+    def __call__(self, spec: OracleSpec, requests: Sequence[LabelRequest]) -> Labelled:
         from distributed import as_completed
 
         futures = {
