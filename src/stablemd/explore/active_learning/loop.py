@@ -72,8 +72,9 @@ from stablemd.oracles.registry import level_of_theory
 from stablemd.training.config import TrainConfig
 from stablemd.training.workflow import locate_training_frames, train_from_database
 
-#: Test hook: ``stage`` or ``label:N`` makes the process exit (code 9, as after SIGKILL) right
-#: after that stage is recorded, or after the N-th label of a step is stored.
+#: Test hook: ``stage``, ``label:N`` or ``rows`` makes the process exit (code 9, as after
+#: SIGKILL) right after that stage is recorded, after the N-th label of a step is stored, or
+#: after the labels are written to the database but before that stage is recorded.
 KILL_AFTER = "STABLEMD_EXPLORE_KILL_AFTER"
 #: Options a continued run may change.
 EXTENSIBLE = frozenset({"budget"})
@@ -356,6 +357,7 @@ class ExploreRun:
             for atoms in new:
                 if atoms.info["label_id"] not in stored:
                     db.write(atoms, key_value_pairs=key_value_pairs(atoms.info))
+        _kill_point("rows")  # stored, but not yet recorded as stored
         known = {(f["step"], f["request_id"]) for f in record.failures}
         record.failures += [f for f in failures if (f["step"], f["request_id"]) not in known]
         self._save(record, step, "appended", {"appended": len(new), "failed": len(failures)})
