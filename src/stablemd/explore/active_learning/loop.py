@@ -143,7 +143,9 @@ def _step_dir(out: Path, step: int) -> Path:
 
 
 class ExploreRun:
-    """One explore run in the directory ``out`` (see the module docstring)."""
+    """One explore run in the directory ``out`` (see the module docstring). Everything given
+    is checked, and the options recorded in ``run.json``, when it is made (after removing an
+    earlier run there with ``overwrite``); :meth:`run` runs."""
 
     def __init__(
         self,
@@ -153,13 +155,14 @@ class ExploreRun:
         settings: ExploreSettings,
         oracle_options: dict | None = None,
         tests: tuple[Path, ...] = (),
-        labeller: Labeller = label_here,
         step_metrics: StepMetrics | None = None,
         progress: bool = False,
         on_stage: Callable[[int, str, dict], None] | None = None,
+        overwrite: bool = False,
     ):
         self.model_path, self.data, self.out = Path(model), Path(data), Path(out)
-        self.settings, self.labeller, self.hook = settings, labeller, step_metrics
+        self.settings, self.hook = settings, step_metrics
+        self.labeller: Labeller = label_here
         self.spec = OracleSpec(settings.oracle, tuple(sorted((oracle_options or {}).items())))
         self.progress = progress
         self.on_stage = on_stage or (lambda step, stage, info: None)
@@ -171,6 +174,13 @@ class ExploreRun:
         if not located.train or not located.val:
             raise InputError(f"{data}: holds not the training and validation frames of {model}")
         self.initial = [frames[i] for i in located.train + located.val]
+        self.level = level_of_theory(self.spec.build())  # an unknown oracle is refused here
+        levels = {a.info["level_of_theory"] for a in self.initial if "level_of_theory" in a.info}
+        if levels and self.level not in levels:
+            raise InputError(
+                f"--oracle {settings.oracle}: labels with {self.level}, but the frames of {data} "
+                f"were labelled with {', '.join(sorted(levels))}"
+            )
         self.n_val = len(located.val)
         self.test_sets = {}
         if located.held_out:
@@ -190,6 +200,8 @@ class ExploreRun:
             "oracle": self.spec.describe(),
             **settings.model_dump(),
         }
+        if overwrite:
+            remove_run(self.out)
         record_run_options(options, self.out / "run.json", may_change=EXTENSIBLE)
 
     # ------------------------------------------------------------------ helpers
@@ -228,7 +240,10 @@ class ExploreRun:
         _kill_point(stage)
 
     # ------------------------------------------------------------------ the loop
-    def run(self) -> ExploreResult:
+    def run(self, labeller: Labeller = label_here) -> ExploreResult:
+        """Run (or continue) to the budget, labelling with ``labeller`` (in this process by
+        default; :class:`~stablemd.explore.active_learning.labelling.DaskLabeller`)."""
+        self.labeller = labeller
         record = ExploreRecord.load(self.state_path)
         if record is None:
             record = self._start()
@@ -334,7 +349,6 @@ class ExploreRun:
     def _appended(self, record: ExploreRecord, step: int) -> None:
         pool, chosen = self._load_pool(step), self._selection(step)
         labels = _step_dir(self.out, step) / "labels"
-        level = level_of_theory(self.spec.build())
         new, failures = [], []
         for c in chosen:
             result = _read_label(labels / f"{c['request_id']}.json")
@@ -347,7 +361,7 @@ class ExploreRun:
             provenance = {
                 "source": "explore", "explore_step": step, "replica": c["replica"],
                 "time_fs": c["time_fs"], "label_id": c["request_id"],
-                "level_of_theory": level, "total_u": c["total_u"],
+                "level_of_theory": self.level, "total_u": c["total_u"],
                 **({"score": c["score"]} if c["score"] is not None else {}),
             }  # fmt: skip
             atoms.info.update(provenance)
@@ -431,6 +445,25 @@ class ExploreRun:
             lines.append(f"- failed label, step {failure['step']}: {failure['error']}")
         lines += ["", "Files: model.pt, learning_curve.json, learning_curve.png, train.db"]
         (self.out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+#: What an explore run writes in its directory (``remove_run`` removes these and nothing else).
+RUN_FILES = (
+    "run.json", "state.json", "train.db", "learning_curve.json", "learning_curve.png",
+    "model.pt", "summary.md",
+)  # fmt: skip
+
+
+def remove_run(out: Path) -> None:
+    """Remove an earlier explore run from ``out`` (its files and step directories; nothing
+    else), so that a new one starts there."""
+    out = Path(out)
+    if not (out / "run.json").is_file():
+        return
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for directory in out.glob("step-[0-9][0-9][0-9]"):
+        shutil.rmtree(directory)
 
 
 def _write_label(result: LabelResult, path: Path) -> None:
