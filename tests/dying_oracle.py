@@ -33,13 +33,19 @@ class DyingLennardJones(LennardJones):
 
 class CountingEMT(EMT):
     """ASE's EMT that appends one line per calculation (the first atom's position) to
-    ``log``: how the tests count oracle calls across processes."""
+    ``log``: how the tests count oracle calls across processes; the ``fail_on``-th call (as
+    counted in the log) raises."""
 
-    def __init__(self, log=None, **kwargs):
-        self.log = log
+    def __init__(self, log=None, fail_on=None, **kwargs):
+        self.log, self.fail_on = log, fail_on
         super().__init__(**kwargs)
 
     def calculate(self, atoms=None, properties=None, system_changes=None):
         with open(self.log, "a") as file:
             file.write(f"{atoms.positions[0].tolist()}\n")
+        if (
+            self.fail_on is not None
+            and len(Path(self.log).read_text().splitlines()) == self.fail_on
+        ):
+            raise RuntimeError("SCF not converged")
         super().calculate(atoms, properties, system_changes)
