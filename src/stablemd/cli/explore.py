@@ -82,9 +82,10 @@ def explore(
         if client is not None:
             stack.callback(client.close)
         print_system(resolved)
+        oracle_options = system_params(oracle_option, "--oracle-option")
         run = ExploreRun(
-            model, data, out, settings, system_params(oracle_option), tuple(test),
-            progress=progress, on_stage=_report, overwrite=overwrite,
+            model, data, out, settings, oracle_options, tuple(test), progress=progress,
+            on_stage=_report, overwrite=overwrite,
         )  # fmt: skip
         if client is None and workers > 0:
             client = dask_client(workers, None)

@@ -166,6 +166,7 @@ class ExploreRun:
         self.spec = OracleSpec(settings.oracle, tuple(sorted((oracle_options or {}).items())))
         self.progress = progress
         self.on_stage = on_stage or (lambda step, stage, info: None)
+        self.level = level_of_theory(self.spec.build())  # an unknown oracle is refused here
         self.potential = load_potential(model)
         self.uncertainty = require_uncertainty(self.potential, str(model))
         self.config = self._training_config()
@@ -174,7 +175,6 @@ class ExploreRun:
         if not located.train or not located.val:
             raise InputError(f"{data}: holds not the training and validation frames of {model}")
         self.initial = [frames[i] for i in located.train + located.val]
-        self.level = level_of_theory(self.spec.build())  # an unknown oracle is refused here
         levels = {a.info["level_of_theory"] for a in self.initial if "level_of_theory" in a.info}
         if levels and self.level not in levels:
             raise InputError(
