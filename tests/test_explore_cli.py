@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 SMALL = [
     "--oracle", ORACLE, "--per-step", "2", "--replicas", "2", "--pool-steps", "40",
-    "--every", "10", "--epochs", "1", "--stop-uncertainty", "100", "--workers", "0",
+    "--every", "10", "--epochs", "1", "--stop-uncertainty", "100", "--selection", "max-dist",
+    "--workers", "0",
     "--no-progress",
 ]  # fmt: skip
 
