@@ -48,7 +48,7 @@ def explore(
         1.5, help="Stop a replica once any atom's u passes this, eV/Å."
     ),
     selection: str = typer.Option("max-det", help="max-det, max-dist or random."),
-    epochs: int = typer.Option(20, help="Training epochs per step (from the last weights)."),
+    epochs: int = typer.Option(100, help="Training epochs per step (from the last weights)."),
     test: list[Path] = typer.Option([], help="Further labelled test databases (repeat)."),
     workers: int = typer.Option(
         2, help="Dask LocalCluster worker processes for the labels; 0: label in this process."

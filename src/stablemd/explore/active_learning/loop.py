@@ -2,7 +2,7 @@
 
 From a model with an uncertainty and the database it was trained on, each step:
 
-1. ``pool``: uncertainty-biased MD of R replicas from the training structures
+1. ``pool``: uncertainty-biased MD of R replicas from the starting model's training structures
    (:mod:`~stablemd.explore.active_learning.pool`);
 2. ``selected``: a batch of the pool by max-det, max-dist or random on the structure features
    (:mod:`~stablemd.explore.active_learning.selection`);
@@ -98,7 +98,7 @@ class ExploreSettings(BaseModel):
         1.5, gt=0, description="a replica stops once an atom's u passes this, eV/Å"
     )
     selection: Literal["max-det", "max-dist", "random"] = "max-det"
-    epochs: int = Field(20, ge=1, description="training epochs per step")
+    epochs: int = Field(100, ge=1, description="training epochs per step")
     seed: int = 0
 
     def md(self, step: int) -> MDSettings:
@@ -175,6 +175,8 @@ class ExploreRun:
         if not located.train or not located.val:
             raise InputError(f"{data}: holds not the training and validation frames of {model}")
         self.initial = [frames[i] for i in located.train + located.val]
+        #: where every pool starts: the model's own training structures, near which u is low
+        self.starts = [frames[i] for i in located.train]
         levels = {a.info["level_of_theory"] for a in self.initial if "level_of_theory" in a.info}
         if levels and self.level not in levels:
             raise InputError(
@@ -282,7 +284,7 @@ class ExploreRun:
         directory.mkdir(parents=True, exist_ok=True)
         s = self.settings
         pool = run_pool(
-            potential, uncertainty, read_frames(self.train_db), s.md(step), s.pool_steps,
+            potential, uncertainty, self.starts, s.md(step), s.pool_steps,
             s.every, s.tau, s.stop_uncertainty, checkpoint=directory / "pool-md.pt",
             progress=self.progress,
         )  # fmt: skip

@@ -1,8 +1,9 @@
 """The candidate pool of one explore step: uncertainty-biased MD of R replicas from training
 structures (:class:`~stablemd.explore.uncertainty.bias.UncertaintyBiasedForces` in the batched
 engine), a frame kept every k steps with its uncertainties, each replica stopped once an atom's
-u passes the threshold (:class:`~stablemd.explore.uncertainty.bias.UncertaintyThreshold`) or
-its numbers turn non-finite, the whole run at most ``steps`` long.
+u passes the threshold (:class:`~stablemd.explore.uncertainty.bias.UncertaintyThreshold`; the
+frame that passed it is kept too) or its numbers turn non-finite, the whole run at most
+``steps`` long.
 
 The MD checkpoints into ``checkpoint`` (the kept frames with it), so a pool cut short resumes
 where it stopped and gives the pool an uninterrupted run gives.
@@ -29,14 +30,17 @@ from stablemd.monitors.criteria import NonFinite
 
 
 class CandidateRecorder(Observer):
-    """Keeps the positions of every active replica every ``every`` steps (not the start, a
-    training structure), with its replica, time (fs), total u (eV/atom) and largest atomic u
-    (eV/Å)."""
+    """Keeps the positions of every active replica every ``every`` steps, and of a replica
+    whose largest atomic u passes ``threshold`` at the step it does (the structure the stop
+    hands over, which the runner freezes after this observer has seen it), with its replica,
+    time (fs), total u (eV/atom) and largest atomic u (eV/Å). Never the start (a training
+    structure). Called every step."""
 
     name = "candidates"
 
-    def __init__(self, every: int):
-        super().__init__(every)
+    def __init__(self, every: int, threshold: float | None = None):
+        super().__init__(1)
+        self.interval, self.threshold = int(every), threshold
         self.rows: list[dict] = []
 
     def __call__(self, state: MDState) -> None:
@@ -44,7 +48,14 @@ class CandidateRecorder(Observer):
             return
         atomic = state.outputs["atomic_uncertainty"].detach().to(torch.float64)
         total = state.outputs["uncertainty"].detach().to(torch.float64)
-        for k in torch.nonzero(state.active)[:, 0].tolist():
+        largest = torch.zeros(state.n_systems, dtype=torch.float64).scatter_reduce(
+            0, state.system_index, atomic, "amax", include_self=False
+        )
+        keep = torch.full_like(state.active, state.step % self.interval == 0)
+        if self.threshold is not None:
+            keep |= largest > self.threshold
+        keep &= state.active
+        for k in torch.nonzero(keep)[:, 0].tolist():
             atoms = state.system_index == k
             self.rows.append({
                 "replica": k,
@@ -52,7 +63,7 @@ class CandidateRecorder(Observer):
                 "positions": state.positions[atoms].clone(),
                 "cell": state.cell[k].clone(),
                 "total_u": float(total[atoms][0]),
-                "max_atomic_u": float(atomic[atoms].max()),
+                "max_atomic_u": float(largest[k]),
             })  # fmt: skip
 
     def state_dict(self) -> dict:
@@ -137,7 +148,7 @@ def run_pool(
     ``steps`` steps at most; frames every ``every`` steps (see the module docstring)."""
     state = initial_state(starts, settings.replicas, settings.temperature_K, settings.seed)
     term = UncertaintyBiasedForces(potential, uncertainty, tau)
-    recorder = CandidateRecorder(every)
+    recorder = CandidateRecorder(every, threshold)
     stops = [UncertaintyThreshold(threshold)] if threshold is not None else []
     result = run(
         state, settings.integrator(), term, steps, [NonFinite(), *stops, recorder],
