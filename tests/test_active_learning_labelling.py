@@ -80,6 +80,12 @@ def test_dask_labels_survive_a_worker_killed_mid_task(tmp_path, monkeypatch):
             got = list(DaskLabeller(client)(spec, requests[:4]))
             always = OracleSpec(ORACLE, (("die_at", 4.0),))
             dead = list(DaskLabeller(client)(always, requests[4:5]))
+            # --scheduler: a client of the running cluster, by its address
+            joined = dask_client(workers=0, scheduler=client.scheduler.address)
+            try:
+                remote = list(DaskLabeller(joined)(spec, requests[5:6]))
+            finally:
+                joined.close()
         finally:
             client.close()
             client.cluster.close()
@@ -94,3 +100,4 @@ def test_dask_labels_survive_a_worker_killed_mid_task(tmp_path, monkeypatch):
         np.testing.assert_allclose(result.forces, reference[request].forces, rtol=1e-12)
         assert result.energy == pytest.approx(reference[request].energy, rel=1e-12)
     assert not dead[0][1].ok and "KilledWorker" in dead[0][1].error
+    assert remote[0][1].energy == pytest.approx(reference[requests[5]].energy, rel=1e-12)
