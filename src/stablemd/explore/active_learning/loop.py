@@ -173,7 +173,7 @@ class ExploreRun:
         frames = read_frames(data)
         located = locate_training_frames(self.potential.metadata, self.data, frames)
         if not located.train or not located.val:
-            raise InputError(f"{data}: holds not the training and validation frames of {model}")
+            raise InputError(f"{data}: does not hold the training and validation frames of {model}")
         self.initial = [frames[i] for i in located.train + located.val]
         #: where every pool starts: the model's own training structures, near which u is low
         self.starts = [frames[i] for i in located.train]
