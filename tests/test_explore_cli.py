@@ -9,10 +9,12 @@ from explore_support import ORACLE, make_case, settings
 from md_support import single_thread  # noqa: F401 (fixture)
 from test_cli import run
 
-from stablemd.data.database import read_frames
+from stablemd.core.errors import InputError
+from stablemd.data.database import read_frames, write_frames
 from stablemd.explore.active_learning.loop import ExploreRun
 from stablemd.explore.uncertainty.estimator import model_uncertainty
 from stablemd.models.registry import load_potential
+from stablemd.training.workflow import locate_training_frames
 
 pytestmark = pytest.mark.slow
 
@@ -99,3 +101,19 @@ def test_failed_labels_are_recorded_and_skipped_and_the_step_hook_sees_each_step
     assert len(explored) == 3
     assert result.record.failures[0]["request_id"] not in {a.info["label_id"] for a in explored}
     assert all("score" not in a.info for a in explored)  # random selection has no score
+
+
+def test_data_of_another_level_of_theory_or_without_test_frames_is_refused(case, tmp_path):
+    model, data = case
+    frames = read_frames(data)
+    for atoms in frames:
+        atoms.info["level_of_theory"] = "GFN2-xTB"
+    write_frames(tmp_path / "xtb.db", frames)
+    with pytest.raises(InputError, match="labels with ase.calculators.emt:EMT, but the frames"):
+        ExploreRun(model, tmp_path / "xtb.db", tmp_path / "run", settings())
+    frames = read_frames(data)
+    located = locate_training_frames(load_potential(model).metadata, data, frames)
+    write_frames(tmp_path / "used.db", [frames[i] for i in located.train + located.val])
+    with pytest.raises(InputError, match="no test frames; give --test"):
+        ExploreRun(model, tmp_path / "used.db", tmp_path / "run", settings())
+    assert not (tmp_path / "run").exists()
