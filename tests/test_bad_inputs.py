@@ -171,6 +171,9 @@ def c(*args: str) -> list[str]:
 TRAIN = c("train", "--data", "data.db", "--n-train", "6", "--n-val", "3", "--no-progress")
 SIMULATE = c("simulate", "--model", "model.pt", "--system", "ethanol", *SHORT_MD)
 STABILITY = c("stability", "--model", "model.pt", "--system", "ethanol", *SHORT_MD)
+EXPLORE = c(
+    "explore", "--model", "model.pt", "--data", "data.db", "--workers", "0", "--no-progress"
+)
 UFIT = c("uncertainty", "fit", "--model", "model.pt", "--data", "data.db")
 STABLE = c("stable-train", "--model", "model.pt", "--data", "data.db", *SHORT_STABLE)
 EW_FIT = c("early-warning", "fit", "--model", "model.pt", "--data", "data.db")
@@ -350,6 +353,18 @@ CATALOGUE = [
      ["--batch-size 0"]),
     ("evaluate-unknown-element", c("evaluate", "--model", "hc.pt", "--data", "data.db"),
      ["data.db: frame 0, atom", "is O", "hc.pt"]),
+    # -- explore -------------------------------------------------------------------------------
+    ("explore-no-uncertainty", c(*EXPLORE, "--out", "run"), ["model.pt carries no uncertainty"]),
+    ("explore-unknown-selection", c(*EXPLORE, "--out", "run", "--selection", "lcmd"),
+     ["--selection 'lcmd'"]),
+    ("explore-zero-budget", c(*EXPLORE, "--out", "run", "--budget", "0"), ["--budget 0"]),
+    ("explore-negative-workers", c(*EXPLORE, "--out", "run", "--workers", "-1"),
+     ["--workers -1"]),
+    ("explore-out-is-data", c(*EXPLORE, "--out", "data.db"), ["--out data.db", "input"]),
+    ("explore-unknown-oracle", c(*EXPLORE, "--out", "run", "--oracle", "dft"),
+     ["unknown oracle 'dft'"]),
+    ("explore-bad-oracle-option", c(*EXPLORE, "--out", "run", "--oracle-option", "accuracy"),
+     ["--oracle-option 'accuracy'", "KEY=VALUE"]),
     # -- simulate ------------------------------------------------------------------------------
     ("simulate-mts-untrained-head", c(*SIMULATE, "--out", "run", "--mts", "2"),
      ["model.pt", "conservative forces only"]),

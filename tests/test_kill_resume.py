@@ -292,3 +292,35 @@ def _log(path: Path) -> list[dict]:
         return [
             {k: v for k, v in row.items() if k != "elapsed_s"} for row in csv.DictReader(handle)
         ]
+
+
+def _explore_args(model: Path, data: Path, out: Path) -> list:
+    return ["explore", "--model", model, "--data", data, "--out", out, "--oracle", "xtb",
+            "--budget", 4, "--per-step", 2, "--replicas", 2, "--pool-steps", 60, "--every", 10,
+            "--epochs", 2, "--workers", 0, "--no-progress"]  # fmt: skip
+
+
+def test_explore(generated, trained, work):
+    """Killed anywhere (in the pool's MD, in training, between labels, inside the database
+    transaction), the explore loop ends with the labels, rows and learning curve of a run never
+    interrupted."""
+    model = work / "explore-model.pt"
+    fit = ["uncertainty", "fit", "--model", trained[0], "--data", generated[0], "--out", model,
+           "--calibration", "gaussian", "--projections", 32]  # fmt: skip
+    _finish(_start(fit))
+    reference, out = work / "explore-reference", work / "explore-killed"
+    duration = run_uninterrupted(_explore_args(model, generated[0], reference))
+    print(run_with_kills(_explore_args(model, generated[0], out), duration, seed=6))
+
+    def rows(run: Path) -> list:
+        return [a for a in read_frames(run / "train.db") if a.info.get("source") == "explore"]
+
+    got, expected = rows(out), rows(reference)
+    assert len(got) == len(expected) == 4
+    for a, b in zip(got, expected, strict=True):
+        assert a.info == b.info
+        np.testing.assert_array_equal(a.positions, b.positions)
+        np.testing.assert_array_equal(a.get_forces(), b.get_forces())
+    curve = json.loads((out / "learning_curve.json").read_text())
+    _assert_equal(curve, json.loads((reference / "learning_curve.json").read_text()))
+    _assert_same_weights(reference / "model.pt", out / "model.pt")

@@ -15,6 +15,7 @@ from stablemd.cli import (
     data,
     diagnose,
     early_warning,
+    explore,
     quickstart,
     simulate,
     stability,
@@ -47,6 +48,7 @@ app.command(name="stable-train")(stable_train.stable_train)
 app.add_typer(
     uncertainty.app, name="uncertainty", help="Calibrated ensemble-free uncertainty of a model."
 )
+app.command()(explore.explore)
 app.add_typer(
     early_warning.app, name="early-warning", help="Store the CLI early warning with a model."
 )

@@ -81,14 +81,14 @@ def check_positive(**options: float | None) -> None:
             raise InputError(f"{option_name(name)} {value!r}: must be positive (and finite)")
 
 
-def system_params(params: list[str]) -> dict:
+def system_params(params: list[str], option: str = "--param") -> dict:
     """``--param KEY=VALUE`` strings as keyword arguments of a system (values as int, float or
-    text), e.g. ``n_molecules=32`` for water."""
+    text), e.g. ``n_molecules=32`` for water; of anything else with another ``option`` name."""
     out = {}
     for item in params:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise InputError(f"--param {item!r}: expected KEY=VALUE")
+            raise InputError(f"{option} {item!r}: expected KEY=VALUE")
         for convert in (int, float, str):
             try:
                 out[key] = convert(value)

@@ -3,10 +3,13 @@ its validation frames."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from ase import Atoms
 
+from stablemd.core.batch import Batch
 from stablemd.data.frames import FrameSet
 from stablemd.explore.uncertainty.calibration import calibration_factor
 from stablemd.explore.uncertainty.estimator import Uncertainty, mean_per_system
@@ -35,6 +38,26 @@ def _feature_batches(potential: Potential, features: GradientFeatures, frames, b
         with features.tape() as tape:
             out = predict(potential, batch, ("energy", "forces"), tape=tape)
         yield batch, features(tape).detach(), out
+
+
+def structure_features(
+    potential: Potential,
+    features: GradientFeatures,
+    structures: Sequence[Atoms],
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """Structure features [n, dimension] (the mean over atoms of the gradient features) of
+    unlabelled ``structures``, float64: what batch selection compares."""
+    dtype = next(potential.parameters()).dtype
+    rows = []
+    for start in range(0, len(structures), batch_size):
+        batch = Batch.from_atoms(structures[start : start + batch_size], dtype=dtype)
+        with features.tape() as tape:
+            predict(potential, batch, ("energy", "forces"), tape=tape)
+        rows.append(mean_per_system(batch, features(tape).detach()).to(torch.float64))
+    if not rows:
+        return torch.zeros(0, features.dimension, dtype=torch.float64)
+    return torch.cat(rows)
 
 
 def fit_posteriors(

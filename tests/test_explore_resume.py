@@ -1,0 +1,138 @@
+"""The explore loop stopped after each of its stages, and in the middle of a step's labels,
+then rerun: it ends with the labels of an uninterrupted run, each requested from the oracle
+once and stored in the training database once.
+
+The stops come from the loop's test hook (``STABLEMD_EXPLORE_KILL_AFTER``): ``os._exit(9)``
+right after a stage is recorded. One case is a real process ending there; the chain through
+every stage runs in this process with ``os._exit`` turned into an exception that nothing
+catches (the same point of the code, without a new interpreter per stop)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from explore_support import make_case, settings
+from md_support import single_thread  # noqa: F401 (fixture)
+
+import stablemd
+from stablemd.data.database import read_frames
+from stablemd.explore.active_learning import loop
+from stablemd.explore.active_learning.loop import KILL_AFTER, ExploreRun
+from stablemd.explore.active_learning.record import STAGES
+
+pytestmark = pytest.mark.slow
+
+TESTS = Path(__file__).resolve().parent
+SRC = Path(stablemd.__file__).resolve().parents[1]
+ORACLE = "dying_oracle:CountingEMT"
+SCRIPT = """
+import sys
+from pathlib import Path
+import torch
+from explore_support import settings
+from stablemd.explore.active_learning.loop import ExploreRun
+torch.set_num_threads(1)
+model, data, out, log = map(Path, sys.argv[1:])
+ExploreRun(model, data, out, settings(oracle="dying_oracle:CountingEMT"), {"log": str(log)}).run()
+"""
+
+
+class Killed(BaseException):
+    """What ``os._exit`` raises in the in-process chain."""
+
+
+def explore(model, data, out, log):
+    return ExploreRun(model, data, out, settings(oracle=ORACLE), {"log": str(log)}).run()
+
+
+def explored_rows(out: Path) -> list:
+    return [a for a in read_frames(out / "train.db") if a.info.get("source") == "explore"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The case and an uninterrupted run of it: (model, data, run directory, oracle log)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    directory = tmp_path_factory.mktemp("explore")
+    model, data = make_case(directory)
+    explore(model, data, directory / "reference", directory / "reference.log")
+    torch.set_num_threads(threads)
+    return model, data, directory / "reference", directory / "reference.log"
+
+
+def check_same_as_reference(out: Path, log: Path, reference) -> None:
+    _, _, reference_out, reference_log = reference
+    calls = log.read_text().splitlines()
+    assert len(calls) == 4 and len(set(calls)) == 4  # each label requested once
+    assert Counter(calls) == Counter(reference_log.read_text().splitlines())
+    rows = explored_rows(out)
+    ids = [a.info["label_id"] for a in rows]
+    assert len(ids) == len(set(ids)) == 4  # each stored once
+    assert sorted(ids) == sorted(a.info["label_id"] for a in explored_rows(reference_out))
+    for atoms in rows:
+        assert {"explore_step", "replica", "time_fs", "score", "total_u"} <= set(atoms.info)
+    curve = json.loads((out / "learning_curve.json").read_text())["steps"]
+    assert [row["step"] for row in curve] == [0, 1, 2]
+    assert curve == json.loads((reference_out / "learning_curve.json").read_text())["steps"]
+    state = json.loads((out / "state.json").read_text())
+    assert state["finished"] and state["labels_used"] == 4
+
+
+def test_stopped_after_every_stage_ends_as_an_uninterrupted_run(
+    reference,
+    tmp_path,
+    monkeypatch,
+    single_thread,  # noqa: F811
+):
+    model, data, _, _ = reference
+    out, log = tmp_path / "stopped", tmp_path / "stopped.log"
+
+    def exit_now(code):
+        raise Killed(code)
+
+    monkeypatch.setattr(loop.os, "_exit", exit_now)
+    # step 1 stopped after each stage, after its first label and after its rows are written
+    # but not recorded; step 2 then runs through
+    points = ["start", "pool", "selected", "label:1", "labelled", "rows", *STAGES[3:]]
+    assert set(STAGES) <= set(points)
+    for point in points:
+        monkeypatch.setenv(KILL_AFTER, point)
+        with pytest.raises(Killed):
+            explore(model, data, out, log)
+        state = json.loads((out / "state.json").read_text())
+        recorded = {"label:1": "selected", "rows": "labelled"}.get(point, point)
+        assert state["stage"] == recorded
+    monkeypatch.delenv(KILL_AFTER)
+    explore(model, data, out, log)
+    check_same_as_reference(out, log, reference)
+    # a finished run rerun does nothing more
+    explore(model, data, out, log)
+    assert len(log.read_text().splitlines()) == 4
+
+
+def test_a_process_ended_between_two_labels_resumes(reference, tmp_path, single_thread):  # noqa: F811
+    model, data, _, _ = reference
+    out, log = tmp_path / "killed", tmp_path / "killed.log"
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{SRC}:{TESTS}",
+        "OMP_NUM_THREADS": "1",
+        KILL_AFTER: "label:1",
+    }
+    process = subprocess.run(
+        [sys.executable, "-c", SCRIPT, model, data, out, log], env=env, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert process.returncode == 9, process.stderr
+    assert len(log.read_text().splitlines()) == 1
+    explore(model, data, out, log)
+    check_same_as_reference(out, log, reference)
