@@ -141,6 +141,7 @@ def ramachandran_plot(
     """Ramachandran plot to ``path`` (PNG): the ``sampled`` (φ, ψ) (degrees) as a light 2D
     histogram on the depth-``depth`` quadtree cells, the ``labelled`` ones as points, with their
     coverages in the legend."""
+    from matplotlib.colors import LogNorm
     from matplotlib.figure import Figure
 
     n = 2 ** int(depth)
@@ -149,23 +150,25 @@ def ramachandran_plot(
     ax = fig.add_subplot()
     phi, psi = (wrap_degrees(np.ravel(x)) for x in sampled)
     counts, _, _ = np.histogram2d(phi, psi, bins=[edges, edges])
-    shown = np.ma.masked_equal(counts.T, 0)
-    mesh = ax.pcolormesh(edges, edges, shown, cmap="Blues", vmin=0, alpha=0.8)
-    fig.colorbar(mesh, ax=ax, label="sampled frames per cell")
+    shown = np.ma.masked_equal(counts.T, 0)  # empty cells stay white
+    norm = LogNorm(vmin=1, vmax=max(2.0, float(counts.max())))  # a single frame stays visible
+    mesh = ax.pcolormesh(edges, edges, shown, cmap="Blues", norm=norm)
+    fig.colorbar(mesh, ax=ax, label="sampled frames per cell", shrink=0.8)
     coverage = quadtree_coverage(phi, psi, depth)
     label = f"sampled: {len(phi)}, coverage {coverage:.3f}"
     ax.plot([], [], "s", color="tab:blue", alpha=0.6, label=label)
     if labelled is not None and len(np.ravel(labelled[0])):
         lphi, lpsi = (wrap_degrees(np.ravel(x)) for x in labelled)
         label = f"labelled: {len(lphi)}, coverage {quadtree_coverage(lphi, lpsi, depth):.3f}"
-        ax.scatter(lphi, lpsi, s=9, color="tab:red", edgecolor="none", label=label)
+        ax.scatter(lphi, lpsi, s=7, color="tab:red", alpha=0.8, edgecolor="none", label=label)
     ticks = np.arange(-180, 181, 60)
     ax.set(xlim=(-180, 180), ylim=(-180, 180), xticks=ticks, yticks=ticks, aspect="equal")
     ax.set_xlabel("φ (°)")
     ax.set_ylabel("ψ (°)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize="small", framealpha=0.8)
-    ax.set_title(title or f"Ramachandran plot (cells {360 / n:g}°, quadtree depth {depth})")
+    cells = f"cells {360 / n:g}° (quadtree depth {depth})"
+    ax.set_title(f"{title}\n{cells}" if title else f"Ramachandran plot, {cells}", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     with atomic_write(path) as tmp:
