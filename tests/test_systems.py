@@ -59,9 +59,14 @@ def test_shipped_molecules_are_relaxed_with_xtb(name):
     assert np.abs(atoms.get_forces()).max() < 0.02
 
 
-def test_building_ethanol_from_smiles_reproduces_the_shipped_geometry():
-    shipped = get_system("ethanol").atoms
-    built = build_molecule("ethanol")
+@pytest.mark.parametrize(
+    "name",
+    ["ethanol", pytest.param("alanine-dipeptide", marks=pytest.mark.slow)],  # ~6 s: 10 conformers
+)
+def test_building_from_smiles_reproduces_the_shipped_geometry(name):
+    """``python -m stablemd.systems.molecules`` regenerates the shipped file."""
+    shipped = get_system(name).atoms
+    built = build_molecule(name)
     assert built.get_chemical_symbols() == shipped.get_chemical_symbols()
     minimize_rotation_and_translation(shipped, built)
     assert np.sqrt(((built.positions - shipped.positions) ** 2).sum(1).mean()) < 0.02
