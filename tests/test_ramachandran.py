@@ -128,7 +128,8 @@ def test_coverage_metric_of_a_system(dipeptide):
 def test_ramachandran_plot_writes_a_png(tmp_path):
     rng = np.random.default_rng(6)
     sampled = (rng.uniform(-180, 180, 500), rng.uniform(-180, 180, 500))
-    path = ramachandran_plot(sampled, (sampled[0][:20], sampled[1][:20]), tmp_path / "r.png")
+    labelled = (sampled[0][:20], sampled[1][:20])
+    path = ramachandran_plot(sampled, labelled, tmp_path / "r.png", landmarks={"C7eq": (-82, 73)})
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
     assert not (tmp_path / "r.png.partial").exists()
 

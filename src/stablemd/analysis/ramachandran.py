@@ -137,10 +137,12 @@ def ramachandran_plot(
     title: str = "",
     depth: int = COVERAGE_DEPTH,
     dpi: int = 150,
+    landmarks: dict[str, tuple[float, float]] | None = None,
 ) -> Path:
     """Ramachandran plot to ``path`` (PNG): the ``sampled`` (φ, ψ) (degrees) as a light 2D
     histogram on the depth-``depth`` quadtree cells, the ``labelled`` ones as points, with their
-    coverages in the legend."""
+    coverages in the legend; ``landmarks`` (name → (φ, ψ), e.g. known minima) as labelled
+    crosses."""
     from matplotlib.colors import LogNorm
     from matplotlib.figure import Figure
 
@@ -161,6 +163,12 @@ def ramachandran_plot(
         lphi, lpsi = (wrap_degrees(np.ravel(x)) for x in labelled)
         label = f"labelled: {len(lphi)}, coverage {quadtree_coverage(lphi, lpsi, depth):.3f}"
         ax.scatter(lphi, lpsi, s=7, color="tab:red", alpha=0.8, edgecolor="none", label=label)
+    for name, (x, y) in (landmarks or {}).items():
+        x, y = float(wrap_degrees(x)), float(wrap_degrees(y))
+        ax.plot(x, y, "+", color="black", ms=9, mew=1.5)
+        below = y > 150  # keep the name inside the frame
+        offset = (4, -11) if below else (4, 4)
+        ax.annotate(name, (x, y), xytext=offset, textcoords="offset points", fontsize=8)
     ticks = np.arange(-180, 181, 60)
     ax.set(xlim=(-180, 180), ylim=(-180, 180), xticks=ticks, yticks=ticks, aspect="equal")
     ax.set_xlabel("φ (°)")
