@@ -42,13 +42,29 @@ def recorded_system(model_metadata: dict) -> System | None:
 
 def record_training_system(frames: list[Atoms], source: str) -> dict | None:
     """The record of the system of a model's training frames (see :meth:`System.record`), or
-    None when they hold no single system (several molecules, no topology)."""
+    None when they hold no single system (several molecules, no topology). Frames of a named
+    system (``info["system"]``, as ``data generate`` writes) in its atom order and with its
+    bonds keep its named dihedrals (alanine dipeptide's φ and ψ)."""
     named = {a.info.get("system") for a in frames}
     name = named.pop() if len(named) == 1 and None not in named else Path(source).stem
     try:
-        return System.from_frames(str(name), frames, source).record()
+        system = System.from_frames(str(name), frames, source)
     except InputError:
         return None
+    system.dihedrals = _named_dihedrals(system)
+    return system.record()
+
+
+def _named_dihedrals(derived: System) -> dict[str, tuple[int, int, int, int]]:
+    """The dihedrals of the system named like ``derived`` when its atoms and bonds are
+    ``derived``'s in the same order; none otherwise."""
+    try:
+        known = get_system(derived.name)
+    except InputError:
+        return {}
+    same_atoms = np.array_equal(known.atoms.numbers, derived.atoms.numbers)
+    same_bonds = same_atoms and np.array_equal(known.bonds, derived.bonds)
+    return dict(known.dihedrals) if same_bonds else {}
 
 
 def _same_composition(system: System, atoms: Atoms) -> bool:
