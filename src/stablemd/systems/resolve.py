@@ -16,6 +16,7 @@ import numpy as np
 from ase import Atoms
 
 from stablemd.core.errors import InputError
+from stablemd.systems.molecules import MOLECULES
 from stablemd.systems.registry import get_system
 from stablemd.systems.system import System
 
@@ -56,12 +57,12 @@ def record_training_system(frames: list[Atoms], source: str) -> dict | None:
 
 
 def _named_dihedrals(derived: System) -> dict[str, tuple[int, int, int, int]]:
-    """The dihedrals of the system named like ``derived`` when its atoms and bonds are
-    ``derived``'s in the same order; none otherwise."""
-    try:
-        known = get_system(derived.name)
-    except InputError:
+    """The dihedrals of the built-in molecule named like ``derived`` when its atoms and bonds
+    are ``derived``'s in the same order; none otherwise (only molecules name dihedrals, and
+    building a water box to find none would cost seconds)."""
+    if not MOLECULES.get(derived.name, (None, {}))[1]:
         return {}
+    known = get_system(derived.name)
     same_atoms = np.array_equal(known.atoms.numbers, derived.atoms.numbers)
     same_bonds = same_atoms and np.array_equal(known.bonds, derived.bonds)
     return dict(known.dihedrals) if same_bonds else {}
