@@ -138,6 +138,7 @@ def test_ramachandran_plot_writes_a_png(tmp_path):
     ("call", "message"),
     [
         (lambda s: dihedral_angles(np.zeros((2, 4, 3)), (0, 1, 2, 3)), "collinear"),
+        (lambda s: phi_psi([], s), "no frames"),
         (lambda s: dihedral_angles([s.atoms], (0, 1, 1, 3)), "4 distinct atoms of 22"),
         (lambda s: dihedral_angles([s.atoms], (0, 1, 2, 22)), "4 distinct atoms of 22"),
         (lambda s: phi_psi(np.full((3, 22, 3), np.nan), s), "frame 0: non-finite positions"),

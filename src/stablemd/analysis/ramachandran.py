@@ -43,6 +43,8 @@ def wrap_degrees(angles) -> np.ndarray:
 
 def _positions_and_boxes(frames) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray] | None]]:
     """Positions [F, N, 3] Å and, per frame, (cell, pbc) when periodic (None otherwise)."""
+    if len(frames) == 0:
+        raise InputError("no frames to take dihedral angles of")
     if isinstance(frames, np.ndarray) or not isinstance(frames[0], Atoms):
         positions = np.asarray(frames, dtype=float)
         if positions.ndim != 3 or positions.shape[-1] != 3:
@@ -59,8 +61,6 @@ def _positions_and_boxes(frames) -> tuple[np.ndarray, list[tuple[np.ndarray, np.
 def dihedral_angles(frames: Sequence[Atoms] | np.ndarray, atoms4: Sequence[int]) -> np.ndarray:
     """Dihedral angle [F] (degrees, [−180, 180)) of atoms ``atoms4`` = (i, j, k, l) in every frame
     (ASE Atoms, minimum image where periodic, or positions [F, N, 3] Å)."""
-    if len(frames) == 0:
-        raise InputError("no frames to take dihedral angles of")
     quad = [int(i) for i in atoms4]
     positions, boxes = _positions_and_boxes(frames)
     n_atoms = positions.shape[1]
@@ -151,12 +151,12 @@ def ramachandran_plot(
     fig = Figure(figsize=(5.2, 4.6))
     ax = fig.add_subplot()
     phi, psi = (wrap_degrees(np.ravel(x)) for x in sampled)
+    coverage = quadtree_coverage(phi, psi, depth)  # refuses non-finite angles
     counts, _, _ = np.histogram2d(phi, psi, bins=[edges, edges])
     shown = np.ma.masked_equal(counts.T, 0)  # empty cells stay white
     norm = LogNorm(vmin=1, vmax=max(2.0, float(counts.max())))  # a single frame stays visible
     mesh = ax.pcolormesh(edges, edges, shown, cmap="Blues", norm=norm)
     fig.colorbar(mesh, ax=ax, label="sampled frames per cell", shrink=0.8)
-    coverage = quadtree_coverage(phi, psi, depth)
     label = f"sampled: {len(phi)}, coverage {coverage:.3f}"
     ax.plot([], [], "s", color="tab:blue", alpha=0.6, label=label)
     if labelled is not None and len(np.ravel(labelled[0])):
