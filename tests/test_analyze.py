@@ -255,6 +255,53 @@ def test_random_walks_give_their_diffusivity_per_element(tmp_path):
     assert any("no replica spans" in note for note in short.notes)
 
 
+def test_alanine_dipeptide_trajectory_gets_its_phi_psi_coverage_and_ramachandran_plot(
+    tmp_path, capsys
+):
+    """φ, ψ of every usable frame of every replica, as ASE measures them frame by frame; the
+    coverage of those angles; the plot and the printed line with --system only."""
+    from stablemd.analysis.ramachandran import quadtree_coverage
+    from stablemd.systems import get_system
+
+    system = get_system("alanine-dipeptide")
+    rng = np.random.default_rng(7)
+    n_frames, ends = 6, [6, 4]  # replica 1 is frozen after 4 frames
+    positions = system.atoms.positions + rng.normal(scale=0.25, size=(n_frames, 2, 22, 3))
+    state = state_from_atoms([system.atoms] * 2)
+    path = tmp_path / "ala.h5"
+    with TrajectoryWriter(path) as writer:
+        for k in range(n_frames):
+            writer(
+                replace(
+                    state,
+                    positions=torch.as_tensor(positions[k]).reshape(-1, 3),
+                    potential_energy=torch.zeros(2, dtype=torch.float64),
+                    active=torch.as_tensor([k < end for end in ends]),
+                    step=k,
+                    time_fs=k * 5.0,
+                )
+            )
+    frames = [Atoms(system.atoms.numbers, positions[k, r]) for r in (0, 1) for k in range(ends[r])]
+    expected_phi = np.array([a.get_dihedral(4, 6, 8, 14) for a in frames])
+    expected_psi = np.array([a.get_dihedral(6, 8, 14, 16) for a in frames])
+
+    result = analyze_trajectory(path, system, with_vacf=False)
+    np.testing.assert_allclose(np.mod(result.phi_deg, 360), expected_phi, atol=1e-9)
+    np.testing.assert_allclose(np.mod(result.psi_deg, 360), expected_psi, atol=1e-9)
+    assert result.ramachandran_coverage == quadtree_coverage(expected_phi, expected_psi) > 0
+
+    out = tmp_path / "with"
+    assert _stablemd(["analyze", str(path), "--out", str(out), "--system", system.name]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"Ramachandran coverage {result.ramachandran_coverage:.4f}" in printed
+    assert (out / "ramachandran.png").read_bytes()[:8] == PNG
+    saved = json.loads((out / "analysis.json").read_text())["ramachandran"]
+    assert saved == {"coverage": result.ramachandran_coverage, "n": 10, "depth": 5}
+    # without a system that names φ and ψ, no backbone analysis
+    bare = analyze_trajectory(path, with_vacf=False)
+    assert bare.phi_deg is None and bare.to_json()["ramachandran"] is None
+
+
 # --- refused input ------------------------------------------------------------------------------
 
 

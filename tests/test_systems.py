@@ -59,9 +59,14 @@ def test_shipped_molecules_are_relaxed_with_xtb(name):
     assert np.abs(atoms.get_forces()).max() < 0.02
 
 
-def test_building_ethanol_from_smiles_reproduces_the_shipped_geometry():
-    shipped = get_system("ethanol").atoms
-    built = build_molecule("ethanol")
+@pytest.mark.parametrize(
+    "name",
+    ["ethanol", pytest.param("alanine-dipeptide", marks=pytest.mark.slow)],  # ~6 s: 10 conformers
+)
+def test_building_from_smiles_reproduces_the_shipped_geometry(name):
+    """``python -m stablemd.systems.molecules`` regenerates the shipped file."""
+    shipped = get_system(name).atoms
+    built = build_molecule(name)
     assert built.get_chemical_symbols() == shipped.get_chemical_symbols()
     minimize_rotation_and_translation(shipped, built)
     assert np.sqrt(((built.positions - shipped.positions) ** 2).sum(1).mean()) < 0.02
@@ -75,6 +80,32 @@ def test_alanine_dipeptide_phi_and_psi_follow_the_backbone():
         quad = system.dihedrals[name]
         assert "".join(symbols[i] for i in quad) == expected
         assert all(tuple(sorted(p)) in bonds for p in zip(quad[:-1], quad[1:], strict=True))
+
+
+def test_relaxed_alanine_dipeptide_is_l_alanine_in_the_c5_basin():
+    """The shipped minimum is the extended C5 conformer (φ ≈ −150°, ψ ≈ 165°: the N–H and C=O of
+    the alanine close a five-membered ring), not C7eq (φ ≈ −80°, ψ ≈ 70°) or C7ax (φ ≈ 70°,
+    ψ ≈ −70°); and its Cα is S (L-alanine), which fixes the signs of φ and ψ."""
+    from rdkit import Chem
+
+    from stablemd.analysis.ramachandran import phi_psi
+
+    system = get_system("alanine-dipeptide")
+    (phi,), (psi,) = phi_psi([system.atoms], system)
+    assert -180 <= phi < -130 and 140 < psi < 180
+    atoms = system.atoms
+    mol = Chem.RWMol()
+    for z in atoms.numbers:
+        mol.AddAtom(Chem.Atom(int(z)))
+    for i, j in system.bonds.tolist():
+        mol.AddBond(i, j, Chem.BondType.SINGLE)
+    conformer = Chem.Conformer(len(atoms))
+    for k, position in enumerate(atoms.positions):
+        conformer.SetAtomPosition(k, position.tolist())
+    mol.AddConformer(conformer)
+    Chem.AssignStereochemistryFrom3D(mol)
+    alpha = system.dihedrals["phi"][2]
+    assert mol.GetAtomWithIdx(alpha).GetProp("_CIPCode") == "S"
 
 
 def test_water_box_density_bonds_and_molecules():

@@ -148,6 +148,26 @@ def test_a_model_records_its_system_and_commands_need_no_system(tmp_path, capsys
     assert "system: methanol (derived from" in capsys.readouterr().out
 
 
+def test_a_recorded_system_keeps_the_named_dihedrals_of_frames_in_its_order():
+    """Frames that data generate labelled alanine-dipeptide, in its order, record φ and ψ, and
+    the model's system read back has them; frames in another order, or of another molecule under
+    that name, record none."""
+    dipeptide = get_system("alanine-dipeptide")
+    frames = [rattled(dipeptide.atoms, 0.02, seed) for seed in range(3)]
+    for atoms in frames:
+        atoms.info["system"] = "alanine-dipeptide"
+    record = record_training_system(frames, "data.db")
+    assert record["dihedrals"] == {"phi": [4, 6, 8, 14], "psi": [6, 8, 14, 16]}
+    assert System.from_record(record).dihedrals == dipeptide.dihedrals
+    permutation = np.arange(22)
+    permutation[[1, 21]] = [21, 1]  # two hydrogens swapped: the same elements, other bonds
+    reordered = [a[permutation] for a in frames]
+    assert record_training_system(reordered, "data.db")["dihedrals"] == {}
+    ethanol = [rattled(get_system("ethanol").atoms, 0.02, 0)]
+    ethanol[0].info["system"] = "alanine-dipeptide"
+    assert record_training_system(ethanol, "data.db")["dihedrals"] == {}
+
+
 def test_clashing_atoms_are_refused_naming_the_frame_and_atoms():
     ethanol = get_system("ethanol").atoms
     clash = ethanol.copy()

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from stablemd.analysis.ramachandran import COVERAGE_DEPTH
 from stablemd.cli.options import system_params
 from stablemd.cli.output import console
 from stablemd.core.errors import InputError
@@ -57,7 +58,8 @@ def analyze(
     overwrite: bool = typer.Option(False, help="Replace the outputs of an earlier analysis."),
 ):
     """h(r), RDFs or bond and angle distributions, VACF, MSD and diffusivity, temperature and
-    energies of a trajectory, pooled over its replicas; writes analysis.json and plots."""
+    energies of a trajectory, pooled over its replicas; φ/ψ coverage and the Ramachandran plot of
+    a --system that names them (alanine-dipeptide); writes analysis.json and plots."""
     if param and system is None:
         raise InputError("--param needs --system")
     _check_out(out, overwrite)
@@ -89,6 +91,12 @@ def analyze(
             for symbol, d in analysis.diffusivity_cm2_per_s.items()
         ]
         console.print(", ".join(parts) + " cm²/s")
+    if analysis.ramachandran_coverage is not None:
+        console.print(
+            f"Ramachandran coverage {analysis.ramachandran_coverage:.4f} of the (φ, ψ) plane "
+            f"({len(analysis.phi_deg)} frames; quadtree depth {COVERAGE_DEPTH})",
+            highlight=False,
+        )
     for note in analysis.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     for label, path in (("numbers", out / "analysis.json"), *(("plot", p) for p in plots)):

@@ -16,6 +16,7 @@ import numpy as np
 from ase import Atoms
 
 from stablemd.core.errors import InputError
+from stablemd.systems.molecules import MOLECULES
 from stablemd.systems.registry import get_system
 from stablemd.systems.system import System
 
@@ -42,13 +43,29 @@ def recorded_system(model_metadata: dict) -> System | None:
 
 def record_training_system(frames: list[Atoms], source: str) -> dict | None:
     """The record of the system of a model's training frames (see :meth:`System.record`), or
-    None when they hold no single system (several molecules, no topology)."""
+    None when they hold no single system (several molecules, no topology). Frames of a named
+    system (``info["system"]``, as ``data generate`` writes) in its atom order and with its
+    bonds keep its named dihedrals (alanine dipeptide's φ and ψ)."""
     named = {a.info.get("system") for a in frames}
     name = named.pop() if len(named) == 1 and None not in named else Path(source).stem
     try:
-        return System.from_frames(str(name), frames, source).record()
+        system = System.from_frames(str(name), frames, source)
     except InputError:
         return None
+    system.dihedrals = _named_dihedrals(system)
+    return system.record()
+
+
+def _named_dihedrals(derived: System) -> dict[str, tuple[int, int, int, int]]:
+    """The dihedrals of the built-in molecule named like ``derived`` when its atoms and bonds
+    are ``derived``'s in the same order; none otherwise (only molecules name dihedrals, and
+    building a water box to find none would cost seconds)."""
+    if not MOLECULES.get(derived.name, (None, {}))[1]:
+        return {}
+    known = get_system(derived.name)
+    same_atoms = np.array_equal(known.atoms.numbers, derived.atoms.numbers)
+    same_bonds = same_atoms and np.array_equal(known.bonds, derived.bonds)
+    return dict(known.dihedrals) if same_bonds else {}
 
 
 def _same_composition(system: System, atoms: Atoms) -> bool:

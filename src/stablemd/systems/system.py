@@ -173,6 +173,7 @@ class System:
             "reference_bond_lengths": self.reference_bond_lengths.tolist(),
             "default_oracle": self.default_oracle,
             "timestep_fs": self.timestep_fs,
+            "dihedrals": {name: list(quad) for name, quad in self.dihedrals.items()},
         }
 
     @classmethod
@@ -182,9 +183,10 @@ class System:
             numbers=record["numbers"], positions=record["positions"], cell=record["cell"],
             pbc=record["pbc"],
         )  # fmt: skip
+        dihedrals = {k: tuple(int(i) for i in q) for k, q in record.get("dihedrals", {}).items()}
         system = cls.from_atoms(
             record["name"], atoms, record["default_oracle"], record["timestep_fs"],
-            np.asarray(record["bonds"], dtype=int).reshape(-1, 2),
+            np.asarray(record["bonds"], dtype=int).reshape(-1, 2), dihedrals,
         )  # fmt: skip
         system.reference_bond_lengths = np.asarray(record["reference_bond_lengths"], dtype=float)
         return system

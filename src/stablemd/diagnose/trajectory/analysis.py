@@ -7,6 +7,8 @@ frames from the first non-finite one on (positions, velocities, energies) are le
 
 - distributions (h(r), element-resolved RDFs of periodic boxes, bond lengths and bond angles
   per bond and angle type) are averaged over every frame of every replica;
+- φ and ψ of a system that names them (alanine dipeptide) are collected from every frame of
+  every replica, with their Ramachandran coverage (:mod:`stablemd.analysis.ramachandran`);
 - the VACF and the MSD are averaged over every (replica, time origin, atom) whose lag fits
   inside that replica's frames: each replica's origin-averaged curve is weighted by its
   F_k − m origins at lag m.
@@ -33,6 +35,12 @@ from ase.data import chemical_symbols
 
 from stablemd.analysis.dynamics import mean_squared_displacement, vacf
 from stablemd.analysis.geometry import angle_triplets, bond_angles, bond_lengths
+from stablemd.analysis.ramachandran import (
+    BACKBONE,
+    COVERAGE_DEPTH,
+    phi_psi,
+    quadtree_coverage,
+)
 from stablemd.analysis.structure import (
     angular_distribution,
     bond_length_distribution,
@@ -80,6 +88,8 @@ class TrajectoryAnalysis:
     range. Dynamics: ``vacf`` (1 at lag 0) per
     element and ``"all"`` on ``vacf_lag_fs``; ``msd_A2`` per element on ``msd_lag_fs``
     (periodic); ``diffusivity_cm2_per_s`` per element (None: no replica spans the window).
+    Backbone (a system naming ``phi`` and ``psi``): ``phi_deg``, ``psi_deg`` of every analysed
+    frame and their ``ramachandran_coverage`` (quadtree of depth ``COVERAGE_DEPTH``).
     """
 
     trajectory: str
@@ -106,6 +116,9 @@ class TrajectoryAnalysis:
     msd_lag_fs: np.ndarray | None = None
     msd_A2: dict[str, np.ndarray] | None = None
     diffusivity_cm2_per_s: dict[str, float | None] | None = None
+    phi_deg: np.ndarray | None = None
+    psi_deg: np.ndarray | None = None
+    ramachandran_coverage: float | None = None
     replicas: list[dict] = field(default_factory=list)
     series: list[ReplicaSeries] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -153,6 +166,13 @@ class TrajectoryAnalysis:
                 "window_fs": self.window_fs,
                 **curves,
                 "diffusivity_cm2_per_s": self.diffusivity_cm2_per_s,
+                "ramachandran": None
+                if self.phi_deg is None
+                else {
+                    "coverage": self.ramachandran_coverage,
+                    "n": len(self.phi_deg),
+                    "depth": COVERAGE_DEPTH,
+                },
                 "per_replica": self.replicas,
                 "notes": self.notes,
             }
@@ -373,6 +393,8 @@ def analyze_trajectory(
     n_lags = 1 if dt is None else min(max(1, round(window_ps * 1000 / dt)) + 1, longest)
     weights = torch.as_tensor(masses, dtype=_F64)
 
+    backbone = system is not None and all(name in system.dihedrals for name in BACKBONE)
+    angles: list[tuple[np.ndarray, np.ndarray]] = []
     pool = _Pool()
     analysis = TrajectoryAnalysis(
         trajectory=str(path),
@@ -407,6 +429,8 @@ def analyze_trajectory(
         )
         if n_used == 0:
             continue
+        if backbone:  # positions are never wrapped, so the molecule is whole in every frame
+            angles.append(phi_psi(data["positions"][:n_used], system))
         x = torch.as_tensor(data["positions"][:n_used], dtype=_F64)
         analysis.frames_analysed += n_used
         pool.frames += len(x[::stride])
@@ -430,6 +454,9 @@ def analyze_trajectory(
     if pool.frames == 0:
         raise InputError(f"{path}: no frame with finite positions to analyse")
     _finish(analysis, pool, bond_types, angle_types, masks, do_vacf, n_lags, dt)
+    if backbone:
+        analysis.phi_deg, analysis.psi_deg = (np.concatenate(a) for a in zip(*angles, strict=True))
+        analysis.ramachandran_coverage = quadtree_coverage(analysis.phi_deg, analysis.psi_deg)
     return analysis
 
 

@@ -9,11 +9,14 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from stablemd.analysis.ramachandran import ramachandran_plot
 from stablemd.diagnose.stability.report import DPI, MODEL_COLOURS
 from stablemd.diagnose.trajectory.analysis import TrajectoryAnalysis
 
 #: Every file :func:`write_plots` may write (an analysis writes those its trajectory allows).
-PLOT_NAMES = ("h_r.png", "rdf.png", "bonds.png", "vacf.png", "msd.png", "energies.png")
+PLOT_NAMES = (
+    "h_r.png", "rdf.png", "bonds.png", "vacf.png", "msd.png", "energies.png", "ramachandran.png",
+)  # fmt: skip
 #: Replicas named in the legend of the energy plot; beyond this they are only coloured.
 MAX_LEGEND_REPLICAS = 8
 _SERIES_LABELS = {
@@ -202,4 +205,8 @@ def write_plots(analysis: TrajectoryAnalysis, out: Path) -> list[Path]:
     if analysis.msd_A2 and len(analysis.msd_lag_fs) > 1:
         paths.append(plot_msd(analysis, out / "msd.png"))
     paths.append(plot_energies(analysis, out / "energies.png"))
+    if analysis.phi_deg is not None:
+        sampled = (analysis.phi_deg, analysis.psi_deg)
+        title = f"{_title(analysis)}\nRamachandran plot"
+        paths.append(ramachandran_plot(sampled, None, out / "ramachandran.png", title, dpi=DPI))
     return paths
