@@ -5,7 +5,8 @@ side, each on one thread (``OMP_NUM_THREADS=1``), in ``bench/data/quickstart-see
 STABLEMD_BENCH_WORK). A finished run is read back, not rerun, so an interrupted experiment
 continues. Writes, per setting and seed, the share of the 64 replicas stable at the end of the
 2 ps run for both models, their medians, the held-out force MAE and the h(r) MAE, and the wall
-time of each stage.
+time of each stage, to ``bench/results/quickstart_seeds.json`` (other settings than the default
+pair: ``quickstart_seeds_<settings>.json``).
 
     python bench/quickstart_seeds.py [--settings default,labels20-lambda2] [--seeds 0,1,2,3,4]
 """
@@ -31,13 +32,6 @@ SETTINGS = {
     "labels40-lambda2": {"n_train": 40, "qm_weight": 2.0},
     "labels20-lambda10": {"n_train": 20, "qm_weight": 10.0},
     "labels10-lambda2": {"n_train": 10, "qm_weight": 2.0},
-    "fast-500K-labels10": {
-        "n_train": 10,
-        "qm_weight": 2.0,
-        "stable_replicas": 64,
-        "stable_steps_per_epoch": 100,
-        "stable_epochs": 40,
-    },
     "fast-700K-labels20": {
         "temperature_K": 700.0,
         "n_train": 20,
@@ -47,6 +41,7 @@ SETTINGS = {
         "stable_epochs": 40,
     },
 }
+DEFAULT_NAMES = ["default", "labels20-lambda2"]
 ONE_RUN = """
 import json, sys
 from stablemd.core.runtime import tune_memory_allocator
@@ -87,7 +82,7 @@ def run_one(work: Path, name: str, seed: int) -> dict:
 def main(out_dir: Path, quick: bool = False, names=None, seeds=None) -> dict:
     if quick:
         return {"skipped": "about an hour per setting; run it without --quick"}
-    names = names or ["default", "labels20-lambda2"]
+    names = names or DEFAULT_NAMES
     seeds = seeds or [0, 1, 2, 3, 4]
     work = Path(os.environ.get("STABLEMD_BENCH_WORK", HERE / "data" / "quickstart-seeds"))
     started = time.perf_counter()
@@ -108,19 +103,21 @@ def main(out_dir: Path, quick: bool = False, names=None, seeds=None) -> dict:
         "benchmark": "quickstart_seeds",
         "description": "stablemd quickstart per seed, one thread per run, two runs at a time: "
         "share of 64 replicas stable for 2 ps (baseline, StABlE), held-out errors",
-        "command": "python bench/quickstart_seeds.py",
+        "command": f"python bench/quickstart_seeds.py --settings {','.join(names)} "
+        f"--seeds {','.join(map(str, seeds))}",
         "machine": machine_info(),
         "settings": {name: SETTINGS[name] for name in names},
         "results": table,
         "wall_time_s": round(time.perf_counter() - started, 1),
     }
-    (out_dir / "quickstart_seeds.json").write_text(json.dumps(result, indent=2))
+    name = "quickstart_seeds" if names == DEFAULT_NAMES else "quickstart_seeds_" + "+".join(names)
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--settings", default="default,labels20-lambda2")
+    parser.add_argument("--settings", default=",".join(DEFAULT_NAMES))
     parser.add_argument("--seeds", default="0,1,2,3,4")
     args = parser.parse_args()
     out = HERE / "results"

@@ -152,3 +152,25 @@ def test_ramachandran_plot_writes_a_png(tmp_path):
 def test_bad_inputs_are_refused(dipeptide, call, message):
     with pytest.raises(InputError, match=message):
         call(dipeptide)
+
+
+def test_explore_step_metrics_cover_the_labelled_set_and_the_pool(dipeptide, tmp_path):
+    from types import SimpleNamespace
+
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from stablemd.data.database import write_frames
+    from stablemd.explore.active_learning.coverage import ramachandran_metrics
+
+    assert ramachandran_metrics(get_system("ethanol")) is None  # no φ, ψ: no hook
+    frames = rattled_frames(dipeptide.atoms, 6, scale=0.4)
+    for atoms in frames:
+        atoms.calc = SinglePointCalculator(atoms, energy=0.0, forces=np.zeros((len(atoms), 3)))
+    write_frames(tmp_path / "train.db", frames[:2])
+    pool = SimpleNamespace(candidates=[SimpleNamespace(atoms=a) for a in frames[2:]])
+    hook = ramachandran_metrics(dipeptide)
+    values = hook(SimpleNamespace(train_db=tmp_path / "train.db", pool=pool))
+    assert values["labelled"] == ramachandran_coverage(frames[:2], dipeptide)
+    assert values["pool"] == ramachandran_coverage(frames[2:], dipeptide)
+    assert (values["labelled"]["n"], values["pool"]["n"]) == (2, 4)
+    assert "pool" not in hook(SimpleNamespace(train_db=tmp_path / "train.db", pool=None))

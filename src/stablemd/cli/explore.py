@@ -13,6 +13,7 @@ from stablemd.cli.output import console, print_system
 from stablemd.core.errors import InputError
 from stablemd.core.files import check_output_directory
 from stablemd.data.database import read_frames
+from stablemd.explore.active_learning.coverage import ramachandran_metrics
 from stablemd.explore.active_learning.labelling import DaskLabeller, dask_client, label_here
 from stablemd.explore.active_learning.loop import ExploreRun, ExploreSettings
 from stablemd.models.registry import load_potential
@@ -86,6 +87,7 @@ def explore(
         run = ExploreRun(
             model, data, out, settings, oracle_options, tuple(test), progress=progress,
             on_stage=_report, overwrite=overwrite,
+            step_metrics=ramachandran_metrics(resolved.system),
         )  # fmt: skip
         if client is None and workers > 0:
             client = dask_client(workers, None)

@@ -112,13 +112,14 @@ class ExploreSettings(BaseModel):
 @dataclass
 class StepContext:
     """What a per-step metrics hook sees: the step, the model and uncertainty after it, the
-    pool it explored and the structures labelled in it."""
+    pool it explored, the structures labelled in it and the database of every label so far."""
 
     step: int
     potential: Potential
     uncertainty: Uncertainty
     pool: Pool | None
     labelled: list[Atoms]
+    train_db: Path
 
 
 #: An optional per-step hook (e.g. the Ramachandran coverage of the pool): its dictionary is
@@ -419,7 +420,7 @@ class ExploreRun:
         }
         if self.hook is not None:
             row["step_metrics"] = self.hook(
-                StepContext(step, potential, uncertainty, pool, labelled)
+                StepContext(step, potential, uncertainty, pool, labelled, self.train_db)
             )
         rows = [r for r in self._curve() if r["step"] < step] + [row]
         write_learning_curve(rows, self.curve_path, self.out / "learning_curve.png")
