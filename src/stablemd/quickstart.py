@@ -37,7 +37,7 @@ from stablemd.training.workflow import train_from_database
 #: The quickstart's small PaiNN: fast enough for minutes on two cores.
 QUICK_MODEL = {"n_features": 32, "n_interactions": 3, "cutoff": 5.0}
 STAGES = (
-    "reference data: ethanol, GFN2-xTB, Langevin MD",
+    "reference data: ethanol, GFN2-xTB MD",
     "training the baseline",
     "errors on held-out frames",
     "stability of the baseline",

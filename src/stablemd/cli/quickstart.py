@@ -58,8 +58,7 @@ def quickstart(
         speed = elapsed / done if done > 0 and elapsed > 30 else 1.0  # this machine's pace
         left = speed * sum(expected[k - 1 :]) / 60
         console.rule(
-            f"{k}/{len(STAGES)} {title}  [dim]({elapsed / 60:.1f} min so far, "
-            f"about {left:.0f} min left)[/]"
+            f"{k}/{len(STAGES)} {title}  [dim]({elapsed / 60:.1f} min, ~{left:.0f} min left)[/]"
         )
 
     result = run_quickstart(out, settings, announce, progress)
