@@ -161,6 +161,8 @@ class ExploreRun:
         overwrite: bool = False,
     ):
         self.model_path, self.data, self.out = Path(model), Path(data), Path(out)
+        inputs = {"--model": model, "--data": data, "--test": tests}
+        check_run_directory(self.out, inputs, overwrite)
         self.settings, self.hook = settings, step_metrics
         self.labeller: Labeller = label_here
         self.spec = OracleSpec(settings.oracle, tuple(sorted((oracle_options or {}).items())))
@@ -454,6 +456,37 @@ RUN_FILES = (
     "run.json", "state.json", "train.db", "learning_curve.json", "learning_curve.png",
     "model.pt", "summary.md",
 )  # fmt: skip
+
+
+def check_run_directory(out: Path, inputs: dict, overwrite: bool = False) -> None:
+    """Refuse, naming the option and the file, an input (``inputs``: option → path or paths)
+    that the run would write over in ``out`` (one of :data:`RUN_FILES` there, or a file of a
+    step directory), and, unless ``overwrite``, a directory holding such files without the
+    ``run.json`` of an explore run (someone else's ``train.db`` or ``model.pt``)."""
+    given, out = Path(out), Path(out).resolve()
+    for option, paths in inputs.items():
+        for path in [paths] if isinstance(paths, str | Path) else paths:
+            resolved = Path(path).resolve()
+            if (
+                resolved.parent == out
+                and resolved.name in RUN_FILES
+                or any(
+                    parent.parent == out and parent.match("step-[0-9][0-9][0-9]")
+                    for parent in resolved.parents
+                )
+            ):
+                raise InputError(
+                    f"{option} {path}: the explore run in {given} writes this file; "
+                    "move the input or choose another --out"
+                )
+    if overwrite or (out / "run.json").is_file():
+        return
+    foreign = [name for name in RUN_FILES if (out / name).exists()]
+    if foreign:
+        raise InputError(
+            f"--out {given}: holds {', '.join(foreign)} but no explore run (run.json); choose "
+            "another --out or pass --overwrite"
+        )
 
 
 def remove_run(out: Path) -> None:
