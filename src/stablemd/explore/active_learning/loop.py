@@ -29,7 +29,6 @@ rerun finishes with the labels of a run never interrupted, none of them requeste
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,10 +71,10 @@ from stablemd.oracles.registry import level_of_theory
 from stablemd.training.config import TrainConfig
 from stablemd.training.workflow import locate_training_frames, train_from_database
 
-#: Test hook: ``stage``, ``label:N`` or ``rows`` makes the process exit (code 9, as after
-#: SIGKILL) right after that stage is recorded, after the N-th label of a step is stored, or
-#: after the labels are written to the database but before that stage is recorded.
-KILL_AFTER = "STABLEMD_EXPLORE_KILL_AFTER"
+#: Told each point of the loop once what came before it is on disk: a stage's name once it is
+#: recorded, ``label:N`` once the N-th label of a step is stored, ``rows`` once the labels are
+#: in the database but before that stage is recorded (where the resume tests stop a run).
+DurablePoint = Callable[[str], None]
 #: Options a continued run may change.
 EXTENSIBLE = frozenset({"budget"})
 
@@ -133,11 +132,6 @@ class ExploreResult:
     model: Path
 
 
-def _kill_point(name: str) -> None:
-    if os.environ.get(KILL_AFTER) == name:
-        os._exit(9)
-
-
 def _step_dir(out: Path, step: int) -> Path:
     return out / f"step-{step:03d}"
 
@@ -145,7 +139,8 @@ def _step_dir(out: Path, step: int) -> Path:
 class ExploreRun:
     """One explore run in the directory ``out`` (see the module docstring). Everything given
     is checked, and the options recorded in ``run.json``, when it is made (after removing an
-    earlier run there with ``overwrite``); :meth:`run` runs."""
+    earlier run there with ``overwrite``); :meth:`run` runs. ``on_stage(step, stage, info)`` is
+    told each finished stage, ``after`` each :data:`DurablePoint`."""
 
     def __init__(
         self,
@@ -159,6 +154,7 @@ class ExploreRun:
         progress: bool = False,
         on_stage: Callable[[int, str, dict], None] | None = None,
         overwrite: bool = False,
+        after: DurablePoint | None = None,
     ):
         self.model_path, self.data, self.out = Path(model), Path(data), Path(out)
         inputs = {"--model": model, "--data": data, "--test": tests}
@@ -168,6 +164,7 @@ class ExploreRun:
         self.spec = OracleSpec(settings.oracle, tuple(sorted((oracle_options or {}).items())))
         self.progress = progress
         self.on_stage = on_stage or (lambda step, stage, info: None)
+        self.after = after or (lambda point: None)
         self.level = level_of_theory(self.spec.build())  # an unknown oracle is refused here
         self.potential = load_potential(model)
         self.uncertainty = require_uncertainty(self.potential, str(model))
@@ -241,7 +238,7 @@ class ExploreRun:
         record.step, record.stage = step, stage
         record.save(self.state_path)
         self.on_stage(step, stage, info or {})
-        _kill_point(stage)
+        self.after(stage)
 
     # ------------------------------------------------------------------ the loop
     def run(self, labeller: Labeller = label_here) -> ExploreResult:
@@ -346,7 +343,7 @@ class ExploreRun:
         for request, result in self.labeller(self.spec, missing):
             _write_label(result, labels / f"{request.request_id}.json")
             done += 1
-            _kill_point(f"label:{done}")
+            self.after(f"label:{done}")
         record.labels_used += len(requests)
         self._save(record, step, "labelled", {"labels": len(requests)})
 
@@ -375,7 +372,7 @@ class ExploreRun:
             for atoms in new:
                 if atoms.info["label_id"] not in stored:
                     db.write(atoms, key_value_pairs=key_value_pairs(atoms.info))
-        _kill_point("rows")  # stored, but not yet recorded as stored
+        self.after("rows")  # stored, but not yet recorded as stored
         known = {(f["step"], f["request_id"]) for f in record.failures}
         record.failures += [f for f in failures if (f["step"], f["request_id"]) not in known]
         self._save(record, step, "appended", {"appended": len(new), "failed": len(failures)})
