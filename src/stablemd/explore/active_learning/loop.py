@@ -50,6 +50,7 @@ from stablemd.core.files import (
 from stablemd.data.database import connect, key_value_pairs, read_frames, write_frames
 from stablemd.data.fingerprints import labelled_frames_fingerprint
 from stablemd.data.frames import FrameSet
+from stablemd.data.splits import Split
 from stablemd.explore.active_learning.curve import test_set_scores, write_learning_curve
 from stablemd.explore.active_learning.labelling import (
     Labeller,
@@ -378,12 +379,19 @@ class ExploreRun:
         self._save(record, step, "appended", {"appended": len(new), "failed": len(failures)})
 
     def _retrained(self, record: ExploreRecord, step: int) -> None:
+        """Train on every frame of train.db but the starting model's validation frames (stored
+        after its training frames by :meth:`_start`), which validate every step: a frame that
+        an earlier step trained on would make the warm-started model's early stopping and the
+        uncertainty's calibration look better than they are."""
         directory = _step_dir(self.out, step)
         n_frames = len(read_frames(self.train_db))
+        first_val = len(self.initial) - self.n_val
+        val = np.arange(first_val, len(self.initial))
+        split = Split(np.setdiff1d(np.arange(n_frames), val), val, np.zeros(0, dtype=int))
         train_from_database(
-            self.train_db, n_frames - self.n_val, self.n_val, self.config, directory / "model.pt",
+            self.train_db, len(split.train), self.n_val, self.config, directory / "model.pt",
             run_dir=directory / "train_run", progress=self.progress,
-            init=self._model_path(record),
+            init=self._model_path(record), split=split,
         )  # fmt: skip
         self._save(record, step, "retrained", {"frames": n_frames})
 
