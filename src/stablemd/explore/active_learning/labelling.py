@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms
@@ -140,11 +141,14 @@ def dask_client(workers: int, scheduler: str | None):
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
+        if scheduler.endswith(".json") and not Path(scheduler).is_file():
+            # Dask would wait for it to appear, without end
+            raise InputError(f"--scheduler {scheduler}: no such scheduler file")
         try:
             if scheduler.endswith(".json"):
                 return Client(scheduler_file=scheduler, timeout="30s")
             return Client(scheduler, timeout="30s")
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # unreachable, or not an address
             raise InputError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
     cluster = LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
