@@ -669,3 +669,14 @@ def test_explore_never_writes_over_an_input_or_files_of_no_explore_run(tmp_path)
     with pytest.raises(InputError, match=r"^--out \S*run: holds train.db but no explore run"):
         ExploreRun(model, data, out, settings)
     assert (out / "train.db").read_text() == "the user's"
+
+
+def test_explore_refuses_two_test_sets_of_one_name(tmp_path):
+    """The learning curve names test sets by file name: a second of the same name would
+    silently take the first one's place."""
+    from stablemd.explore.active_learning.loop import ExploreRun, ExploreSettings
+
+    tests = (tmp_path / "a" / "hot.db", tmp_path / "b" / "hot.db")
+    with pytest.raises(InputError, match=r"^--test \S*b/hot.db: a test set named hot.db"):
+        ExploreRun(tmp_path / "m.pt", tmp_path / "d.db", tmp_path / "run", ExploreSettings(),
+                   tests=tests)  # fmt: skip

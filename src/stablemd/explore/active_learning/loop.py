@@ -160,6 +160,14 @@ class ExploreRun:
         self.model_path, self.data, self.out = Path(model), Path(data), Path(out)
         inputs = {"--model": model, "--data": data, "--test": tests}
         check_run_directory(self.out, inputs, overwrite)
+        names = {"held-out"}  # the learning curve names each test set
+        for path in tests:
+            if Path(path).name in names:
+                raise InputError(
+                    f"--test {path}: a test set named {Path(path).name} is already there; "
+                    "rename the file"
+                )
+            names.add(Path(path).name)
         self.settings, self.hook = settings, step_metrics
         self.labeller: Labeller = label_here
         self.spec = OracleSpec(settings.oracle, tuple(sorted((oracle_options or {}).items())))
