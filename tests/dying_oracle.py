@@ -49,3 +49,11 @@ class CountingEMT(EMT):
         ):
             raise RuntimeError("SCF not converged")
         super().calculate(atoms, properties, system_changes)
+
+
+class MissingEnvironment(EMT):
+    """A calculator that cannot be built where its environment is missing (as a DFT code
+    without its pseudopotential path on a worker)."""
+
+    def __init__(self, **kwargs):
+        raise OSError("DFT_PSEUDOPOTENTIALS is not set")

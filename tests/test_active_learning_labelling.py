@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from ase import Atoms
 
+from stablemd.core.errors import InputError
 from stablemd.explore.active_learning.labelling import (
     DaskLabeller,
     LabelRequest,
@@ -101,3 +103,54 @@ def test_dask_labels_survive_a_worker_killed_mid_task(tmp_path, monkeypatch):
         assert result.energy == pytest.approx(reference[request].energy, rel=1e-12)
     assert not dead[0][1].ok and "KilledWorker" in dead[0][1].error
     assert remote[0][1].energy == pytest.approx(reference[requests[5]].energy, rel=1e-12)
+
+
+class _Future:
+    def __init__(self, error):
+        self.error = error
+
+    def result(self):
+        raise self.error
+
+    def release(self):
+        pass
+
+
+class _Client:
+    """Futures that raise the given errors, one per request."""
+
+    def __init__(self, errors):
+        self.errors = iter(errors)
+
+    def submit(self, *args, **kwargs):
+        return _Future(next(self.errors))
+
+
+def test_only_a_structure_that_kills_its_workers_is_a_failed_label(monkeypatch):
+    """KilledWorker speaks of one structure: a failed label, recorded and skipped. A lost
+    scheduler or a cancelled task says nothing of the structure: raised, so that no label is
+    spent on it and a rerun requests it again."""
+    import distributed
+    from distributed import KilledWorker
+    from distributed.comm import CommClosedError
+
+    monkeypatch.setattr(distributed, "as_completed", iter)
+    spec = OracleSpec("ase.calculators.lj:LennardJones")
+    requests = [LabelRequest.of(atoms, 0) for atoms in dimers(1)]
+    killed = KilledWorker("label-x", SimpleNamespace(address="tcp://worker"), 3)
+    [(_, result)] = DaskLabeller(_Client([killed]))(spec, requests)
+    assert not result.ok and "KilledWorker" in result.error
+    for error in (
+        CommClosedError("scheduler gone"),
+        distributed.client.FutureCancelledError("label-x", "lost"),
+    ):
+        with pytest.raises(type(error)):
+            list(DaskLabeller(_Client([error]))(spec, requests))
+
+
+def test_an_oracle_that_cannot_be_built_is_an_input_error(monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))
+    spec = OracleSpec("dying_oracle:MissingEnvironment")
+    requests = [LabelRequest.of(atoms, 0) for atoms in dimers(1)]
+    with pytest.raises(InputError, match="^--oracle dying_oracle:MissingEnvironment: cannot be"):
+        list(label_here(spec, requests))

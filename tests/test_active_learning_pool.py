@@ -10,8 +10,9 @@ from md_support import single_thread  # noqa: F401 (fixture)
 from test_models import ethanol, make_model, rattled
 from test_uncertainty import fitted
 
-from stablemd.explore.active_learning.pool import Pool, run_pool
+from stablemd.explore.active_learning.pool import CandidateRecorder, Pool, run_pool
 from stablemd.md.settings import MDSettings
+from stablemd.md.starts import initial_state
 
 
 def test_pool_keeps_frames_every_k_steps_and_the_one_past_the_threshold(single_thread):  # noqa: F811
@@ -52,3 +53,18 @@ def test_pool_keeps_frames_every_k_steps_and_the_one_past_the_threshold(single_t
         torch.as_tensor(again.candidates[-1].atoms.positions),
         torch.as_tensor(pool.candidates[-1].atoms.positions),
     )
+
+
+def test_a_non_finite_frame_is_never_a_candidate():
+    """A replica whose positions or u turned non-finite at a kept step (the NonFinite criterion
+    freezes it only after every monitor has seen that state) gives no candidate: NaN positions
+    would go to the oracle, a NaN u into the selection."""
+    state = initial_state([ethanol()], 3, 300.0, seed=0)
+    state.step, state.time_fs = 10, 5.0
+    u = torch.full((state.n_atoms,), 0.2, dtype=torch.float64)
+    u[state.system_index == 2] = float("nan")
+    state.outputs = {"atomic_uncertainty": u, "uncertainty": u.clone()}
+    state.positions[state.system_index == 1] = float("inf")
+    recorder = CandidateRecorder(every=5, threshold=1.0)
+    recorder(state)
+    assert [row["replica"] for row in recorder.rows] == [0]

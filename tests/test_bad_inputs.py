@@ -361,6 +361,12 @@ CATALOGUE = [
     ("explore-negative-workers", c(*EXPLORE, "--out", "run", "--workers", "-1"),
      ["--workers -1"]),
     ("explore-out-is-data", c(*EXPLORE, "--out", "data.db"), ["--out data.db", "input"]),
+    ("explore-out-holds-model", c(*EXPLORE, "--out", "."),
+     ["--model model.pt", "writes this file"]),
+    ("explore-scheduler-not-an-address", c(*EXPLORE, "--out", "run", "--scheduler", "node1"),
+     ["--scheduler node1", "cannot connect", "port"]),
+    ("explore-scheduler-file-missing", c(*EXPLORE, "--out", "run", "--scheduler", "dask.json"),
+     ["--scheduler dask.json", "no such scheduler file"]),
     ("explore-unknown-oracle", c(*EXPLORE, "--out", "run", "--oracle", "dft"),
      ["unknown oracle 'dft'"]),
     ("explore-bad-oracle-option", c(*EXPLORE, "--out", "run", "--oracle-option", "accuracy"),
@@ -643,3 +649,34 @@ def test_model_options_check_accepts_the_defaults(kind):
     check_hyperparameters(kind, {"cutoff": 4.0})
     with pytest.raises(InputError, match="model_options.cutoff: 0"):
         check_hyperparameters(kind, {"cutoff": 0})
+
+
+def test_explore_never_writes_over_an_input_or_files_of_no_explore_run(tmp_path):
+    """The run writes train.db and model.pt in --out and files in its step directories: an
+    input there is refused, and so is a directory holding such files without a run.json."""
+    from stablemd.explore.active_learning.loop import ExploreRun, ExploreSettings
+
+    out = tmp_path / "run"
+    (out / "step-001").mkdir(parents=True)
+    (out / "train.db").write_text("the user's")
+    model, data, settings = tmp_path / "m.pt", tmp_path / "d.db", ExploreSettings()
+    with pytest.raises(InputError, match=r"^--data \S*train.db: the explore run in \S*run writ"):
+        ExploreRun(model, out / "train.db", out, settings)
+    with pytest.raises(InputError, match=r"^--model \S*model.pt: the explore run"):
+        ExploreRun(out / "model.pt", data, out, settings)
+    with pytest.raises(InputError, match=r"^--test \S*step-001/t.db: the explore run"):
+        ExploreRun(model, data, out, settings, tests=(out / "step-001" / "t.db",))
+    with pytest.raises(InputError, match=r"^--out \S*run: holds train.db but no explore run"):
+        ExploreRun(model, data, out, settings)
+    assert (out / "train.db").read_text() == "the user's"
+
+
+def test_explore_refuses_two_test_sets_of_one_name(tmp_path):
+    """The learning curve names test sets by file name: a second of the same name would
+    silently take the first one's place."""
+    from stablemd.explore.active_learning.loop import ExploreRun, ExploreSettings
+
+    tests = (tmp_path / "a" / "hot.db", tmp_path / "b" / "hot.db")
+    with pytest.raises(InputError, match=r"^--test \S*b/hot.db: a test set named hot.db"):
+        ExploreRun(tmp_path / "m.pt", tmp_path / "d.db", tmp_path / "run", ExploreSettings(),
+                   tests=tests)  # fmt: skip

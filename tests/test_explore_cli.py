@@ -11,6 +11,7 @@ from test_cli import run
 
 from stablemd.core.errors import InputError
 from stablemd.data.database import read_frames, write_frames
+from stablemd.data.fingerprints import frame_fingerprint
 from stablemd.explore.active_learning.loop import ExploreRun
 from stablemd.explore.uncertainty.estimator import model_uncertainty
 from stablemd.models.registry import load_potential
@@ -59,6 +60,14 @@ def test_explore_command_runs_resumes_extends_and_refuses_other_options(
     assert all(a.info["level_of_theory"] == ORACLE for a in explored)
     # the data file is an input: never written
     assert len(read_frames(data)) == 30
+    # every explored label trains; the starting model's validation frames validate every step
+    start = load_potential(model).metadata["training"]
+    retrained = load_potential(out / "step-001" / "model.pt").metadata["training"]
+    assert sorted(retrained["val_frame_fingerprints"]) == sorted(start["val_frame_fingerprints"])
+    explored_prints = {frame_fingerprint(a) for a in explored}
+    assert set(retrained["train_frame_fingerprints"]) == (
+        set(start["train_frame_fingerprints"]) | explored_prints
+    )
     # a larger budget continues the same run by one step; other options are refused
     code, stdout, err = run([*argv, "--budget", "4"], capsys)
     assert code == 0, err

@@ -2,10 +2,10 @@
 then rerun: it ends with the labels of an uninterrupted run, each requested from the oracle
 once and stored in the training database once.
 
-The stops come from the loop's test hook (``STABLEMD_EXPLORE_KILL_AFTER``): ``os._exit(9)``
-right after a stage is recorded. One case is a real process ending there; the chain through
-every stage runs in this process with ``os._exit`` turned into an exception that nothing
-catches (the same point of the code, without a new interpreter per stop)."""
+The stops come from the loop's ``after`` seam, told each point where what came before is on
+disk. One case is a real process ending there (``os._exit(9)``, as after SIGKILL); the chain
+through every stage runs in this process with an exception that nothing catches (the same
+point of the code, without a new interpreter per stop)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,7 @@ from md_support import single_thread  # noqa: F401 (fixture)
 
 import stablemd
 from stablemd.data.database import read_frames
-from stablemd.explore.active_learning import loop
-from stablemd.explore.active_learning.loop import KILL_AFTER, ExploreRun
+from stablemd.explore.active_learning.loop import ExploreRun
 from stablemd.explore.active_learning.record import STAGES
 
 pytestmark = pytest.mark.slow
@@ -32,14 +31,22 @@ TESTS = Path(__file__).resolve().parent
 SRC = Path(stablemd.__file__).resolve().parents[1]
 ORACLE = "dying_oracle:CountingEMT"
 SCRIPT = """
+import os
 import sys
 from pathlib import Path
 import torch
 from explore_support import settings
 from stablemd.explore.active_learning.loop import ExploreRun
 torch.set_num_threads(1)
-model, data, out, log = map(Path, sys.argv[1:])
-ExploreRun(model, data, out, settings(oracle="dying_oracle:CountingEMT"), {"log": str(log)}).run()
+model, data, out, log = map(Path, sys.argv[1:5])
+
+def after(point):
+    if point == sys.argv[5]:
+        os._exit(9)
+
+ExploreRun(
+    model, data, out, settings(oracle="dying_oracle:CountingEMT"), {"log": str(log)}, after=after
+).run()
 """
 
 
@@ -47,8 +54,9 @@ class Killed(BaseException):
     """What ``os._exit`` raises in the in-process chain."""
 
 
-def explore(model, data, out, log):
-    return ExploreRun(model, data, out, settings(oracle=ORACLE), {"log": str(log)}).run()
+def explore(model, data, out, log, after=None):
+    options = {"log": str(log)}
+    return ExploreRun(model, data, out, settings(oracle=ORACLE), options, after=after).run()
 
 
 def explored_rows(out: Path) -> list:
@@ -90,28 +98,28 @@ def check_same_as_reference(out: Path, log: Path, reference) -> None:
 def test_stopped_after_every_stage_ends_as_an_uninterrupted_run(
     reference,
     tmp_path,
-    monkeypatch,
     single_thread,  # noqa: F811
 ):
     model, data, _, _ = reference
     out, log = tmp_path / "stopped", tmp_path / "stopped.log"
 
-    def exit_now(code):
-        raise Killed(code)
+    def stop_at(point):
+        def after(reached):
+            if reached == point:
+                raise Killed(point)
 
-    monkeypatch.setattr(loop.os, "_exit", exit_now)
+        return after
+
     # step 1 stopped after each stage, after its first label and after its rows are written
     # but not recorded; step 2 then runs through
     points = ["start", "pool", "selected", "label:1", "labelled", "rows", *STAGES[3:]]
     assert set(STAGES) <= set(points)
     for point in points:
-        monkeypatch.setenv(KILL_AFTER, point)
         with pytest.raises(Killed):
-            explore(model, data, out, log)
+            explore(model, data, out, log, after=stop_at(point))
         state = json.loads((out / "state.json").read_text())
         recorded = {"label:1": "selected", "rows": "labelled"}.get(point, point)
         assert state["stage"] == recorded
-    monkeypatch.delenv(KILL_AFTER)
     explore(model, data, out, log)
     check_same_as_reference(out, log, reference)
     # a finished run rerun does nothing more
@@ -122,15 +130,10 @@ def test_stopped_after_every_stage_ends_as_an_uninterrupted_run(
 def test_a_process_ended_between_two_labels_resumes(reference, tmp_path, single_thread):  # noqa: F811
     model, data, _, _ = reference
     out, log = tmp_path / "killed", tmp_path / "killed.log"
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{SRC}:{TESTS}",
-        "OMP_NUM_THREADS": "1",
-        KILL_AFTER: "label:1",
-    }
+    env = {**os.environ, "PYTHONPATH": f"{SRC}:{TESTS}", "OMP_NUM_THREADS": "1"}
     process = subprocess.run(
-        [sys.executable, "-c", SCRIPT, model, data, out, log], env=env, capture_output=True,
-        text=True, timeout=300,
+        [sys.executable, "-c", SCRIPT, model, data, out, log, "label:1"], env=env,
+        capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert process.returncode == 9, process.stderr
     assert len(log.read_text().splitlines()) == 1

@@ -20,7 +20,7 @@ from stablemd.data.fingerprints import (
     labelled_frames_fingerprint,
 )
 from stablemd.data.frames import FrameSet
-from stablemd.data.splits import split_indices
+from stablemd.data.splits import Split, split_indices
 from stablemd.models.coverage import shortest_distances
 from stablemd.models.potential import Potential
 from stablemd.models.registry import (
@@ -84,6 +84,7 @@ def train_from_database(
     init: Path | None = None,
     fit_attachments: Callable[[Potential, list[Atoms], list[Atoms]], object] | None = None,
     make_trainer: Callable[..., Trainer] | None = None,
+    split: Split | None = None,
 ) -> TrainedModel:
     """Train on ``n_train`` frames of ``data_path``, validate on ``n_val`` others, save to ``out``.
 
@@ -98,12 +99,17 @@ def train_from_database(
     domain of the early warning) before the model is saved.
     ``make_trainer``: builds the trainer of another training mode (dynamic training) from
     the frames, the split and the arguments of :class:`Trainer`; default :class:`Trainer`.
+    ``split``: the frames to train and validate on, given (e.g. explore's validation frames,
+    the same at every step), instead of ``n_train`` and ``n_val`` drawn by ``split_by``.
     """
     frames = read_frames(data_path)
-    trajectories = [a.info.get("trajectory", 0) for a in frames]
-    split = split_indices(
-        len(frames), n_train, n_val, seed=config.seed, by=split_by, trajectories=trajectories
-    )
+    if split is None:
+        trajectories = [a.info.get("trajectory", 0) for a in frames]
+        split = split_indices(
+            len(frames), n_train, n_val, seed=config.seed, by=split_by, trajectories=trajectories
+        )
+    else:
+        n_train, n_val, split_by = len(split.train), len(split.val), "given"
     dtype = getattr(torch, config.dtype)
     train = FrameSet([frames[i] for i in split.train], dtype)
     validation = FrameSet([frames[i] for i in split.val], dtype)

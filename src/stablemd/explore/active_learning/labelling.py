@@ -7,7 +7,10 @@ and plain arrays, never a calculator: tblite's is not picklable, and a DFT calcu
 built where it runs. Each worker process builds each oracle once and keeps it. A failed label
 (SCF not converged, an exception in the calculator, non-finite numbers) comes back flagged,
 and so does a structure whose worker died more often than the scheduler allows (Dask retries a
-task whose worker died on another worker first): the loop records and skips both.
+task whose worker died on another worker first): the loop records and skips both. An oracle
+that cannot be built on a worker is an :class:`InputError`, and a lost scheduler stops the
+labelling with its own error: neither says anything of a structure, so neither may spend the
+budget on failed labels; a rerun requests the missing labels again.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms
@@ -33,7 +37,14 @@ class OracleSpec:
     options: tuple[tuple[str, object], ...] = field(default_factory=tuple)
 
     def build(self):
-        return get_oracle(self.name, **dict(self.options))
+        """The calculator; one that cannot be built (here or on a worker) is an InputError."""
+        try:
+            return get_oracle(self.name, **dict(self.options))
+        except InputError:
+            raise
+        except Exception as exc:  # e.g. a DFT code's environment missing on a worker
+            message = f"{type(exc).__name__}: {exc}".strip()
+            raise InputError(f"--oracle {self.describe()}: cannot be built ({message})") from None
 
     def describe(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.options)
@@ -100,13 +111,14 @@ def label_here(spec: OracleSpec, requests: Sequence[LabelRequest]) -> Labelled:
 
 class DaskLabeller:
     """Labels on the workers of a ``dask.distributed`` client, yielded as they finish. A task
-    whose workers kept dying (``KilledWorker``) or that raised comes back as a failed label."""
+    whose workers kept dying (``KilledWorker``) comes back as a failed label; any other error
+    of the cluster (a lost scheduler, a cancelled task) is raised."""
 
     def __init__(self, client):
         self.client = client
 
     def __call__(self, spec: OracleSpec, requests: Sequence[LabelRequest]) -> Labelled:
-        from distributed import as_completed
+        from distributed import KilledWorker, as_completed
 
         futures = {
             self.client.submit(label_request, spec, r, key=f"label-{r.request_id}", pure=False): r
@@ -116,9 +128,7 @@ class DaskLabeller:
             request = futures[future]
             try:
                 result = future.result()
-            except InputError:
-                raise
-            except Exception as exc:  # a worker that died, a lost connection
+            except KilledWorker as exc:  # this structure's label kept killing its workers
                 result = LabelResult(error=f"{type(exc).__name__}: {exc}".strip())
             future.release()
             yield request, result
@@ -131,11 +141,14 @@ def dask_client(workers: int, scheduler: str | None):
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
+        if scheduler.endswith(".json") and not Path(scheduler).is_file():
+            # Dask would wait for it to appear, without end
+            raise InputError(f"--scheduler {scheduler}: no such scheduler file")
         try:
             if scheduler.endswith(".json"):
                 return Client(scheduler_file=scheduler, timeout="30s")
             return Client(scheduler, timeout="30s")
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # unreachable, or not an address
             raise InputError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
     cluster = LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,

@@ -29,7 +29,6 @@ rerun finishes with the labels of a run never interrupted, none of them requeste
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from stablemd.core.files import (
 from stablemd.data.database import connect, key_value_pairs, read_frames, write_frames
 from stablemd.data.fingerprints import labelled_frames_fingerprint
 from stablemd.data.frames import FrameSet
+from stablemd.data.splits import Split
 from stablemd.explore.active_learning.curve import test_set_scores, write_learning_curve
 from stablemd.explore.active_learning.labelling import (
     Labeller,
@@ -72,10 +72,10 @@ from stablemd.oracles.registry import level_of_theory
 from stablemd.training.config import TrainConfig
 from stablemd.training.workflow import locate_training_frames, train_from_database
 
-#: Test hook: ``stage``, ``label:N`` or ``rows`` makes the process exit (code 9, as after
-#: SIGKILL) right after that stage is recorded, after the N-th label of a step is stored, or
-#: after the labels are written to the database but before that stage is recorded.
-KILL_AFTER = "STABLEMD_EXPLORE_KILL_AFTER"
+#: Told each point of the loop once what came before it is on disk: a stage's name once it is
+#: recorded, ``label:N`` once the N-th label of a step is stored, ``rows`` once the labels are
+#: in the database but before that stage is recorded (where the resume tests stop a run).
+DurablePoint = Callable[[str], None]
 #: Options a continued run may change.
 EXTENSIBLE = frozenset({"budget"})
 
@@ -134,11 +134,6 @@ class ExploreResult:
     model: Path
 
 
-def _kill_point(name: str) -> None:
-    if os.environ.get(KILL_AFTER) == name:
-        os._exit(9)
-
-
 def _step_dir(out: Path, step: int) -> Path:
     return out / f"step-{step:03d}"
 
@@ -146,7 +141,8 @@ def _step_dir(out: Path, step: int) -> Path:
 class ExploreRun:
     """One explore run in the directory ``out`` (see the module docstring). Everything given
     is checked, and the options recorded in ``run.json``, when it is made (after removing an
-    earlier run there with ``overwrite``); :meth:`run` runs."""
+    earlier run there with ``overwrite``); :meth:`run` runs. ``on_stage(step, stage, info)`` is
+    told each finished stage, ``after`` each :data:`DurablePoint`."""
 
     def __init__(
         self,
@@ -160,13 +156,25 @@ class ExploreRun:
         progress: bool = False,
         on_stage: Callable[[int, str, dict], None] | None = None,
         overwrite: bool = False,
+        after: DurablePoint | None = None,
     ):
         self.model_path, self.data, self.out = Path(model), Path(data), Path(out)
+        inputs = {"--model": model, "--data": data, "--test": tests}
+        check_run_directory(self.out, inputs, overwrite)
+        names = {"held-out"}  # the learning curve names each test set
+        for path in tests:
+            if Path(path).name in names:
+                raise InputError(
+                    f"--test {path}: a test set named {Path(path).name} is already there; "
+                    "rename the file"
+                )
+            names.add(Path(path).name)
         self.settings, self.hook = settings, step_metrics
         self.labeller: Labeller = label_here
         self.spec = OracleSpec(settings.oracle, tuple(sorted((oracle_options or {}).items())))
         self.progress = progress
         self.on_stage = on_stage or (lambda step, stage, info: None)
+        self.after = after or (lambda point: None)
         self.level = level_of_theory(self.spec.build())  # an unknown oracle is refused here
         self.potential = load_potential(model)
         self.uncertainty = require_uncertainty(self.potential, str(model))
@@ -240,7 +248,7 @@ class ExploreRun:
         record.step, record.stage = step, stage
         record.save(self.state_path)
         self.on_stage(step, stage, info or {})
-        _kill_point(stage)
+        self.after(stage)
 
     # ------------------------------------------------------------------ the loop
     def run(self, labeller: Labeller = label_here) -> ExploreResult:
@@ -345,7 +353,7 @@ class ExploreRun:
         for request, result in self.labeller(self.spec, missing):
             _write_label(result, labels / f"{request.request_id}.json")
             done += 1
-            _kill_point(f"label:{done}")
+            self.after(f"label:{done}")
         record.labels_used += len(requests)
         self._save(record, step, "labelled", {"labels": len(requests)})
 
@@ -374,18 +382,25 @@ class ExploreRun:
             for atoms in new:
                 if atoms.info["label_id"] not in stored:
                     db.write(atoms, key_value_pairs=key_value_pairs(atoms.info))
-        _kill_point("rows")  # stored, but not yet recorded as stored
+        self.after("rows")  # stored, but not yet recorded as stored
         known = {(f["step"], f["request_id"]) for f in record.failures}
         record.failures += [f for f in failures if (f["step"], f["request_id"]) not in known]
         self._save(record, step, "appended", {"appended": len(new), "failed": len(failures)})
 
     def _retrained(self, record: ExploreRecord, step: int) -> None:
+        """Train on every frame of train.db but the starting model's validation frames (stored
+        after its training frames by :meth:`_start`), which validate every step: a frame that
+        an earlier step trained on would make the warm-started model's early stopping and the
+        uncertainty's calibration look better than they are."""
         directory = _step_dir(self.out, step)
         n_frames = len(read_frames(self.train_db))
+        first_val = len(self.initial) - self.n_val
+        val = np.arange(first_val, len(self.initial))
+        split = Split(np.setdiff1d(np.arange(n_frames), val), val, np.zeros(0, dtype=int))
         train_from_database(
-            self.train_db, n_frames - self.n_val, self.n_val, self.config, directory / "model.pt",
+            self.train_db, len(split.train), self.n_val, self.config, directory / "model.pt",
             run_dir=directory / "train_run", progress=self.progress,
-            init=self._model_path(record),
+            init=self._model_path(record), split=split,
         )  # fmt: skip
         self._save(record, step, "retrained", {"frames": n_frames})
 
@@ -455,6 +470,37 @@ RUN_FILES = (
     "run.json", "state.json", "train.db", "learning_curve.json", "learning_curve.png",
     "model.pt", "summary.md",
 )  # fmt: skip
+
+
+def check_run_directory(out: Path, inputs: dict, overwrite: bool = False) -> None:
+    """Refuse, naming the option and the file, an input (``inputs``: option → path or paths)
+    that the run would write over in ``out`` (one of :data:`RUN_FILES` there, or a file of a
+    step directory), and, unless ``overwrite``, a directory holding such files without the
+    ``run.json`` of an explore run (someone else's ``train.db`` or ``model.pt``)."""
+    given, out = Path(out), Path(out).resolve()
+    for option, paths in inputs.items():
+        for path in [paths] if isinstance(paths, str | Path) else paths:
+            resolved = Path(path).resolve()
+            if (
+                resolved.parent == out
+                and resolved.name in RUN_FILES
+                or any(
+                    parent.parent == out and parent.match("step-[0-9][0-9][0-9]")
+                    for parent in resolved.parents
+                )
+            ):
+                raise InputError(
+                    f"{option} {path}: the explore run in {given} writes this file; "
+                    "move the input or choose another --out"
+                )
+    if overwrite or (out / "run.json").is_file():
+        return
+    foreign = [name for name in RUN_FILES if (out / name).exists()]
+    if foreign:
+        raise InputError(
+            f"--out {given}: holds {', '.join(foreign)} but no explore run (run.json); choose "
+            "another --out or pass --overwrite"
+        )
 
 
 def remove_run(out: Path) -> None:

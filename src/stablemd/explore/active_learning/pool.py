@@ -34,7 +34,8 @@ class CandidateRecorder(Observer):
     whose largest atomic u passes ``threshold`` at the step it does (the structure the stop
     hands over, which the runner freezes after this observer has seen it), with its replica,
     time (fs), total u (eV/atom) and largest atomic u (eV/Å). Never the start (a training
-    structure). Called every step."""
+    structure), nor a frame with a non-finite position or u (whose replica the runner also
+    freezes only after this observer has seen it). Called every step."""
 
     name = "candidates"
 
@@ -54,7 +55,10 @@ class CandidateRecorder(Observer):
         keep = torch.full_like(state.active, state.step % self.interval == 0)
         if self.threshold is not None:
             keep |= largest > self.threshold
-        keep &= state.active
+        broken = ~(
+            torch.isfinite(state.positions).all(-1) & torch.isfinite(atomic) & torch.isfinite(total)
+        )
+        keep &= state.active & (state.sum_per_system(broken.to(torch.float64)) == 0)
         for k in torch.nonzero(keep)[:, 0].tolist():
             atoms = state.system_index == k
             self.rows.append({
