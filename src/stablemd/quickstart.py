@@ -47,7 +47,7 @@ STAGES = (
 )
 #: Wall time of each stage of the default on two quiet cores (s), as measured in
 #: docs/benchmarks.md ("Quickstart"); only a guide for the time left that the command shows.
-DEFAULT_STAGE_SECONDS = (20.0, 50.0, 2.0, 85.0, 120.0, 90.0, 40.0)
+DEFAULT_STAGE_SECONDS = (18.0, 36.0, 1.0, 78.0, 552.0, 90.0, 66.0)
 #: The conservation checks of the quickstart's reports: shorter than ``stablemd diagnose``'s
 #: default (8 replicas × 2 ps), which would double the quickstart's time.
 REPORT_CONSERVATION = {"conservation_replicas": 8, "conservation_time_ps": 0.5}
