@@ -69,6 +69,8 @@ def test_dask_labels_survive_a_worker_killed_mid_task(tmp_path, monkeypatch):
     the in-process ones. Structure 3 raises (a failed label, flagged); structure 4 kills every
     worker that tries it and comes back flagged once Dask gives up."""
     import dask
+    import distributed  # noqa: F401  before config.set: imported first inside the block, its
+    # defaults would be registered there and removed with the block, breaking later clients
 
     monkeypatch.setenv("PYTHONPATH", f"{TESTS}:{Path(dask.__file__).parents[1]}")
     monkeypatch.syspath_prepend(str(TESTS))
