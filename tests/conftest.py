@@ -8,6 +8,7 @@ import torch
 from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from stablemd.core import runtime
 from stablemd.oracles import get_oracle
 
 torch.set_num_threads(2)
@@ -18,6 +19,16 @@ def user_configuration(tmp_path, monkeypatch):
     """Every test has an empty configuration directory of its own (stored systems live there),
     never the user's ~/.config; nothing is created until a test stores something."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+@pytest.fixture(autouse=True)
+def fixed_thread_count(monkeypatch):
+    """Two torch threads and no thread budget in every test. A command run in-process turns the
+    budget on for the rest of the process (``core/runtime.py``), after which MD in later tests
+    changes its thread count with the machine's load, and with it the order of the sums that
+    the bit-for-bit resume tests compare."""
+    monkeypatch.setattr(runtime, "_budget", None)
+    torch.set_num_threads(2)
 
 
 def xtb_labelled(atoms_list):
