@@ -5,9 +5,9 @@ frames → its errors on held-out frames → its stability in MD → StABlE fine
 labels → the stability and errors of the fine-tuned model beside the baseline → the diagnosis
 report of each model (``stablemd diagnose``'s page, reading the stability runs back). The
 baseline is trained on few frames on purpose: the low-data regime where it fails within the
-run and StABlE can help. Every stage resumes: calling again after an interruption continues. Budgets
-are counted in epochs, not minutes, so that one seed gives the same models on a fast machine
-and a slow one (with the same thread count).
+run and StABlE can help. Every stage resumes: calling again after an interruption continues.
+Budgets are counted in epochs, not minutes, so that one seed gives the same models on a fast
+machine and a slow one (with the same thread count).
 """
 
 from __future__ import annotations

@@ -147,6 +147,10 @@ class Trainer:
         self.batches_done = 0
         self.epoch_loss_sum = 0.0
         self.history: list[dict] = []
+        self.plot = Throttle(
+            lambda: plot_learning_curve(self.history, self.run_dir / "learning_curve.png"),
+            PLOT_EVERY_S,
+        )
         self.best = {"val_loss": float("inf"), "epoch": -1}
         self.best_state: dict | None = None
         self.epochs_since_best = 0
@@ -284,10 +288,6 @@ class Trainer:
         if state is not None:
             self._restore(state)
         self._last_checkpoint = time.perf_counter()
-        self.plot = Throttle(
-            lambda: plot_learning_curve(self.history, self.run_dir / "learning_curve.png"),
-            PLOT_EVERY_S,
-        )
         columns = [
             TextColumn(f"[bold]training[/] epoch {{task.fields[epoch]}}/{self.config.max_epochs}"),
             BarColumn(),

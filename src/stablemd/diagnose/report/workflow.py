@@ -220,14 +220,13 @@ def remove_stability_run(run_dir: Path) -> None:
 def build_sections(
     inputs: DiagnoseInputs,
     settings: DiagnoseSettings,
-    out: Path,
+    stability_dir: Path,
     errors: HeldOutErrors | None,
     progress: bool = True,
-    stability_dir: Path | None = None,
 ) -> list[Section]:
     """Run the diagnostics and return their sections, in the report's order. A new diagnostic
     is one more line here calling a function that returns its ``Section``. The stability run
-    is kept in ``stability_dir`` (default ``out/stability``)."""
+    is kept in (and resumed or read back from) ``stability_dir``."""
     sections = []
     if errors is not None:
         name = inputs.data_path.name
@@ -250,8 +249,8 @@ def build_sections(
     sections.append(md_conservation_section(inputs.potential, inputs.starts, conservation))
     stability = settings.stability()
     result = run_stability(
-        inputs.potential, inputs.system, inputs.starts, stability,
-        stability_dir or out / STABILITY_DIR, progress=progress,
+        inputs.potential, inputs.system, inputs.starts, stability, stability_dir,
+        progress=progress,
         label=f"{stability.replicas} × {inputs.system.name} at {stability.temperature_K:g} K",
     )  # fmt: skip
     sections.append(
@@ -298,7 +297,7 @@ def run_diagnosis(
             (out / name).unlink(missing_ok=True)
     if clear:
         remove_stability_run(run_dir)
-    sections = build_sections(inputs, settings, out, errors, progress, run_dir)
+    sections = build_sections(inputs, settings, run_dir, errors, progress)
     meta = {
         "model": inputs.model_path.name,
         "model_path": str(inputs.model_path),

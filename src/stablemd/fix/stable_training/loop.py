@@ -226,6 +226,10 @@ class StableTrainer:
         self.phase, self.epoch, self.cycle, self.learning_epochs = "simulation", 0, 0, 0
         self.simulated_ps, self.elapsed_before = 0.0, 0.0
         self.history: list[dict] = []
+        self.plot = Throttle(
+            lambda: plot_stable_training(self.history, self.run_dir / "stable_training.png"),
+            PLOT_EVERY_S,
+        )
 
     def _new_optimizer(self) -> None:
         """A fresh optimiser at the configured learning rate, with a plateau schedule on the
@@ -463,10 +467,6 @@ class StableTrainer:
                 path.unlink()
             self._save()
         self._saved_at = time.perf_counter()
-        self.plot = Throttle(
-            lambda: plot_stable_training(self.history, self.run_dir / "stable_training.png"),
-            PLOT_EVERY_S,
-        )
         columns = [
             TextColumn("[bold]StABlE[/] epoch {task.completed}"),
             BarColumn(),
