@@ -44,6 +44,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +54,6 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from machine import machine_info  # noqa: E402
 
-DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "ethanol-xtb-500K.db"
-DATA = Path(os.environ.get("STABLEMD_NC_DATA", DEFAULT_DATA))
-N_TRAIN, N_VAL, TEST_TRAJECTORY = 500, 100, 3
-MODELS = ("conservative", "direct", "both", "finetuned")
 #: The force schemes measured for each model (MTS: M = 8 inner direct steps).
 SCHEMES = {
     "conservative": ("conservative",),
@@ -66,16 +63,80 @@ SCHEMES = {
 }
 #: NVE only: MTS with shorter outer steps, to see whether M = 8 (4 fs) is resonant.
 EXTRA_NVE = {"both": ("mts4", "mts2")}
-TIMESTEP_FS, MD_PS, MD_T, REPLICAS, DISCARD_FS, RECORD_FS = 0.5, 5.0, 300.0, 8, 500.0, 8.0
+TIMESTEP_FS, MD_T, RECORD_FS = 0.5, 300.0, 8.0
 CSVR_TAU_FS = 100.0
 EQUILIBRATE_TAU_FS = 20.0
-N_LAMBDA_FRAMES = 16
-RELAX_FRAMES = (0, 300)  # indices into the held-out trajectory
-STABILITY = {"replicas": 16, "time_ps": 5.0, "temperature": 500.0}
 RELAX_STEPS = 1000
-if os.environ.get("STABLEMD_NC_SMOKE"):  # a few seconds per stage, to check the plumbing
-    MD_PS, DISCARD_FS, N_LAMBDA_FRAMES, RELAX_STEPS = 0.1, 20.0, 2, 20
-    STABILITY = {"replicas": 4, "time_ps": 0.05, "temperature": 500.0}
+SMOKE = bool(os.environ.get("STABLEMD_NC_SMOKE"))  # a few seconds per stage: check the plumbing
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """What differs between the systems of the campaign: data, split, model, run lengths."""
+
+    system: str
+    data_file: str  # in bench/data unless STABLEMD_NC_DATA names it
+    data_note: str
+    n_train: int
+    n_val: int
+    test_trajectory: int
+    models: tuple[str, ...]
+    elements: tuple[str, ...]
+    model_note: str
+    md_ps: float  # NVE and CSVR runs
+    replicas: int
+    n_lambda_frames: int
+    relax_frames: tuple[int, ...]  # indices into the held-out trajectory
+    stability: dict
+    results: str  # file name in bench/results
+    image_prefix: str
+    train_config: str = ""  # a `stablemd train --config` YAML, when not the defaults
+    discard_fs: float = 500.0
+
+    @property
+    def data(self) -> Path:
+        return Path(os.environ.get("STABLEMD_NC_DATA", HERE / "data" / self.data_file))
+
+
+CAMPAIGNS = {
+    "ethanol": Campaign(
+        system="ethanol",
+        data_file="ethanol-xtb-500K.db",
+        data_note="ethanol-xtb-500K.db (GFN2-xTB, 4 × 3 ps Langevin at 500 K, frame every 5 fs)",
+        n_train=500, n_val=100, test_trajectory=3,
+        models=("conservative", "direct", "both", "finetuned"),
+        elements=("H", "C", "O"),
+        model_note="PaiNN defaults (64 features, 3 interactions, cutoff 5 A), float32, one thread",
+        md_ps=5.0, replicas=8, n_lambda_frames=16, relax_frames=(0, 300),
+        stability={"replicas": 16, "time_ps": 5.0, "temperature": 500.0},
+        results="nc_models.json", image_prefix="nc_",
+    ),
+    "water": Campaign(
+        system="water",
+        data_file="water-spcfw-300K.db",
+        data_note="water-spcfw-300K.db (SPC/Fw via OpenMM, 64 molecules, 3 × 3 ps Langevin at "
+                  "300 K, frame every 10 fs)",
+        n_train=300, n_val=50, test_trajectory=2,
+        models=("conservative", "direct", "both"),
+        elements=("H", "O"),
+        model_note="PaiNN, 64 features, 2 interactions, cutoff 4.5 A, batch 4, float32, one thread",
+        md_ps=2.0, replicas=4, n_lambda_frames=2, relax_frames=(0,),
+        stability={"replicas": 4, "time_ps": 2.0, "temperature": 300.0, "timestep": 0.5},
+        results="nc_models_water.json", image_prefix="nc_water_",
+        train_config="model_options: {n_features: 64, n_interactions: 2, cutoff: 4.5}\n"
+                     "batch_size: 4\n",
+    ),
+}  # fmt: skip
+if SMOKE:
+    RELAX_STEPS = 20
+    CAMPAIGNS = {
+        k: replace(c, md_ps=0.1, discard_fs=20.0, n_lambda_frames=2,
+                   stability={**c.stability, "replicas": 4, "time_ps": 0.05})
+        for k, c in CAMPAIGNS.items()
+    }  # fmt: skip
+#: The campaign this process runs (``--system``).
+C = CAMPAIGNS["ethanol"]
+
 
 #: Run the command line in one thread: ``stablemd`` itself adapts its torch threads to the free
 #: cores (``adapt_threads_to_load``), which would give a run alone on the machine two threads.
@@ -123,19 +184,19 @@ def stage_data(work: Path) -> dict:
     for path in (train, test):
         path.unlink(missing_ok=True)
     counts = {"train_pool": 0, "test": 0}
-    src = connect(DATA, use_lock_file=False)
+    src = connect(C.data, use_lock_file=False)
     with connect(train) as a, connect(test) as b:
         for row in src.select():
-            held = row.key_value_pairs.get("trajectory") == TEST_TRAJECTORY
+            held = row.key_value_pairs.get("trajectory") == C.test_trajectory
             (b if held else a).write(row.toatoms(), key_value_pairs=row.key_value_pairs)
             counts["test" if held else "train_pool"] += 1
-    return {"source": DATA.name, "frames": counts, "test_trajectory": TEST_TRAJECTORY}
+    return {"source": C.data.name, "frames": counts, "test_trajectory": C.test_trajectory}
 
 
 def _train_args(work: Path, model: str, minutes: float) -> list:
     out = work / "models" / f"{model}.pt"
     args = [
-        "train", "--data", work / "train.db", "--n-train", N_TRAIN, "--n-val", N_VAL,
+        "train", "--data", work / "train.db", "--n-train", C.n_train, "--n-val", C.n_val,
         "--out", out, "--run-dir", work / "runs" / model, "--max-time", minutes,
         "--max-epochs", 100000, "--seed", 0, "--no-progress",
     ]  # fmt: skip
@@ -144,6 +205,10 @@ def _train_args(work: Path, model: str, minutes: float) -> list:
         args += ["--direct-forces-weight", 1]
     else:
         args += ["--forces", model]
+    if C.train_config:
+        config = work / "train.yaml"
+        config.write_text(C.train_config)
+        args += ["--config", config]
     return args
 
 
@@ -185,10 +250,24 @@ def held_out(work: Path):
     return read_frames(work / "test.db")
 
 
-def relaxed_ethanol():
+def loop_path(frames):
+    """The closed loop of the campaign (1000 points): the relaxed molecule turned once while
+    deformed by 0.02 Å; in a water box, the first molecule of the first held-out frame turned
+    and deformed in place among the others (the paper's loop)."""
     from ase.io import read
 
-    return read(ROOT / "src" / "stablemd" / "systems" / "geometries" / "ethanol.xyz")
+    from stablemd.diagnose.conservation import LoopPath, rotation_deformation_loop
+
+    if C.system != "water":
+        molecule = read(ROOT / "src" / "stablemd" / "systems" / "geometries" / f"{C.system}.xyz")
+        return rotation_deformation_loop(molecule, n_points=1000)
+    box = frames[0]
+    one = rotation_deformation_loop(box[:3], n_points=1000)
+    positions = np.repeat(box.positions[None], one.n_points, axis=0)
+    positions[:, :3] = one.positions
+    tangents = np.zeros_like(positions)
+    tangents[:, :3] = one.tangents
+    return LoopPath(positions=positions, tangents=tangents, structure=box.copy())
 
 
 def stage_static(work: Path, model: str) -> dict:
@@ -197,7 +276,6 @@ def stage_static(work: Path, model: str) -> dict:
     from stablemd.diagnose.conservation import (
         closed_loop_work,
         jacobian_asymmetry,
-        rotation_deformation_loop,
     )
     from stablemd.diagnose.relaxation import relaxation_convergence
     from stablemd.training.metrics import error_metrics
@@ -211,8 +289,8 @@ def stage_static(work: Path, model: str) -> dict:
         potential, FrameSet(frames), forces="conservative" if model == "conservative" else "both"
     )
     out["errors_s"] = time.perf_counter() - t
-    picks = np.linspace(0, len(frames) - 1, N_LAMBDA_FRAMES).round().astype(int)
-    loop_path = rotation_deformation_loop(relaxed_ethanol(), n_points=1000)
+    picks = np.linspace(0, len(frames) - 1, C.n_lambda_frames).round().astype(int)
+    path = loop_path(frames)
     for kind in kinds:
         row: dict = {}
         t = time.perf_counter()
@@ -228,13 +306,13 @@ def stage_static(work: Path, model: str) -> dict:
         row["lambda_pair_mean_below_2A"] = float(lam.pair_lambda[near].mean())
         row["lambda_pair_mean_above_2A"] = float(lam.pair_lambda[~near].mean())
         t = time.perf_counter()
-        loop = closed_loop_work(potential, loop_path, kind)
+        loop = closed_loop_work(potential, path, kind)
         row["loop_s"] = time.perf_counter() - t
         for key in ("work_eV", "work_per_atom_eV", "absolute_work_eV", "quadrature_error_eV",
                     "path_length_A"):  # fmt: skip
             row[f"loop_{key}"] = float(getattr(loop, key))
         relax = {}
-        for i in RELAX_FRAMES:
+        for i in C.relax_frames:
             t = time.perf_counter()
             runs = relaxation_convergence(potential, frames[i], kind, max_steps=RELAX_STEPS)
             seconds = time.perf_counter() - t
@@ -263,15 +341,15 @@ def _md_setup(work: Path, model: str, scheme: str, thermostat: str):
 
     potential = load(work, model)
     frames = held_out(work)
-    picks = np.linspace(0, len(frames) - 1, REPLICAS).round().astype(int)
-    state = initial_state([frames[i] for i in picks], REPLICAS, MD_T, seed=0)
+    picks = np.linspace(0, len(frames) - 1, C.replicas).round().astype(int)
+    state = initial_state([frames[i] for i in picks], C.replicas, MD_T, seed=0)
     mts = int(scheme[3:]) if scheme.startswith("mts") else None
     settings = MDSettings(
-        replicas=REPLICAS, temperature_K=MD_T, timestep_fs=TIMESTEP_FS, thermostat=thermostat,
+        replicas=C.replicas, temperature_K=MD_T, timestep_fs=TIMESTEP_FS, thermostat=thermostat,
         tau_fs=CSVR_TAU_FS, seed=0, forces=None if mts else scheme, mts=mts,
     )  # fmt: skip
     term = settings.force_term(potential, model=f"{model}.pt")
-    n_steps = round(MD_PS * 1000 / settings.step_fs)
+    n_steps = round(C.md_ps * 1000 / settings.step_fs)
     every = max(1, round(RECORD_FS / settings.step_fs))
     return state, settings, term, n_steps, every
 
@@ -290,7 +368,7 @@ def stage_nve(work: Path, model: str, scheme: str) -> dict:
     state, settings, term, n_steps, every = _md_setup(work, model, scheme, "nve")
     # equilibrate at 300 K with the same forces (CSVR, τ = 20 fs), then NVE from there
     warm = settings.model_copy(update={"thermostat": "csvr", "tau_fs": EQUILIBRATE_TAU_FS})
-    n_warm = round(DISCARD_FS / settings.step_fs)
+    n_warm = round(C.discard_fs / settings.step_fs)
     t = time.perf_counter()
     state = run(state, warm.integrator(), term, n_warm, monitors=[NonFinite()],
                 progress=False).state  # fmt: skip
@@ -305,14 +383,14 @@ def stage_nve(work: Path, model: str, scheme: str) -> dict:
         s["time_fs"], s["conserved"], s["kinetic"], s["temperature"],
         state.atoms_per_system.numpy(), active=kept,
     )  # fmt: skip
-    n = REPLICAS
+    n = C.replicas
     temp = np.where(s["active"], s["temperature"], np.nan)
     return {
         "wall_s": wall,
         "n_steps": n_steps,
         "step_fs": integrator.step_fs,
         "ms_per_inner_step": 1000 * wall / (n_steps * integrator.step_fs / TIMESTEP_FS),
-        "equilibration_fs": DISCARD_FS,
+        "equilibration_fs": C.discard_fs,
         "temperature_drift_K_per_ps": drift.temperature_drift_K_per_ps.tolist(),
         "mean_temperature_drift_K_per_ps": drift.mean_temperature_drift_K_per_ps,
         "sem_temperature_drift_K_per_ps": float(
@@ -329,7 +407,9 @@ def stage_nve(work: Path, model: str, scheme: str) -> dict:
         "non_finite": drift.non_finite.tolist(),
         "mean_temperature_K": float(np.nanmean(temp)),
         "first_ps_mean_temperature_K": float(np.nanmean(temp[s["time_fs"] <= 1000])),
-        "last_ps_mean_temperature_K": float(np.nanmean(temp[s["time_fs"] >= MD_PS * 1000 - 1000])),
+        "last_ps_mean_temperature_K": float(
+            np.nanmean(temp[s["time_fs"] >= C.md_ps * 1000 - 1000])
+        ),
         "temperature_series": _series(s["time_fs"], np.nanmean(temp, axis=1)),
     }
 
@@ -342,7 +422,7 @@ def stage_csvr(work: Path, model: str, scheme: str) -> dict:
     t = time.perf_counter()
     try:
         r = thermostat_element_temperatures(
-            term, state, integrator, n_steps, every=every, discard_fs=DISCARD_FS
+            term, state, integrator, n_steps, every=every, discard_fs=C.discard_fs
         )
     except Exception as exc:  # a replica turned non-finite: record, do not hide
         return {"wall_s": time.perf_counter() - t, "failure": str(exc)}
@@ -350,7 +430,7 @@ def stage_csvr(work: Path, model: str, scheme: str) -> dict:
     symbols = {1: "H", 6: "C", 8: "O"}
     names = [symbols.get(int(z), str(int(z))) for z in r.elements]
     per_rep = r.mean_per_replica_K
-    kept = r.time_fs >= DISCARD_FS + r.time_fs[0]
+    kept = r.time_fs >= C.discard_fs + r.time_fs[0]
     return {
         "wall_s": wall,
         "n_steps": n_steps,
@@ -374,11 +454,13 @@ def stage_stability(work: Path, model: str, scheme: str) -> dict:
     (work / "stability").mkdir(exist_ok=True)
     force = ["--mts", 8] if scheme == "mts8" else ["--forces", scheme]
     args = [
-        "stability", "--model", work / "models" / f"{model}.pt", "--system", "ethanol",
-        "--out", out, "--replicas", STABILITY["replicas"], "--time-ps", STABILITY["time_ps"],
-        "--temperature", STABILITY["temperature"], "--starts", work / "test.db",
+        "stability", "--model", work / "models" / f"{model}.pt", "--system", C.system,
+        "--out", out, "--replicas", C.stability["replicas"], "--time-ps", C.stability["time_ps"],
+        "--temperature", C.stability["temperature"], "--starts", work / "test.db",
         "--seed", 0, "--no-progress", *force,
     ]  # fmt: skip
+    if "timestep" in C.stability:
+        args += ["--timestep", C.stability["timestep"]]
     wall = cli(args, work / "logs" / f"stability-{model}-{scheme}.log")
     summary = json.loads((out / "summary.json").read_text())
     rows = {k: v for k, v in summary.items() if k != "settings"}
@@ -389,13 +471,45 @@ def stage_stability(work: Path, model: str, scheme: str) -> dict:
     }
 
 
+def stage_reference(work: Path) -> dict:
+    """The reference method itself through the stability benchmark, run like the models (same
+    starts, velocities, thermostat, time step and observers): its diffusivities are the
+    reference the models' are compared with (the data's Langevin friction would slow them)."""
+    from stablemd.data.formats import read_positions
+    from stablemd.diagnose.stability.benchmark import StabilitySettings, run_stability
+    from stablemd.md.forces import CalculatorForces
+    from stablemd.oracles import get_oracle
+    from stablemd.systems import get_system
+
+    system = get_system(C.system)
+    settings = StabilitySettings(
+        replicas=C.stability["replicas"], temperature_K=C.stability["temperature"],
+        time_ps=C.stability["time_ps"], timestep_fs=C.stability.get("timestep"), seed=0,
+    )  # fmt: skip
+    forces = CalculatorForces(get_oracle(system.default_oracle))
+    t = time.perf_counter()
+    result = run_stability(
+        forces, system, read_positions(work / "test.db"), settings,
+        work / "stability" / "reference", system.default_oracle, progress=False,
+    )  # fmt: skip
+    return {
+        "oracle": system.default_oracle,
+        "wall_s": time.perf_counter() - t,
+        "summary": asdict(result.summary),
+        "steps_per_s": result.steps_per_s,
+        "diffusivity_cm2_per_s": result.diffusivity_cm2_per_s,
+    }
+
+
 def stages(minutes: float, finetune_minutes: float) -> list[Stage]:
-    main = ("conservative", "direct", "both")
+    main = tuple(m for m in ("conservative", "direct", "both") if m in C.models)
     out = [Stage("data", (), stage_data)]
     out += [Stage(f"train-{m}", ("data",), stage_train, (m, minutes)) for m in main]
-    out.append(Stage("train-finetuned", ("train-direct",), stage_train,
-                     ("finetuned", finetune_minutes)))  # fmt: skip
-    for group in (main, ("finetuned",)):
+    tuned = ("finetuned",) if "finetuned" in C.models else ()
+    if tuned:
+        out.append(Stage("train-finetuned", ("train-direct",), stage_train,
+                         ("finetuned", finetune_minutes)))  # fmt: skip
+    for group in (main, tuned):
         for m in group:
             out.append(Stage(f"static-{m}", (f"train-{m}",), stage_static, (m,)))
         for kind, fn in (("nve", stage_nve), ("csvr", stage_csvr)):
@@ -405,9 +519,11 @@ def stages(minutes: float, finetune_minutes: float) -> list[Stage]:
         for m in group:
             for s in EXTRA_NVE.get(m, ()):
                 out.append(Stage(f"nve-{m}-{s}", (f"train-{m}",), stage_nve, (m, s)))
-    for m in (*main, "finetuned"):
+    for m in (*main, *tuned):
         for s in SCHEMES[m]:
             out.append(Stage(f"stability-{m}-{s}", (f"train-{m}",), stage_stability, (m, s)))
+    if C.system == "water":  # a cheap reference method: run it for the diffusivities
+        out.append(Stage("stability-reference", ("data",), stage_reference))
     return out
 
 
@@ -526,16 +642,16 @@ def collect(work: Path, out: Path, images: Path) -> dict:
         if "failure" in row:
             row["failure"] = row["failure"].replace(str(work) + "/", "")
     summary = {
-        "experiment": "bench/nc_models.py",
-        "data": "ethanol-xtb-500K.db (GFN2-xTB, 4 × 3 ps Langevin at 500 K, frame every 5 fs)",
-        "split": f"{N_TRAIN} train + {N_VAL} val from trajectories 0-2 (random, seed 0); "
-                 f"test: trajectory {TEST_TRAJECTORY}",
-        "model": "PaiNN defaults (64 features, 3 interactions, cutoff 5 A), float32, one thread",
-        "md": {"timestep_fs": TIMESTEP_FS, "time_ps": MD_PS, "temperature_K": MD_T,
-               "replicas": REPLICAS, "csvr_tau_fs": CSVR_TAU_FS,
-               "nve_equilibration": f"{DISCARD_FS:g} fs CSVR, tau {EQUILIBRATE_TAU_FS:g} fs, "
+        "experiment": f"bench/nc_models.py --system {C.system}",
+        "data": C.data_note,
+        "split": f"{C.n_train} train + {C.n_val} val from trajectories 0-{C.test_trajectory - 1} "
+                 f"(random, seed 0); test: trajectory {C.test_trajectory}",
+        "model": C.model_note,
+        "md": {"timestep_fs": TIMESTEP_FS, "time_ps": C.md_ps, "temperature_K": MD_T,
+               "replicas": C.replicas, "csvr_tau_fs": CSVR_TAU_FS,
+               "nve_equilibration": f"{C.discard_fs:g} fs CSVR, tau {EQUILIBRATE_TAU_FS:g} fs, "
                                     "same forces, then NVE",
-               "csvr_discarded_fs": DISCARD_FS},
+               "csvr_discarded_fs": C.discard_fs},
         "machine": machine_info(),
         "stages": results,
         "finetune_cost": time_to_accuracy(results),
@@ -548,7 +664,7 @@ def collect(work: Path, out: Path, images: Path) -> dict:
 
 LABEL = {"conservative": "−∂E/∂r", "direct": "direct", "mts8": "MTS M=8", "mts4": "MTS M=4",
          "mts2": "MTS M=2"}  # fmt: skip
-ORDER = [f"{m}-{s}" for m in MODELS for s in (*SCHEMES[m], *EXTRA_NVE.get(m, ()))]
+ORDER = [f"{m}-{s}" for m in C.models for s in (*SCHEMES[m], *EXTRA_NVE.get(m, ()))]
 
 
 def ordered(rows: dict) -> dict:
@@ -575,22 +691,25 @@ def plots(results: dict, images: Path) -> None:
                     ls="-" if scheme != "direct" else "--", lw=1)  # fmt: skip
         ax.set_yscale("log")
         ax.set_xlabel("time (ps)")
-        ax.set_ylabel("kinetic temperature, mean of 8 replicas (K)")
-        ax.set_title("NVE from held-out ethanol frames, velocities at 300 K")
+        ax.set_ylabel(f"kinetic temperature, mean of {C.replicas} replicas (K)")
+        ax.set_title(f"NVE from held-out {C.system} frames, velocities at {MD_T:g} K")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(images / "nc_nve_temperature.png", dpi=120)
+        fig.savefig(images / f"{C.image_prefix}nve_temperature.png", dpi=120)
         plt.close(fig)
     csvr = ordered({k[5:]: v for k, v in results.items()
                     if k.startswith("csvr-") and "failure" not in v})  # fmt: skip
     if csvr:
         keys = list(csvr)
         fig, ax = plt.subplots(figsize=(7, 4))
-        width = 0.8 / 3
-        for e, (element, colour) in enumerate((("H", "C0"), ("C", "C7"), ("O", "C3"))):
+        width = 0.8 / len(C.elements)
+        colours = {"H": "C0", "C": "C7", "O": "C3"}
+        for e, element in enumerate(C.elements):
+            colour = colours.get(element)
             means = [csvr[k]["mean_K"][element] for k in keys]
             errs = [csvr[k]["sem_K"][element] for k in keys]
-            ax.bar(np.arange(len(keys)) + (e - 1) * width, means, width, yerr=errs,
+            ax.bar(np.arange(len(keys)) + (e - (len(C.elements) - 1) / 2) * width, means, width,
+                   yerr=errs,
                    color=colour, label=element, capsize=2)  # fmt: skip
         ax.axhline(MD_T, color="k", lw=0.8)
         ax.set_xticks(np.arange(len(keys)))
@@ -603,7 +722,7 @@ def plots(results: dict, images: Path) -> None:
         ax.set_title(f"CSVR (τ = {CSVR_TAU_FS:g} fs) at {MD_T:g} K: per-element temperatures")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(images / "nc_csvr_elements.png", dpi=120)
+        fig.savefig(images / f"{C.image_prefix}csvr_elements.png", dpi=120)
         plt.close(fig)
     train = {k[6:]: v for k, v in results.items() if k.startswith("train-") and "history" in v}
     if train:
@@ -622,7 +741,7 @@ def plots(results: dict, images: Path) -> None:
         ax.set_title("Training curves: MD forces of each model (−∂E/∂r, or direct head)")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(images / "nc_training.png", dpi=120)
+        fig.savefig(images / f"{C.image_prefix}training.png", dpi=120)
         plt.close(fig)
 
 
@@ -632,20 +751,24 @@ def _f(x, fmt=".3g", missing="—"):
 
 def tables(path: Path) -> str:
     """The docs' markdown tables from ``results/nc_models.json``."""
+    from ase.data import atomic_numbers
+
     res = json.loads(path.read_text())["stages"]
+    slash = " / ".join(C.elements)
+    numbers = [str(atomic_numbers[z]) for z in C.elements]
     out = []
     out.append("| model | epochs | trained (min) | best val MAE of MD forces (eV/Å) |")
     out.append("| --- | --- | --- | --- |")
-    for m in MODELS:
+    for m in C.models:
         r = res.get(f"train-{m}")
         if r and "history" in r:
             out.append(f"| {m} | {r['epochs']} | {r['trained_s'] / 60:.1f} | "
                        f"{r['best_val_forces_mae_eV_per_A']:.4f} |")  # fmt: skip
     out.append("")
     out.append("| model | energy MAE (meV/atom) | −∂E/∂r MAE (meV/Å) | direct-head MAE (meV/Å) "
-               "| −∂E/∂r H / C / O | direct H / C / O |")  # fmt: skip
+               f"| −∂E/∂r {slash} | direct {slash} |")  # fmt: skip
     out.append("| --- | --- | --- | --- | --- | --- |")
-    for m in MODELS:
+    for m in C.models:
         r = res.get(f"static-{m}")
         if not r or "errors" not in r:
             continue
@@ -654,15 +777,15 @@ def tables(path: Path) -> str:
         dire = e.get("direct_forces_eV_per_A", {}).get("mae")
         pc = e.get("forces_per_element_eV_per_A", {})
         pd = e.get("direct_forces_per_element_eV_per_A", {})
-        el = lambda d: " / ".join(_f(1000 * d[z]["mae"], ".0f") for z in "HCO") if d else "—"  # noqa: E731
+        el = lambda d: " / ".join(_f(1000 * d[z]["mae"], ".0f") for z in C.elements) if d else "—"  # noqa: E731
         out.append(f"| {m} | {1000 * e['energy_per_atom_eV']['mae']:.1f} | "
                    f"{_f(cons and 1000 * cons, '.1f')} | {_f(dire and 1000 * dire, '.1f')} | "
                    f"{el(pc)} | {el(pd)} |")  # fmt: skip
     out.append("")
-    out.append("| model, forces | λ overall | λ per atom H / C / O | λ pairs < 2 Å / ≥ 2 Å "
+    out.append(f"| model, forces | λ overall | λ per atom {slash} | λ pairs < 2 Å / ≥ 2 Å "
                r"| loop W (eV) | ∮\|dW\| (eV) | quadrature error (eV) |")  # fmt: skip
     out.append("| --- | --- | --- | --- | --- | --- | --- |")
-    for m in MODELS:
+    for m in C.models:
         r = res.get(f"static-{m}")
         for kind in ("conservative", "direct"):
             if not r or kind not in r:
@@ -670,7 +793,7 @@ def tables(path: Path) -> str:
             k = r[kind]
             a = k["lambda_atom_mean_by_element"]
             out.append(f"| {m}, {LABEL[kind]} | {k['lambda_overall']:.3g} | "
-                       f"{' / '.join(_f(a[z], '.3g') for z in ('1', '6', '8'))} | "
+                       f"{' / '.join(_f(a[z], '.3g') for z in numbers)} | "
                        f"{k['lambda_pair_mean_below_2A']:.3g} / "
                        f"{k['lambda_pair_mean_above_2A']:.3g} | "
                        f"{k['loop_work_eV']:.3g} | {k['loop_absolute_work_eV']:.3g} | "
@@ -698,9 +821,9 @@ def tables(path: Path) -> str:
                    f"{r['last_ps_mean_temperature_K']:.0f} | "
                    f"{r['ms_per_inner_step']:.1f} | {r['wall_s']:.0f} |")  # fmt: skip
     out.append("")
-    out.append("| model, scheme | T_H (K) | T_C (K) | T_O (K) | (T_H − T_O)/T | total T (K) "
-               "| drift H / C / O (K/ps) |")  # fmt: skip
-    out.append("| --- | --- | --- | --- | --- | --- | --- |")
+    out.append("| model, scheme | " + " | ".join(f"T_{z} (K)" for z in C.elements)
+               + f" | (T_H − T_O)/T | total T (K) | drift {slash} (K/ps) |")  # fmt: skip
+    out.append("| --- " * (len(C.elements) + 4) + "|")
     for key in ORDER:
         r = res.get(f"csvr-{key}")
         if not r:
@@ -711,15 +834,15 @@ def tables(path: Path) -> str:
             continue
         t, e = r["mean_K"], r["sem_K"]
         d = r["mean_drift_K_per_ps"]
-        out.append(f"| {m}, {LABEL[s]} | {t['H']:.0f} ± {e['H']:.0f} | {t['C']:.0f} ± {e['C']:.0f} "
-                   f"| {t['O']:.0f} ± {e['O']:.0f} | {(t['H'] - t['O']) / r['total_mean_K']:+.1%} "
+        cells = " | ".join(f"{t[z]:.0f} ± {e[z]:.0f}" for z in C.elements)
+        out.append(f"| {m}, {LABEL[s]} | {cells} | {(t['H'] - t['O']) / r['total_mean_K']:+.1%} "
                    f"| {r['total_mean_K']:.0f} | "
-                   f"{' / '.join(f'{d[z]:+.1f}' for z in 'HCO')} |")  # fmt: skip
+                   f"{' / '.join(f'{d[z]:+.1f}' for z in C.elements)} |")  # fmt: skip
     out.append("")
     out.append("| model, forces | start frame | FIRE: converged, steps, final fmax (eV/Å) "
                "| L-BFGS: converged, steps, final fmax (eV/Å) |")  # fmt: skip
     out.append("| --- | --- | --- | --- |")
-    for m in MODELS:
+    for m in C.models:
         r = res.get(f"static-{m}")
         for kind in ("conservative", "direct"):
             if not r or kind not in r:
@@ -769,11 +892,12 @@ def main(out_dir: Path, quick: bool = False) -> dict:
     work = HERE / "data" / ("nc-quick" if quick else "nc")
     plan = stages(1.0, 0.5) if quick else stages(8.0, 4.0)
     work_loop(work, plan, None, None)
-    return collect(work, out_dir / "nc_models.json", out_dir if quick else ROOT / "docs" / "images")
+    return collect(work, out_dir / C.results, out_dir if quick else ROOT / "docs" / "images")
 
 
 def command_line() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--system", choices=sorted(CAMPAIGNS), default="ethanol")
     parser.add_argument("--work", type=Path, default=HERE / "data" / "nc")
     parser.add_argument("--minutes", type=float, default=8.0, help="training budget per model")
     parser.add_argument("--finetune-minutes", type=float, default=4.0)
@@ -783,6 +907,8 @@ def command_line() -> None:
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--tables", action="store_true", help="print the docs' tables")
     args = parser.parse_args()
+    global C
+    C = CAMPAIGNS[args.system]
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     plan = stages(args.minutes, args.finetune_minutes)
@@ -792,10 +918,10 @@ def command_line() -> None:
             print(f"{'done' if done else '    '}  {s.name}")
         return
     if args.tables:
-        print(tables(HERE / "results" / "nc_models.json"))
+        print(tables(HERE / "results" / C.results))
         return
     if args.collect:
-        collect(work, HERE / "results" / "nc_models.json", ROOT / "docs" / "images")
+        collect(work, HERE / "results" / C.results, ROOT / "docs" / "images")
         return
     words = args.stages.split(",") if args.stages else None
     work_loop(work, plan, words, args.until)
