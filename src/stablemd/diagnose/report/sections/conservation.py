@@ -505,8 +505,10 @@ def md_conservation_section(
             f"{settings.temperature_K:g} K, {settings.time_ps:g} ps each, per force scheme: "
             "without a thermostat (NVE) the conserved energy must not drift and the temperature "
             "must not run away; under a global CSVR thermostat (τ = "
-            f"{settings.tau_fs:g} fs) every element must share the bath's temperature, which "
-            "non-conservative forces break while the total temperature looks right."
+            f"{settings.tau_fs:g} fs) non-conservative forces heat some elements while the "
+            "total temperature looks right. CSVR does not equipartition a small molecule even "
+            "with −∂E/∂r, so a direct head and MTS are judged against the same model's −∂E/∂r "
+            "run from the same starts, and −∂E/∂r itself warns at most."
         ),
         verdicts=verdicts,
         figures=[
