@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stablemd.core.errors import InputError
 from stablemd.core.files import (
+    atomic_write,
     read_json_record,
     record_run_options,
     save_torch_file,
@@ -462,7 +463,8 @@ class ExploreRun:
         for failure in record.failures:
             lines.append(f"- failed label, step {failure['step']}: {failure['error']}")
         lines += ["", "Files: model.pt, learning_curve.json, learning_curve.png, train.db"]
-        (self.out / "summary.md").write_text("\n".join(lines) + "\n")
+        with atomic_write(self.out / "summary.md") as tmp:
+            tmp.write_text("\n".join(lines) + "\n")
 
 
 #: What an explore run writes in its directory (``remove_run`` removes these and nothing else).
