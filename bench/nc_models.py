@@ -226,6 +226,8 @@ def loop_path(frames):
         molecule = read(ROOT / "src" / "stablemd" / "systems" / "geometries" / f"{C.system}.xyz")
         return rotation_deformation_loop(molecule, n_points=1000)
     box = frames[0]
+    if np.linalg.norm(box.positions[1:3] - box.positions[0], axis=1).max() > 1.5:
+        raise ValueError("the first water of the first held-out frame is split by the cell")
     one = rotation_deformation_loop(box[:3], n_points=1000)
     positions = np.repeat(box.positions[None], one.n_points, axis=0)
     positions[:, :3] = one.positions

@@ -1,0 +1,196 @@
+"""Alanine dipeptide with GFN2-xTB: uncertainty-biased active learning against unbiased active
+learning and random selection, at equal labels (issue 16; Zaverkin et al., METHODS.md §2).
+
+Data (``stablemd data generate alanine-dipeptide --oracle xtb``): 100 frames of Langevin MD at
+300 K (2000 steps of 0.5 fs, a frame every 20 steps, seed 0) and 50 at 1200 K (1000 steps, a
+frame every 20, seed 1, ``hot.db``: a test set only). The starting model: the default PaiNN
+trained on 16 frames of the 300 K set and validated on 16 (200 epochs, seed 0), its
+uncertainty fitted with the defaults (sketched gradient features, conformal calibration); the
+other 68 frames are the held-out 300 K test set.
+
+Methods (``stablemd explore``, the same options otherwise: 16 labels a step up to a budget of
+112, i.e. 16 → 128 training labels; pools of 8 replicas × at most 1000 steps at 300 K, a frame
+every 50 steps, stop at an atomic u of 1.5 eV/Å; 100 epochs per step; labels in-process):
+
+- ``biased``: uncertainty-biased MD (τ = 0.25) and max-det selection, the paper's method;
+- ``unbiased``: τ = 0, max-det selection;
+- ``random``: τ = 0, random selection from the same kind of pool;
+
+each with seeds 0 and 1 (the pools' starts and noise). Per step the learning curve records the
+force and energy RMSE on both test sets and the Ramachandran coverage (quadtree, depth 5) of
+every label so far. Last, ``stablemd stability`` of each final model (64 replicas × 5 ps at
+500 K from the held-out frames).
+
+Stages are shared by workers (``bench/campaign.py``) and every explore run resumes, so
+
+    OMP_NUM_THREADS=1 python bench/alanine_al.py --work bench/data/alanine-al &
+    OMP_NUM_THREADS=1 python bench/alanine_al.py --work bench/data/alanine-al &
+
+runs two at a time and continues after an interruption; ``--collect`` writes
+``results/alanine_al.json`` and ``docs/images/alanine_al.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from campaign import Stage, cli, work_loop  # noqa: E402
+from machine import machine_info  # noqa: E402
+
+SYSTEM = "alanine-dipeptide"
+N_START, N_VAL, BUDGET, PER_STEP = 16, 16, 112, 16
+#: (τ, selection) of each method.
+METHODS = {"biased": (0.25, "max-det"), "unbiased": (0.0, "max-det"), "random": (0.0, "random")}
+SEEDS = (0, 1)
+EXPLORE = ("--replicas", 8, "--pool-steps", 1000, "--every", 50, "--epochs", 100)
+STABILITY = ("--replicas", 64, "--time-ps", 5, "--temperature", 500)
+
+
+def _generate(work: Path, name: str, temperature: float, steps: int, seed: int) -> list:
+    return [
+        "data", "generate", SYSTEM, "--oracle", "xtb", "--out", work / name,
+        "--temperature", temperature, "--steps", steps, "--every", 20, "--seed", seed,
+    ]  # fmt: skip
+
+
+def stage_data(work: Path) -> dict:
+    walls = {}
+    for name, temperature, steps, seed in (("data.db", 300, 2000, 0), ("hot.db", 1200, 1000, 1)):
+        walls[name] = cli(_generate(work, name, temperature, steps, seed), work / "data.log")
+    return {"wall_s": walls}
+
+
+def stage_model(work: Path) -> dict:
+    bare, model = work / "bare.pt", work / "model.pt"
+    wall = cli([
+        "train", "--data", work / "data.db", "--n-train", N_START, "--n-val", N_VAL,
+        "--max-epochs", 200, "--seed", 0, "--out", bare, "--run-dir", work / "train-run",
+        "--no-progress",
+    ], work / "model.log")  # fmt: skip
+    wall += cli(["uncertainty", "fit", "--model", bare, "--data", work / "data.db", "--out", model],
+                work / "model.log")  # fmt: skip
+    return {"wall_s": wall}
+
+
+def _run_dir(work: Path, method: str, seed: int) -> Path:
+    return work / "runs" / f"{method}-s{seed}"
+
+
+def stage_explore(work: Path, method: str, seed: int) -> dict:
+    tau, selection = METHODS[method]
+    args = [
+        "explore", "--model", work / "model.pt", "--data", work / "data.db",
+        "--test", work / "hot.db", "--out", _run_dir(work, method, seed), "--oracle", "xtb",
+        "--budget", BUDGET, "--per-step", PER_STEP, *EXPLORE, "--tau", tau,
+        "--selection", selection, "--seed", seed, "--workers", 0, "--no-progress",
+    ]  # fmt: skip
+    wall = cli(args, work / f"explore-{method}-s{seed}.log")
+    curve = json.loads((_run_dir(work, method, seed) / "learning_curve.json").read_text())
+    return {"wall_s": wall, "curve": curve["steps"]}
+
+
+def stage_stability(work: Path, method: str, seed: int) -> dict:
+    out = work / "stability" / f"{method}-s{seed}"
+    args = [
+        "stability", "--model", _run_dir(work, method, seed) / "model.pt", "--system", SYSTEM,
+        "--starts", work / "data.db", "--out", out, *STABILITY, "--seed", 0, "--no-progress",
+    ]  # fmt: skip
+    wall = cli(args, work / f"stability-{method}-s{seed}.log")
+    summary = json.loads((out / "summary.json").read_text())
+    return {"wall_s": wall, "rows": {k: v for k, v in summary.items() if k != "settings"}}
+
+
+def stages() -> list[Stage]:
+    runs = [(m, s) for s in SEEDS for m in METHODS]
+    plan = [Stage("data", (), stage_data), Stage("model", ("data",), stage_model)]
+    plan += [Stage(f"explore-{m}-s{s}", ("model",), stage_explore, (m, s)) for m, s in runs]
+    plan += [
+        Stage(f"stability-{m}-s{s}", (f"explore-{m}-s{s}",), stage_stability, (m, s))
+        for m, s in runs
+    ]
+    return plan
+
+
+def _curve_series(curve: list[dict], test: str) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.array([row["labels"] for row in curve])
+    return labels, np.array([1000 * row["test"][test]["force_rmse_eV_per_A"] for row in curve])
+
+
+def collect(work: Path, out: Path, image: Path) -> dict:
+    results = {p.stem: json.loads(p.read_text()) for p in sorted((work / "stages").glob("*.json"))}
+    for row in results.values():
+        if "failure" in row:
+            row["failure"] = row["failure"].replace(str(work) + "/", "")
+    summary = {
+        "experiment": "bench/alanine_al.py",
+        "settings": {"start_labels": N_START, "validation": N_VAL, "budget": BUDGET,
+                     "per_step": PER_STEP, "methods": METHODS, "seeds": SEEDS,
+                     "explore": [str(a) for a in EXPLORE],
+                     "stability": [str(a) for a in STABILITY]},
+        "machine": machine_info(),
+        "stages": results,
+    }  # fmt: skip
+    out.write_text(json.dumps(summary, indent=1))
+    plot(results, image)
+    return summary
+
+
+def plot(results: dict, image: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for k, method in enumerate(METHODS):
+        for seed in SEEDS:
+            row = results.get(f"explore-{method}-s{seed}", {})
+            if "curve" not in row:
+                continue
+            curve = row["curve"]
+            style = {"color": f"C{k}", "ls": "-" if seed == 0 else "--", "marker": "o", "ms": 3}
+            label = f"{method}, seed {seed}"
+            for ax, test in zip(axes[:2], ("held-out", "hot.db"), strict=True):
+                ax.plot(*_curve_series(curve, test), label=label, **style)
+            labels = [r["labels"] for r in curve]
+            coverage = [100 * r["step_metrics"]["labelled"] for r in curve]
+            axes[2].plot(labels, coverage, label=label, **style)
+    axes[0].set(title="300 K held-out frames", ylabel="force RMSE (meV/Å)", yscale="log")
+    axes[1].set(title="1200 K frames", ylabel="force RMSE (meV/Å)", yscale="log")
+    axes[2].set(title="φ/ψ coverage of the labels", ylabel="quadtree coverage (%)")
+    for ax in axes:
+        ax.set_xlabel("training + validation labels")
+        ax.grid(alpha=0.3, which="both")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(image, dpi=120)
+    plt.close(fig)
+
+
+def command_line() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, default=HERE / "data" / "alanine-al")
+    parser.add_argument("--stages", help="comma-separated words: run matching stages only")
+    parser.add_argument("--until", help="HH:MM UTC: take no new stage after this time")
+    parser.add_argument("--collect", action="store_true")
+    args = parser.parse_args()
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    if args.collect:
+        collect(
+            work, HERE / "results" / "alanine_al.json", ROOT / "docs" / "images" / "alanine_al.png"
+        )
+        return
+    work_loop(work, stages(), args.stages.split(",") if args.stages else None, args.until)
+
+
+if __name__ == "__main__":
+    command_line()
