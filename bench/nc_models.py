@@ -646,6 +646,26 @@ def _f(x, fmt=".3g", missing="—"):
     return missing if x is None else format(x, fmt)
 
 
+def diffusion_table(stab: list[tuple[str, dict]], reference: dict) -> str:
+    """Diffusivities (10⁻⁵ cm²/s) of each stability run against the reference method's."""
+    elements = list(reference)
+    scaled = lambda d: "—" if d is None else f"{1e5 * d:.2f}"  # noqa: E731
+    out = ["| model, scheme | " + " | ".join(f"D_{z} (10⁻⁵ cm²/s)" for z in elements)
+           + " | " + " | ".join(f"D_{z} / reference" for z in elements) + " |",
+           "| --- " * (2 * len(elements) + 1) + "|",
+           "| reference | " + " | ".join(scaled(reference[z]) for z in elements)
+           + " |" + " 1 |" * len(elements)]  # fmt: skip
+    for key, r in stab:
+        if "failure" in r:
+            continue
+        m, s = key.split("-", 1)
+        d = next(iter(r["rows"].values())).get("diffusivity_cm2_per_s") or {}
+        ratios = [_f(d.get(z) and d[z] / reference[z], ".2f") for z in elements]
+        out.append(f"| {m}, {LABEL[s]} | " + " | ".join(scaled(d.get(z)) for z in elements)
+                   + " | " + " | ".join(ratios) + " |")  # fmt: skip
+    return "\n".join(out)
+
+
 def tables(path: Path) -> str:
     """The docs' markdown tables from ``results/nc_models.json``."""
     from ase.data import atomic_numbers
@@ -767,6 +787,9 @@ def tables(path: Path) -> str:
             out.append(f"| {m}, {LABEL[s]} | {_f(row.get('fraction_stable'), '.2f')} | "
                        f"{_f(row.get('median_ps'), '.2f')} | {_f(row.get('h_r_mae'), '.3g')} | "
                        f"{_f(row.get('steps_per_s'), '.0f')} | {r['wall_s']:.0f} |")  # fmt: skip
+    reference = res.get("stability-reference", {}).get("diffusivity_cm2_per_s")
+    if reference:
+        out += ["", diffusion_table(stab, reference)]
     cost = json.loads(path.read_text()).get("finetune_cost")
     if cost:
         out.append("")
