@@ -194,6 +194,16 @@ def test_quadrature_error_estimate_bounds_the_error():
     assert result.quadrature_error_eV > abs(result.work_eV)  # ... and the estimate covers it
 
 
+def test_loop_work_does_not_depend_on_how_many_points_a_pass_holds():
+    path = rotation_deformation_loop(ethanol(), n_points=40)
+    model = tiny_painn()
+    together = closed_loop_work(model, path, "direct")  # all 40 points in one pass
+    for atoms in (9, 50):  # one point a pass; 5 points a pass
+        apart = closed_loop_work(model, path, "direct", atoms_per_pass=atoms)
+        np.testing.assert_allclose(apart.cumulative_work_eV, together.cumulative_work_eV,
+                                   rtol=1e-10, atol=1e-14)  # fmt: skip
+
+
 def test_rotational_field_work_around_a_circle_is_two_pi_r_squared_c():
     from ase import Atoms
 
