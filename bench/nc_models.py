@@ -21,6 +21,11 @@ forces; for ``both`` also MTS with M = 4 and 2); per-element temperatures under 
 from two held-out frames; and, last, ``stablemd stability`` (16 replicas × 5 ps at 500 K) with
 h(r) against the held-out frames.
 
+``--system water`` runs the same campaign on SPC/Fw water (64 molecules, OpenMM) with its own
+data, split, model size and run lengths (``CAMPAIGNS["water"]``; docs/nc_results_water.md):
+conservative, direct and both heads, no fine-tuning, and SPC/Fw itself through the stability
+benchmark for the reference diffusion coefficients; results in ``results/nc_models_water.json``.
+
 Every stage writes ``<work>/stages/<stage>.json`` and is skipped when that file exists, so an
 interrupted campaign continues. Several processes may run the script at once: each claims the
 next stage whose inputs exist (a lock file per stage), so
