@@ -187,3 +187,10 @@ def test_a_blown_up_md_check_fails_and_keeps_the_others():
     assert "turned non-finite after" in status["NVE energy conservation, conservative"][2]
     assert status["element temperatures under CSVR, conservative"][:2] == ("fail", None)
     assert "non-finite" in section.data["conservative"]["csvr_failure"]
+
+
+def test_mts_check_fills_a_two_femtosecond_outer_step_unless_told_m():
+    assert ConservationSettings(timestep_fs=0.5).inner_steps == 4
+    assert ConservationSettings(timestep_fs=0.25).inner_steps == 8
+    assert ConservationSettings(timestep_fs=5.0).inner_steps == 1
+    assert ConservationSettings(timestep_fs=0.5, mts=8).inner_steps == 8

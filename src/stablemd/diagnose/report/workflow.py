@@ -85,12 +85,13 @@ class DiagnoseSettings(StabilitySettings):
         return self
 
     def conservation(self) -> ConservationSettings:
-        """The sizes of the conservation checks (MTS with this run's ``mts``, default 8)."""
+        """The sizes of the conservation checks (MTS with this run's ``mts``, by default M
+        inner steps filling an outer step of 2 fs)."""
         return ConservationSettings(
             replicas=self.conservation_replicas, time_ps=self.conservation_time_ps,
             temperature_K=self.conservation_temperature_K, timestep_fs=self.timestep_fs,
             discard_ps=min(0.5, self.conservation_time_ps / 4),
-            tau_fs=self.tau_fs, mts=self.mts or 8, seed=self.seed,
+            tau_fs=self.tau_fs, mts=self.mts, seed=self.seed,
         )  # fmt: skip
 
     def stability(self) -> StabilitySettings:
