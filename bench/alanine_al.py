@@ -161,7 +161,7 @@ def plot(results: dict, image: Path) -> None:
             for ax, test in zip(axes[:2], ("held-out", "hot.db"), strict=True):
                 ax.plot(*_curve_series(curve, test), label=label, **style)
             labels = [r["labels"] for r in curve]
-            coverage = [100 * r["step_metrics"]["labelled"] for r in curve]
+            coverage = [100 * r["step_metrics"]["labelled"]["coverage"] for r in curve]
             axes[2].plot(labels, coverage, label=label, **style)
     axes[0].set(title="300 K held-out frames", ylabel="force RMSE (meV/Å)", yscale="log")
     axes[1].set(title="1200 K frames", ylabel="force RMSE (meV/Å)", yscale="log")
