@@ -42,7 +42,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from campaign import Stage, cli, work_loop  # noqa: E402
+from campaign import Stage, cli, recorded_stages, stability_rows, work_loop  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 SYSTEM = "alanine-dipeptide"
@@ -104,8 +104,7 @@ def stage_stability(work: Path, method: str, seed: int) -> dict:
         "--starts", work / "data.db", "--out", out, *STABILITY, "--seed", 0, "--no-progress",
     ]  # fmt: skip
     wall = cli(args, work / f"stability-{method}-s{seed}.log")
-    summary = json.loads((out / "summary.json").read_text())
-    return {"wall_s": wall, "rows": {k: v for k, v in summary.items() if k != "settings"}}
+    return {"wall_s": wall, "rows": stability_rows(out)}
 
 
 def stages() -> list[Stage]:
@@ -125,10 +124,7 @@ def _curve_series(curve: list[dict], test: str) -> tuple[np.ndarray, np.ndarray]
 
 
 def collect(work: Path, out: Path, image: Path) -> dict:
-    results = {p.stem: json.loads(p.read_text()) for p in sorted((work / "stages").glob("*.json"))}
-    for row in results.values():
-        if "failure" in row:
-            row["failure"] = row["failure"].replace(str(work) + "/", "")
+    results = recorded_stages(work, work)
     summary = {
         "experiment": "bench/alanine_al.py",
         "settings": {"start_labels": N_START, "validation": N_VAL, "budget": BUDGET,

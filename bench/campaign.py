@@ -118,3 +118,23 @@ def work_loop(work: Path, plan: list[Stage], words: list[str] | None, until: str
         (done_dir / f"{stage.name}.json").write_text(json.dumps(result, indent=1))
         (work / "locks" / f"{stage.name}.lock").unlink(missing_ok=True)
         print(f"[{os.getpid()}] {stage.name} done in {result['stage_wall_s']:.0f} s", flush=True)
+
+
+def recorded_stages(work: Path, logs: Path) -> dict:
+    """Every recorded stage by name. A failed command's record gets the last error line of its
+    log (``logs/<stage>.log``) instead of its argv, and no failure names ``work``'s path."""
+    results = {p.stem: json.loads(p.read_text()) for p in sorted((work / "stages").glob("*.json"))}
+    for name, row in results.items():
+        log = logs / f"{name}.log"
+        if "CalledProcessError" in row.get("failure", "") and log.exists():
+            errors = [ln for ln in log.read_text().splitlines() if "Error" in ln]
+            row["failure"] = errors[-1].strip() if errors else row["failure"]
+        if "failure" in row:
+            row["failure"] = row["failure"].replace(str(work) + "/", "")
+    return results
+
+
+def stability_rows(out: Path) -> dict:
+    """The rows of each model of a ``stablemd stability --out OUT`` run (its settings left out)."""
+    summary = json.loads((out / "summary.json").read_text())
+    return {k: v for k, v in summary.items() if k != "settings"}

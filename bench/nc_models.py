@@ -55,7 +55,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from campaign import Stage, cli, work_loop  # noqa: E402
+from campaign import Stage, cli, recorded_stages, stability_rows, work_loop  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 #: The force schemes measured for each model (MTS: M = 8 inner direct steps).
@@ -433,12 +433,10 @@ def stage_stability(work: Path, model: str, scheme: str) -> dict:
     if "timestep" in C.stability:
         args += ["--timestep", C.stability["timestep"]]
     wall = cli(args, work / "logs" / f"stability-{model}-{scheme}.log")
-    summary = json.loads((out / "summary.json").read_text())
-    rows = {k: v for k, v in summary.items() if k != "settings"}
     return {
         "command": "stablemd " + " ".join(str(a).replace(str(work) + "/", "") for a in args),
         "wall_s": wall,
-        "rows": rows,
+        "rows": stability_rows(out),
     }
 
 
@@ -533,16 +531,7 @@ def time_to_accuracy(work_results: dict) -> dict | None:
 
 
 def collect(work: Path, out: Path, images: Path) -> dict:
-    results = {}
-    for path in sorted((work / "stages").glob("*.json")):
-        results[path.stem] = json.loads(path.read_text())
-    for name, row in results.items():  # a failed command: its error line, not the argv
-        log = work / "logs" / f"{name}.log"
-        if "CalledProcessError" in row.get("failure", "") and log.exists():
-            errors = [ln for ln in log.read_text().splitlines() if "Error" in ln]
-            row["failure"] = errors[-1].strip() if errors else row["failure"]
-        if "failure" in row:
-            row["failure"] = row["failure"].replace(str(work) + "/", "")
+    results = recorded_stages(work, work / "logs")
     summary = {
         "experiment": f"bench/nc_models.py --system {C.system}",
         "data": C.data_note,
