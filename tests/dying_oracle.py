@@ -34,7 +34,9 @@ class DyingLennardJones(LennardJones):
 class CountingEMT(EMT):
     """ASE's EMT that appends one line per calculation (the first atom's position) to
     ``log``: how the tests count oracle calls across processes; the ``fail_on``-th call (as
-    counted in the log) raises."""
+    counted in the log) raises. Its labels are EMT's, and say so."""
+
+    level_of_theory = "ase.calculators.emt:EMT"
 
     def __init__(self, log=None, fail_on=None, **kwargs):
         self.log, self.fail_on = log, fail_on

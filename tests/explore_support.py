@@ -34,6 +34,7 @@ def make_case(directory: Path) -> tuple[Path, Path]:
         atoms = molecule("CH3CH2OH")
         atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
         frames.append(label(atoms, calculator).attach(atoms))
+        frames[-1].info["level_of_theory"] = ORACLE
     data = directory / "data.db"
     write_frames(data, frames)
     config = TrainConfig(

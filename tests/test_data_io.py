@@ -180,3 +180,16 @@ def test_cli_import_info_export(tmp_path):
     assert result.exit_code == 0 and len(ase.io.read(tmp_path / "d.xyz", ":")) == N_FRAMES
     result = runner.invoke(app, ["import", str(npz), "--out", str(tmp_path / "d.db")])
     assert isinstance(result.exception, InputError)
+
+
+def test_import_records_a_level_of_theory_and_refuses_a_frame_of_another(tmp_path):
+    npz = write_npz(tmp_path / "md17.npz", **md17_arrays())
+    runner = CliRunner()
+    argv = ["import", str(npz), "--out", str(tmp_path / "a.db"), "--level-of-theory", "PBE"]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    assert {a.info["level_of_theory"] for a in read_frames(tmp_path / "a.db")} == {"PBE"}
+    # a frame that names its level keeps it only when it is the one given
+    with pytest.raises(InputError, match=r"a.db: frame 0 records the level of theory 'PBE', not"):
+        import_file(tmp_path / "a.db", tmp_path / "b.db", level="GFN2-xTB")
+    assert import_file(tmp_path / "a.db", tmp_path / "b.db", level="PBE") == N_FRAMES

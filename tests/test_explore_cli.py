@@ -76,6 +76,8 @@ def test_explore_command_runs_resumes_extends_and_refuses_other_options(
     assert [row["labels"] for row in curve] == [20, 22, 24]
     code, _, err = run([*argv, "--budget", "4", "--tau", "0.5"], capsys)
     assert code == 2 and "tau" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run([*argv, "--budget", "3"], capsys)  # 4 oracle calls made already
+    assert code == 2 and "--budget 3" in err and "made 4 oracle calls" in err
     # --overwrite starts anew
     code, stdout, err = run([*argv, "--budget", "2", "--tau", "0.5", "--overwrite"], capsys)
     assert code == 0, err
@@ -112,7 +114,7 @@ def test_failed_labels_are_recorded_and_skipped_and_the_step_hook_sees_each_step
     assert all("score" not in a.info for a in explored)  # random selection has no score
 
 
-def test_data_of_another_level_of_theory_or_without_test_frames_is_refused(case, tmp_path):
+def test_data_of_another_or_no_level_of_theory_or_without_test_frames_is_refused(case, tmp_path):
     model, data = case
     frames = read_frames(data)
     for atoms in frames:
@@ -120,6 +122,11 @@ def test_data_of_another_level_of_theory_or_without_test_frames_is_refused(case,
     write_frames(tmp_path / "xtb.db", frames)
     with pytest.raises(InputError, match="labels with ase.calculators.emt:EMT, but the frames"):
         ExploreRun(model, tmp_path / "xtb.db", tmp_path / "run", settings())
+    for atoms in frames:
+        atoms.info.pop("level_of_theory")
+    write_frames(tmp_path / "unknown.db", frames)
+    with pytest.raises(InputError, match=r"unknown.db: 20 training frames of \S+ record no lev"):
+        ExploreRun(model, tmp_path / "unknown.db", tmp_path / "run", settings())
     frames = read_frames(data)
     located = locate_training_frames(load_potential(model).metadata, data, frames)
     write_frames(tmp_path / "used.db", [frames[i] for i in located.train + located.val])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -100,8 +101,10 @@ def test_stopped_after_every_stage_ends_as_an_uninterrupted_run(
     tmp_path,
     single_thread,  # noqa: F811
 ):
-    model, data, _, _ = reference
+    given, data, _, _ = reference
     out, log = tmp_path / "stopped", tmp_path / "stopped.log"
+    model = tmp_path / "given.pt"
+    shutil.copyfile(given, model)
 
     def stop_at(point):
         def after(reached):
@@ -120,6 +123,8 @@ def test_stopped_after_every_stage_ends_as_an_uninterrupted_run(
         state = json.loads((out / "state.json").read_text())
         recorded = {"label:1": "selected", "rows": "labelled"}.get(point, point)
         assert state["stage"] == recorded
+        if point == "start":  # the user moves the input model: the run goes on with it
+            model = model.rename(tmp_path / "moved.pt")
     explore(model, data, out, log)
     check_same_as_reference(out, log, reference)
     # a finished run rerun does nothing more

@@ -169,8 +169,16 @@ def test_explore_step_metrics_cover_the_labelled_set_and_the_pool(dipeptide, tmp
     write_frames(tmp_path / "train.db", frames[:2])
     pool = SimpleNamespace(candidates=[SimpleNamespace(atoms=a) for a in frames[2:]])
     hook = ramachandran_metrics(dipeptide)
-    values = hook(SimpleNamespace(train_db=tmp_path / "train.db", pool=pool))
+    step = tmp_path / "step-001"
+    values = hook(
+        SimpleNamespace(step=1, directory=step, train_db=tmp_path / "train.db", pool=pool)
+    )
     assert values["labelled"] == ramachandran_coverage(frames[:2], dipeptide)
     assert values["pool"] == ramachandran_coverage(frames[2:], dipeptide)
     assert (values["labelled"]["n"], values["pool"]["n"]) == (2, 4)
-    assert "pool" not in hook(SimpleNamespace(train_db=tmp_path / "train.db", pool=None))
+    assert (step / "ramachandran.png").read_bytes().startswith(b"\x89PNG")
+    start = tmp_path / "step-000"
+    values = hook(
+        SimpleNamespace(step=0, directory=start, train_db=tmp_path / "train.db", pool=None)
+    )
+    assert "pool" not in values and not start.exists()  # no pool, nothing to draw

@@ -107,10 +107,15 @@ def import_(
     every: int = typer.Option(
         1, help="With --timestep: MD steps between two frames (a rollout takes as many)."
     ),
+    level_of_theory: str | None = typer.Option(
+        None,
+        help="The method FILE was labelled with (e.g. GFN2-xTB), recorded with frames that "
+        "record none, so that stablemd explore can check its oracle against it.",
+    ),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
 ):
     """Import labelled frames into an ASE database (converted to eV, Å, eV/Å)."""
-    count = import_file(file, out, energy_unit, overwrite, timestep, every)
+    count = import_file(file, out, energy_unit, overwrite, timestep, every, level_of_theory)
     what = f" (one trajectory, {timestep:g} fs between frames)" if timestep is not None else ""
     console.print(f"{out}: {count} frames imported from {file}{what}")
 

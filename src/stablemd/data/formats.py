@@ -220,9 +220,13 @@ def import_file(
     overwrite: bool = False,
     frame_spacing_fs: float | None = None,
     every: int = 1,
+    level: str | None = None,
 ) -> int:
     """Convert the labelled frames of ``path`` (see :func:`read_any`) into the ASE database
     ``out`` (a ``.db`` file, never ``path`` itself); returns the number of frames.
+
+    ``level`` is the level of theory of frames that record none (a frame that records another
+    is refused), so that a loop labelling more of them can check its oracle against it.
 
     With ``frame_spacing_fs`` the file is one MD trajectory whose frames are that many fs and
     ``every`` MD steps apart, kept with its velocities for training on rollouts
@@ -231,6 +235,14 @@ def import_file(
         out, "--out", inputs=[path], overwrite=overwrite, suffixes=DATABASE_SUFFIXES
     )
     frames = read_any(path, energy_unit)
+    if level is not None:
+        for index, atoms in enumerate(frames):
+            recorded = atoms.info.setdefault("level_of_theory", level)
+            if recorded != level:
+                raise InputError(
+                    f"{path}: frame {index} records the level of theory {recorded!r}, not "
+                    f"--level-of-theory {level!r}"
+                )
     if frame_spacing_fs is not None:
         frames = mark_trajectory(frames, str(path), frame_spacing_fs, every)
     elif every != 1:

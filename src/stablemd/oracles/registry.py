@@ -62,9 +62,14 @@ def get_oracle(name: str, **kwargs: Any) -> Calculator:
 
 
 def level_of_theory(calculator: Calculator) -> str:
-    """A short label for the method behind ``calculator``, stored with every frame."""
+    """A short label for the method behind ``calculator``, stored with every frame: its
+    ``level_of_theory`` attribute where it names one (a user's wrapper of a DFT code can),
+    else its method (xTB) or class."""
     from tblite.ase import TBLite
 
+    named = getattr(calculator, "level_of_theory", None)
+    if isinstance(named, str):
+        return named
     if isinstance(calculator, SPCFwCalculator):
         return "SPC/Fw (OpenMM)"
     if isinstance(calculator, TBLite):

@@ -112,10 +112,12 @@ class ExploreSettings(BaseModel):
 
 @dataclass
 class StepContext:
-    """What a per-step metrics hook sees: the step, the model and uncertainty after it, the
-    pool it explored, the structures labelled in it and the database of every label so far."""
+    """What a per-step metrics hook sees: the step and its directory (where a hook may draw),
+    the model and uncertainty after it, the pool it explored, the structures labelled in it and
+    the database of every label so far."""
 
     step: int
+    directory: Path
     potential: Potential
     uncertainty: Uncertainty
     pool: Pool | None
@@ -187,8 +189,16 @@ class ExploreRun:
         self.initial = [frames[i] for i in located.train + located.val]
         #: where every pool starts: the model's own training structures, near which u is low
         self.starts = [frames[i] for i in located.train]
-        levels = {a.info["level_of_theory"] for a in self.initial if "level_of_theory" in a.info}
-        if levels and self.level not in levels:
+        unknown = sum("level_of_theory" not in a.info for a in self.initial)
+        if unknown:
+            raise InputError(
+                f"{data}: {unknown} training frames of {model} record no level of theory, so "
+                f"they cannot be checked to be of {self.level}, the level --oracle "
+                f"{settings.oracle} labels with; if they are, import them with `stablemd data "
+                f"import --level-of-theory '{self.level}'`"
+            )
+        levels = {a.info["level_of_theory"] for a in self.initial}
+        if self.level not in levels:
             raise InputError(
                 f"--oracle {settings.oracle}: labels with {self.level}, but the frames of {data} "
                 f"were labelled with {', '.join(sorted(levels))}"
@@ -242,8 +252,9 @@ class ExploreRun:
         return read_json_record(self.curve_path, "learning curve", keys=("steps",))["steps"]
 
     def _model_path(self, record: ExploreRecord) -> Path:
-        path = Path(record.model)
-        return path if path.is_absolute() else self.out / path
+        if not record.model:
+            return self.model_path  # given again on a resume, its fingerprint checked
+        return self.out / record.model
 
     def _save(self, record: ExploreRecord, step: int, stage: str, info: dict | None = None):
         record.step, record.stage = step, stage
@@ -259,6 +270,11 @@ class ExploreRun:
         record = ExploreRecord.load(self.state_path)
         if record is None:
             record = self._start()
+        if record.labels_used > self.settings.budget:
+            raise InputError(
+                f"--budget {self.settings.budget}: the run in {self.out} has made "
+                f"{record.labels_used} oracle calls already; give at least that"
+            )
         record.finished = record.labels_used >= self.settings.budget and record.stage in (
             "start", "uncertainty",
         )  # fmt: skip
@@ -280,7 +296,7 @@ class ExploreRun:
         ``data``) and the first point of the learning curve."""
         write_frames(self.train_db, self.initial, overwrite=True)
         self._extend_curve(0, self.potential, self.uncertainty, None, [], 0)
-        record = ExploreRecord(model=str(self.model_path.resolve()))
+        record = ExploreRecord()  # its model: the run's --model
         self._save(record, 0, "start")
         return record
 
@@ -436,7 +452,15 @@ class ExploreRun:
         }
         if self.hook is not None:
             row["step_metrics"] = self.hook(
-                StepContext(step, potential, uncertainty, pool, labelled, self.train_db)
+                StepContext(
+                    step,
+                    _step_dir(self.out, step),
+                    potential,
+                    uncertainty,
+                    pool,
+                    labelled,
+                    self.train_db,
+                )
             )
         rows = [r for r in self._curve() if r["step"] < step] + [row]
         write_learning_curve(rows, self.curve_path, self.out / "learning_curve.png")

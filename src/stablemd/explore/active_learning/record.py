@@ -21,9 +21,9 @@ FORMAT = "stablemd-explore-state/1"
 @dataclass
 class ExploreRecord:
     """``step`` (0: set-up), the last finished ``stage`` of it, ``labels_used`` (oracle calls
-    so far), ``model`` (the current model with its uncertainty, relative to the run directory
-    or an input path), ``failures`` (step, request id, error of each failed label) and
-    ``finished`` once the budget is spent."""
+    so far), ``model`` (the current model with its uncertainty, relative to the run directory;
+    empty for the run's ``--model``), ``failures`` (step, request id, error of each failed
+    label) and ``finished`` once the budget is spent."""
 
     step: int = 0
     stage: str = "start"
