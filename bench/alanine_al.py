@@ -52,6 +52,8 @@ METHODS = {"biased": (0.25, "max-det"), "unbiased": (0.0, "max-det"), "random": 
 SEEDS = (0, 1)
 EXPLORE = ("--replicas", 8, "--pool-steps", 1000, "--every", 50, "--epochs", 100)
 STABILITY = ("--replicas", 64, "--time-ps", 5, "--temperature", 500)
+#: The learning curve's test sets: the 300 K frames no model trains on, and the 1200 K frames.
+TESTS = ("held-out", "hot.db")
 
 
 def _generate(work: Path, name: str, temperature: float, steps: int, seed: int) -> list:
@@ -123,6 +125,64 @@ def _curve_series(curve: list[dict], test: str) -> tuple[np.ndarray, np.ndarray]
     return labels, np.array([1000 * row["test"][test]["force_rmse_eV_per_A"] for row in curve])
 
 
+def final_rows(results: dict) -> list[dict]:
+    """Per explore run: its last learning-curve point (labels, force RMSE on both test sets in
+    meV/Å, φ/ψ coverage of its labels in %) and its stability at 500 K (median stable time, ps;
+    fraction of replicas stable to the end)."""
+    rows = []
+    for method in METHODS:
+        for seed in SEEDS:
+            explored = results.get(f"explore-{method}-s{seed}", {})
+            if "curve" not in explored:
+                continue
+            first, last = explored["curve"][0], explored["curve"][-1]
+            row = {
+                "method": method, "seed": seed, "labels": last["labels"],
+                **{f"{test} start": _curve_series([first], test)[1][0] for test in TESTS},
+                **{test: _curve_series([last], test)[1][0] for test in TESTS},
+                "coverage start %": 100 * first["step_metrics"]["labelled"]["coverage"],
+                "coverage %": 100 * last["step_metrics"]["labelled"]["coverage"],
+            }  # fmt: skip
+            stability = results.get(f"stability-{method}-s{seed}", {}).get("rows")
+            if stability:
+                (model,) = stability.values()
+                row["median stable ps"] = model["median_ps"]
+                row["stable fraction"] = model["fraction_stable"]
+            rows.append(row)
+    return rows
+
+
+def ramachandran_figures(work: Path, images: Path) -> list[Path]:
+    """Per method (seed 0): every pool frame of the run as the sampled states, its labels as
+    points, ``alanine_al_ramachandran_<method>.png``."""
+    import torch
+
+    from stablemd.analysis.ramachandran import phi_psi, ramachandran_plot
+    from stablemd.data.database import read_frames
+    from stablemd.explore.active_learning.pool import Pool
+    from stablemd.systems import get_system
+
+    system, paths = get_system(SYSTEM), []
+    for method in METHODS:
+        run = _run_dir(work, method, 0)
+        if not (run / "model.pt").is_file():
+            continue
+        pools = sorted(run.glob("step-*/pool.pt"))
+        sampled = [
+            c.atoms for path in pools
+            for c in Pool.from_dict(torch.load(path, weights_only=True)).candidates
+        ]  # fmt: skip
+        tau, selection = METHODS[method]
+        title = f"{method} (τ = {tau:g}, {selection}), seed 0: {len(pools)} pools and the labels"
+        path = images / f"alanine_al_ramachandran_{method}.png"
+        ramachandran_plot(
+            phi_psi(sampled, system), phi_psi(read_frames(run / "train.db"), system), path, title,
+            dpi=100,
+        )  # fmt: skip
+        paths.append(path)
+    return paths
+
+
 def collect(work: Path, out: Path, image: Path) -> dict:
     results = recorded_stages(work, work)
     summary = {
@@ -134,9 +194,22 @@ def collect(work: Path, out: Path, image: Path) -> dict:
         "machine": machine_info(),
         "stages": results,
     }  # fmt: skip
+    summary["final"] = final_rows(results)
     out.write_text(json.dumps(summary, indent=1))
     plot(results, image)
+    ramachandran_figures(work, image.parent)
     return summary
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The final rows as a Markdown table (numbers rounded for reading)."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    lines = ["| " + " | ".join(keys) + " |", "| " + " | ".join("---" for _ in keys) + " |"]
+    for row in rows:
+        cells = [f"{row[k]:.3g}" if isinstance(row.get(k), float) else str(row.get(k, "–"))
+                 for k in keys]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot(results: dict, image: Path) -> None:
@@ -154,7 +227,7 @@ def plot(results: dict, image: Path) -> None:
             curve = row["curve"]
             style = {"color": f"C{k}", "ls": "-" if seed == 0 else "--", "marker": "o", "ms": 3}
             label = f"{method}, seed {seed}"
-            for ax, test in zip(axes[:2], ("held-out", "hot.db"), strict=True):
+            for ax, test in zip(axes[:2], TESTS, strict=True):
                 ax.plot(*_curve_series(curve, test), label=label, **style)
             labels = [r["labels"] for r in curve]
             coverage = [100 * r["step_metrics"]["labelled"]["coverage"] for r in curve]
@@ -181,9 +254,10 @@ def command_line() -> None:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     if args.collect:
-        collect(
+        summary = collect(
             work, HERE / "results" / "alanine_al.json", ROOT / "docs" / "images" / "alanine_al.png"
         )
+        print(markdown_table(summary["final"]))
         return
     work_loop(work, stages(), args.stages.split(",") if args.stages else None, args.until)
 
