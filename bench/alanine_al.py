@@ -27,7 +27,9 @@ Stages are shared by workers (``bench/campaign.py``) and every explore run resum
     OMP_NUM_THREADS=1 python bench/alanine_al.py --work bench/data/alanine-al &
 
 runs two at a time and continues after an interruption; ``--collect`` writes
-``results/alanine_al.json`` and ``docs/images/alanine_al.png``.
+``results/alanine_al.json``, ``docs/images/alanine_al.png`` (learning curves and coverage) and
+``docs/images/alanine_al_ramachandran_<method>.png`` (seed 0's pools and labels), and prints
+the final point of every run as a table.
 """
 
 from __future__ import annotations
@@ -137,9 +139,10 @@ def final_rows(results: dict) -> list[dict]:
                 continue
             first, last = explored["curve"][0], explored["curve"][-1]
             row = {
-                "method": method, "seed": seed, "labels": last["labels"],
-                **{f"{test} start": _curve_series([first], test)[1][0] for test in TESTS},
-                **{test: _curve_series([last], test)[1][0] for test in TESTS},
+                "method": method, "seed": seed, "train+val frames": last["labels"],
+                **{f"{test} F RMSE start (meV/Å)": _curve_series([first], test)[1][0]
+                   for test in TESTS},
+                **{f"{test} F RMSE (meV/Å)": _curve_series([last], test)[1][0] for test in TESTS},
                 "coverage start %": 100 * first["step_metrics"]["labelled"]["coverage"],
                 "coverage %": 100 * last["step_metrics"]["labelled"]["coverage"],
             }  # fmt: skip

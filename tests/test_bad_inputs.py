@@ -55,6 +55,10 @@ def _write_workspace(root: Path, frames) -> None:
         atoms.calc = SinglePointCalculator(atoms, **source.calc.results)
     write_frames(root / "foreign.db", foreign)
     ase.io.write(root / "frames.extxyz", frames, format="extxyz")
+    of_pbe = ase.io.read(root / "frames.extxyz", ":")
+    for atoms in of_pbe:
+        atoms.info["level_of_theory"] = "PBE"
+    ase.io.write(root / "pbe.extxyz", of_pbe, format="extxyz")
     (root / "tiny.yaml").write_text(TINY_CONFIG)
     code = main_exit(
         ["train", "--data", str(root / "data.db"), "--n-train", "6", "--n-val", "3",
@@ -199,6 +203,10 @@ CATALOGUE = [
      ["--out /proc/stablemd.db", "cannot write"]),
     ("import-into-directory", c("data", "import", "frames.extxyz", "--out", "adir", "--overwrite"),
      ["--out adir"]),
+    ("import-other-level", c("data", "import", "pbe.extxyz", "--out", "o.db", "--level-of-theory",
+     "GFN2-xTB"), ["pbe.extxyz", "frame 0", "'PBE'", "--level-of-theory 'GFN2-xTB'"]),
+    ("import-blank-level", c("data", "import", "frames.extxyz", "--out", "o.db",
+     "--level-of-theory", " "), ["--level-of-theory", "blank"]),
     ("import-missing", c("data", "import", "missing.npz", "--out", "o.db"),
      ["missing.npz", "no such file"]),
     ("import-unknown-type", c("data", "import", "notes.txt", "--out", "o.db"),

@@ -77,7 +77,7 @@ def test_explore_command_runs_resumes_extends_and_refuses_other_options(
     code, _, err = run([*argv, "--budget", "4", "--tau", "0.5"], capsys)
     assert code == 2 and "tau" in err and len(err.strip().splitlines()) == 1
     code, _, err = run([*argv, "--budget", "3"], capsys)  # 4 oracle calls made already
-    assert code == 2 and "--budget 3" in err and "made 4 oracle calls" in err
+    assert code == 2 and "--budget 3" in err and "made or selected 4 oracle calls" in err
     # --overwrite starts anew
     code, stdout, err = run([*argv, "--budget", "2", "--tau", "0.5", "--overwrite"], capsys)
     assert code == 0, err
@@ -120,16 +120,47 @@ def test_data_of_another_or_no_level_of_theory_or_without_test_frames_is_refused
     for atoms in frames:
         atoms.info["level_of_theory"] = "GFN2-xTB"
     write_frames(tmp_path / "xtb.db", frames)
-    with pytest.raises(InputError, match="labels with ase.calculators.emt:EMT, but the frames"):
+    with pytest.raises(InputError, match=r"labels with ase.calculators.emt:EMT, but frame 0 of"):
         ExploreRun(model, tmp_path / "xtb.db", tmp_path / "run", settings())
-    for atoms in frames:
-        atoms.info.pop("level_of_theory")
+    # one frame of another level among frames of the oracle's, or of none, is refused by index
+    frames = read_frames(data)
+    frames[7].info["level_of_theory"] = "PBE"
+    write_frames(tmp_path / "mixed.db", frames)
+    with pytest.raises(InputError, match=r"but frame 7 of \S+mixed.db was labelled with PBE$"):
+        ExploreRun(model, tmp_path / "mixed.db", tmp_path / "run", settings())
+    frames[7].info.pop("level_of_theory")
     write_frames(tmp_path / "unknown.db", frames)
-    with pytest.raises(InputError, match=r"unknown.db: 20 training frames of \S+ record no lev"):
+    with pytest.raises(InputError, match=r"unknown.db: frame 7 records no level of theory"):
         ExploreRun(model, tmp_path / "unknown.db", tmp_path / "run", settings())
+    # a test set is measured against the oracle's labels: the same level, or refused
+    with pytest.raises(InputError, match=r"but frame 0 of \S+xtb.db was labelled with GFN2-xTB"):
+        ExploreRun(model, data, tmp_path / "run", settings(), tests=(tmp_path / "xtb.db",))
     frames = read_frames(data)
     located = locate_training_frames(load_potential(model).metadata, data, frames)
     write_frames(tmp_path / "used.db", [frames[i] for i in located.train + located.val])
     with pytest.raises(InputError, match="no test frames; give --test"):
         ExploreRun(model, tmp_path / "used.db", tmp_path / "run", settings())
     assert not (tmp_path / "run").exists()
+
+
+def test_a_budget_below_the_calls_made_or_selected_is_refused_before_any_write(
+    case,
+    tmp_path,
+    single_thread,  # noqa: F811
+):
+    model, data = case
+
+    class Stop(BaseException):
+        pass
+
+    def stop_after_selection(point):
+        if point == "selected":
+            raise Stop
+
+    out = tmp_path / "run"
+    with pytest.raises(Stop):
+        ExploreRun(model, data, out, settings(budget=4), after=stop_after_selection).run()
+    recorded = (out / "run.json").read_bytes()
+    with pytest.raises(InputError, match=r"^--budget 1: the run in \S+ has made or selected 2 "):
+        ExploreRun(model, data, out, settings(budget=1))
+    assert (out / "run.json").read_bytes() == recorded

@@ -170,6 +170,7 @@ def test_explore_step_metrics_cover_the_labelled_set_and_the_pool(dipeptide, tmp
     pool = SimpleNamespace(candidates=[SimpleNamespace(atoms=a) for a in frames[2:]])
     hook = ramachandran_metrics(dipeptide)
     step = tmp_path / "step-001"
+    step.mkdir()
     values = hook(
         SimpleNamespace(step=1, directory=step, train_db=tmp_path / "train.db", pool=pool)
     )

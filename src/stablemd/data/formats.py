@@ -234,6 +234,8 @@ def import_file(
     out = check_output_file(
         out, "--out", inputs=[path], overwrite=overwrite, suffixes=DATABASE_SUFFIXES
     )
+    if level is not None and not level.strip():
+        raise InputError("--level-of-theory: give the method's name, not a blank")
     frames = read_any(path, energy_unit)
     if level is not None:
         for index, atoms in enumerate(frames):

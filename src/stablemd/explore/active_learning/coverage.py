@@ -30,7 +30,6 @@ def ramachandran_metrics(system: System) -> StepMetrics | None:
         if context.pool is not None and context.pool.candidates:
             frames = [candidate.atoms for candidate in context.pool.candidates]
             values["pool"] = ramachandran_coverage(frames, system)
-            context.directory.mkdir(parents=True, exist_ok=True)
             ramachandran_plot(
                 phi_psi(frames, system), phi_psi(labelled, system),
                 context.directory / "ramachandran.png",

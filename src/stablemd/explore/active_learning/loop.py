@@ -189,26 +189,16 @@ class ExploreRun:
         self.initial = [frames[i] for i in located.train + located.val]
         #: where every pool starts: the model's own training structures, near which u is low
         self.starts = [frames[i] for i in located.train]
-        unknown = sum("level_of_theory" not in a.info for a in self.initial)
-        if unknown:
-            raise InputError(
-                f"{data}: {unknown} training frames of {model} record no level of theory, so "
-                f"they cannot be checked to be of {self.level}, the level --oracle "
-                f"{settings.oracle} labels with; if they are, import them with `stablemd data "
-                f"import --level-of-theory '{self.level}'`"
-            )
-        levels = {a.info["level_of_theory"] for a in self.initial}
-        if self.level not in levels:
-            raise InputError(
-                f"--oracle {settings.oracle}: labels with {self.level}, but the frames of {data} "
-                f"were labelled with {', '.join(sorted(levels))}"
-            )
+        used = sorted(located.train + located.val + located.held_out)
+        check_level_of_theory([(i, frames[i]) for i in used], str(data), self.level, self.spec)
         self.n_val = len(located.val)
         self.test_sets = {}
         if located.held_out:
             self.test_sets["held-out"] = FrameSet([frames[i] for i in located.held_out])
         for path in tests:
-            self.test_sets[Path(path).name] = FrameSet(read_frames(path))
+            test_frames = read_frames(path)
+            check_level_of_theory(list(enumerate(test_frames)), str(path), self.level, self.spec)
+            self.test_sets[Path(path).name] = FrameSet(test_frames)
         if not self.test_sets:
             raise InputError(
                 f"{data}: every frame trains or validates {model}, so the learning curve has no "
@@ -224,9 +214,26 @@ class ExploreRun:
         }
         if overwrite:
             remove_run(self.out)
+        else:
+            self._refuse_budget_below_spent()
         record_run_options(options, self.out / "run.json", may_change=EXTENSIBLE)
 
     # ------------------------------------------------------------------ helpers
+    def _refuse_budget_below_spent(self) -> None:
+        """A continued run may not be given a budget below the oracle calls it has made or
+        committed to (the structures of a recorded selection)."""
+        record = ExploreRecord.load(self.state_path)
+        if record is None:
+            return
+        spent = record.labels_used
+        if record.stage == "selected":
+            spent += len(self._selection(record.step))
+        if spent > self.settings.budget:
+            raise InputError(
+                f"--budget {self.settings.budget}: the run in {self.out} has made or selected "
+                f"{spent} oracle calls already; give at least that"
+            )
+
     def _training_config(self) -> TrainConfig:
         recorded = self.potential.metadata.get("training", {}).get("config")
         if recorded is None:
@@ -252,8 +259,10 @@ class ExploreRun:
         return read_json_record(self.curve_path, "learning curve", keys=("steps",))["steps"]
 
     def _model_path(self, record: ExploreRecord) -> Path:
-        if not record.model:
-            return self.model_path  # given again on a resume, its fingerprint checked
+        # the run's --model: given again on a resume (its fingerprint checked), wherever it
+        # lies now; runs of earlier versions recorded its absolute path
+        if not record.model or Path(record.model).is_absolute():
+            return self.model_path
         return self.out / record.model
 
     def _save(self, record: ExploreRecord, step: int, stage: str, info: dict | None = None):
@@ -270,11 +279,6 @@ class ExploreRun:
         record = ExploreRecord.load(self.state_path)
         if record is None:
             record = self._start()
-        if record.labels_used > self.settings.budget:
-            raise InputError(
-                f"--budget {self.settings.budget}: the run in {self.out} has made "
-                f"{record.labels_used} oracle calls already; give at least that"
-            )
         record.finished = record.labels_used >= self.settings.budget and record.stage in (
             "start", "uncertainty",
         )  # fmt: skip
@@ -301,6 +305,8 @@ class ExploreRun:
         return record
 
     def _current(self, record: ExploreRecord) -> tuple[Potential, Uncertainty]:
+        if self._model_path(record) == self.model_path:
+            return self.potential, self.uncertainty  # loaded and fingerprinted once
         potential = load_potential(self._model_path(record))
         return potential, require_uncertainty(potential)
 
@@ -496,6 +502,28 @@ RUN_FILES = (
     "run.json", "state.json", "train.db", "learning_curve.json", "learning_curve.png",
     "model.pt", "summary.md",
 )  # fmt: skip
+
+
+def check_level_of_theory(
+    frames: list[tuple[int, Atoms]], where: str, level: str, oracle: OracleSpec
+) -> None:
+    """Refuse the first of ``frames`` ((index in the file ``where``, frame)) that records no
+    level of theory or another than ``level``, the one ``oracle`` labels with: its labels
+    would join theirs, or be measured against them."""
+    for index, atoms in frames:
+        recorded = atoms.info.get("level_of_theory")
+        if recorded is None:
+            raise InputError(
+                f"{where}: frame {index} records no level of theory, so it cannot be checked to "
+                f"be of {level}, the level --oracle {oracle.name} labels with; if it is, import "
+                f"the file with `stablemd data import FILE --out NEW.db --level-of-theory "
+                f"'{level}'`"
+            )
+        if recorded != level:
+            raise InputError(
+                f"--oracle {oracle.name}: labels with {level}, but frame {index} of {where} was "
+                f"labelled with {recorded}"
+            )
 
 
 def check_run_directory(out: Path, inputs: dict, overwrite: bool = False) -> None:
