@@ -53,15 +53,27 @@ def calibration_metrics(
         "calibration": uncertainty.calibration,
         "nominal_coverage": 1 - uncertainty.alpha,
         "interval": f"±{k:.3g} u",
-        "energy_per_atom": _level(values.total, values.energy_errors, k),
-        "forces_per_atom": _level(values.atomic, values.force_errors, k),
+        **interval_metrics(values, k),
     }
     return metrics, values
 
 
-def plot_calibration(values: UncertaintyErrors, k: float, path: Path) -> None:
+def interval_metrics(values: UncertaintyErrors, k: float) -> dict:
+    """Per level (``energy_per_atom``, ``forces_per_atom``) of calibrated ``values`` whose
+    interval is ±k·u: ``n``, ``coverage``, ``spearman``, ``mean_u`` and the error ``rmse``."""
+    return {
+        "energy_per_atom": _level(values.total, values.energy_errors, k),
+        "forces_per_atom": _level(values.atomic, values.force_errors, k),
+    }
+
+
+def plot_calibration(
+    values: UncertaintyErrors, k: float, path: Path, title: str | None = None
+) -> None:
     """Error against u, per structure and per atom, log-log, with the line error = k·u."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 4), constrained_layout=True)
+    if title is not None:
+        fig.suptitle(title)
     pairs = (
         (values.total, values.energy_errors, LEVELS[0]),
         (values.atomic, values.force_errors, LEVELS[1]),
