@@ -18,8 +18,8 @@ every 50 steps, stop at an atomic u of 1.5 eV/Å; 100 epochs per step; labels in
 
 each with seeds 0 and 1 (the pools' starts and noise). Per step the learning curve records the
 force and energy RMSE on both test sets and the Ramachandran coverage (quadtree, depth 5) of
-every label so far. Last, ``stablemd stability`` of each final model (64 replicas × 5 ps at
-500 K from the held-out frames).
+every label so far. Last, ``stablemd stability`` of each final model and of the starting
+model (64 replicas × 5 ps at 500 K, started from frames of ``data.db``).
 
 Stages are shared by workers (``bench/campaign.py``) and every explore run resumes, so
 
@@ -102,12 +102,16 @@ def stage_explore(work: Path, method: str, seed: int) -> dict:
 
 
 def stage_stability(work: Path, method: str, seed: int) -> dict:
-    out = work / "stability" / f"{method}-s{seed}"
+    """The stability benchmark of a run's final model, or with ``method`` "start" of the
+    model every run starts from."""
+    name = "start" if method == "start" else f"{method}-s{seed}"
+    model = work / "model.pt" if method == "start" else _run_dir(work, method, seed) / "model.pt"
+    out = work / "stability" / name
     args = [
-        "stability", "--model", _run_dir(work, method, seed) / "model.pt", "--system", SYSTEM,
-        "--starts", work / "data.db", "--out", out, *STABILITY, "--seed", 0, "--no-progress",
+        "stability", "--model", model, "--system", SYSTEM, "--starts", work / "data.db",
+        "--out", out, *STABILITY, "--seed", 0, "--no-progress",
     ]  # fmt: skip
-    wall = cli(args, work / f"stability-{method}-s{seed}.log")
+    wall = cli(args, work / f"stability-{name}.log")
     return {"wall_s": wall, "rows": stability_rows(out)}
 
 
@@ -119,6 +123,7 @@ def stages() -> list[Stage]:
         Stage(f"stability-{m}-s{s}", (f"explore-{m}-s{s}",), stage_stability, (m, s))
         for m, s in runs
     ]
+    plan.append(Stage("stability-start", ("model",), stage_stability, ("start", 0)))
     return plan
 
 
@@ -127,11 +132,18 @@ def _curve_series(curve: list[dict], test: str) -> tuple[np.ndarray, np.ndarray]
     return labels, np.array([1000 * row["test"][test]["force_rmse_eV_per_A"] for row in curve])
 
 
+def _stability_columns(record: dict | None) -> dict:
+    if not record or "rows" not in record:
+        return {}
+    (model,) = record["rows"].values()
+    return {"median stable ps": model["median_ps"], "stable fraction": model["fraction_stable"]}
+
+
 def final_rows(results: dict) -> list[dict]:
     """Per explore run: its last learning-curve point (labels, force RMSE on both test sets in
     meV/Å, φ/ψ coverage of its labels in %) and its stability at 500 K (median stable time, ps;
-    fraction of replicas stable to the end)."""
-    rows = []
+    fraction of replicas stable to the end); first the starting model's stability."""
+    rows = [{"method": "start", **_stability_columns(results.get("stability-start"))}]
     for method in METHODS:
         for seed in SEEDS:
             explored = results.get(f"explore-{method}-s{seed}", {})
@@ -146,11 +158,7 @@ def final_rows(results: dict) -> list[dict]:
                 "coverage start %": 100 * first["step_metrics"]["labelled"]["coverage"],
                 "coverage %": 100 * last["step_metrics"]["labelled"]["coverage"],
             }  # fmt: skip
-            stability = results.get(f"stability-{method}-s{seed}", {}).get("rows")
-            if stability:
-                (model,) = stability.values()
-                row["median stable ps"] = model["median_ps"]
-                row["stable fraction"] = model["fraction_stable"]
+            row.update(_stability_columns(results.get(f"stability-{method}-s{seed}")))
             rows.append(row)
     return rows
 
