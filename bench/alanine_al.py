@@ -53,7 +53,10 @@ N_START, N_VAL, BUDGET, PER_STEP = 16, 20, 112, 16
 METHODS = {"biased": (0.25, "max-det"), "unbiased": (0.0, "max-det"), "random": (0.0, "random")}
 SEEDS = (0, 1)
 EXPLORE = ("--replicas", 8, "--pool-steps", 1000, "--every", 50, "--epochs", 100)
-STABILITY = ("--replicas", 64, "--time-ps", 5, "--temperature", 500)
+STABILITY = ("--replicas", 64, "--time-ps", 5)
+#: The issue's temperature, K, and a harsher one for seed 0's biased and unbiased models (at
+#: 500 K every final model survived).
+STABILITY_K, HARSH_K = 500, 800
 #: The learning curve's test sets: the 300 K frames no model trains on, and the 1200 K frames.
 TESTS = ("held-out", "hot.db")
 
@@ -101,15 +104,16 @@ def stage_explore(work: Path, method: str, seed: int) -> dict:
     return {"wall_s": wall, "curve": curve["steps"]}
 
 
-def stage_stability(work: Path, method: str, seed: int) -> dict:
+def stage_stability(work: Path, method: str, seed: int, temperature: int = STABILITY_K) -> dict:
     """The stability benchmark of a run's final model, or with ``method`` "start" of the
-    model every run starts from."""
+    model every run starts from, at ``temperature`` (K)."""
     name = "start" if method == "start" else f"{method}-s{seed}"
     model = work / "model.pt" if method == "start" else _run_dir(work, method, seed) / "model.pt"
+    name += "" if temperature == STABILITY_K else f"-{temperature}K"
     out = work / "stability" / name
     args = [
         "stability", "--model", model, "--system", SYSTEM, "--starts", work / "data.db",
-        "--out", out, *STABILITY, "--seed", 0, "--no-progress",
+        "--out", out, *STABILITY, "--temperature", temperature, "--seed", 0, "--no-progress",
     ]  # fmt: skip
     wall = cli(args, work / f"stability-{name}.log")
     return {"wall_s": wall, "rows": stability_rows(out)}
@@ -124,6 +128,11 @@ def stages() -> list[Stage]:
         for m, s in runs
     ]
     plan.append(Stage("stability-start", ("model",), stage_stability, ("start", 0)))
+    plan += [
+        Stage(f"stability-{m}-s0-{HARSH_K}K", (f"explore-{m}-s0",), stage_stability,
+              (m, 0, HARSH_K))
+        for m in ("biased", "unbiased")
+    ]  # fmt: skip
     return plan
 
 
@@ -159,6 +168,8 @@ def final_rows(results: dict) -> list[dict]:
                 "coverage %": 100 * last["step_metrics"]["labelled"]["coverage"],
             }  # fmt: skip
             row.update(_stability_columns(results.get(f"stability-{method}-s{seed}")))
+            harsh = _stability_columns(results.get(f"stability-{method}-s{seed}-{HARSH_K}K"))
+            row.update({f"{k} at {HARSH_K} K": v for k, v in harsh.items()})
             rows.append(row)
     return rows
 
@@ -201,7 +212,8 @@ def collect(work: Path, out: Path, image: Path) -> dict:
         "settings": {"start_labels": N_START, "validation": N_VAL, "budget": BUDGET,
                      "per_step": PER_STEP, "methods": METHODS, "seeds": SEEDS,
                      "explore": [str(a) for a in EXPLORE],
-                     "stability": [str(a) for a in STABILITY]},
+                     "stability": [str(a) for a in STABILITY],
+                     "stability_K": STABILITY_K, "harsh_stability_K": HARSH_K},
         "machine": machine_info(),
         "stages": results,
     }  # fmt: skip
