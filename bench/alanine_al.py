@@ -19,7 +19,8 @@ every 50 steps, stop at an atomic u of 1.5 eV/Å; 100 epochs per step; labels in
 each with seeds 0 and 1 (the pools' starts and noise). Per step the learning curve records the
 force and energy RMSE on both test sets and the Ramachandran coverage (quadtree, depth 5) of
 every label so far. Last, ``stablemd stability`` of each final model and of the starting
-model (64 replicas × 5 ps at 500 K, started from frames of ``data.db``).
+model (64 replicas × 5 ps at 500 K, started from frames of ``data.db``), and of seed 0's
+biased and unbiased models at 800 K.
 
 Stages are shared by workers (``bench/campaign.py``) and every explore run resumes, so
 
