@@ -137,9 +137,14 @@ def stages() -> list[Stage]:
     return plan
 
 
+def _force_rmse(row: dict, test: str) -> float:
+    """The force RMSE (meV/Å) of one learning-curve point on ``test``."""
+    return 1000 * row["test"][test]["force_rmse_eV_per_A"]
+
+
 def _curve_series(curve: list[dict], test: str) -> tuple[np.ndarray, np.ndarray]:
     labels = np.array([row["labels"] for row in curve])
-    return labels, np.array([1000 * row["test"][test]["force_rmse_eV_per_A"] for row in curve])
+    return labels, np.array([_force_rmse(row, test) for row in curve])
 
 
 def _stability_columns(record: dict | None) -> dict:
@@ -162,9 +167,8 @@ def final_rows(results: dict) -> list[dict]:
             first, last = explored["curve"][0], explored["curve"][-1]
             row = {
                 "method": method, "seed": seed, "train+val frames": last["labels"],
-                **{f"{test} F RMSE start (meV/Å)": _curve_series([first], test)[1][0]
-                   for test in TESTS},
-                **{f"{test} F RMSE (meV/Å)": _curve_series([last], test)[1][0] for test in TESTS},
+                **{f"{test} F RMSE start (meV/Å)": _force_rmse(first, test) for test in TESTS},
+                **{f"{test} F RMSE (meV/Å)": _force_rmse(last, test) for test in TESTS},
                 "coverage start %": 100 * first["step_metrics"]["labelled"]["coverage"],
                 "coverage %": 100 * last["step_metrics"]["labelled"]["coverage"],
             }  # fmt: skip

@@ -305,9 +305,10 @@ class ExploreRun:
         return record
 
     def _current(self, record: ExploreRecord) -> tuple[Potential, Uncertainty]:
-        if self._model_path(record) == self.model_path:
+        path = self._model_path(record)
+        if path == self.model_path:
             return self.potential, self.uncertainty  # loaded and fingerprinted once
-        potential = load_potential(self._model_path(record))
+        potential = load_potential(path)
         return potential, require_uncertainty(potential)
 
     def _pool(self, record: ExploreRecord, step: int) -> None:
