@@ -248,9 +248,8 @@ def score_series(record: dict, floor: float = 0.0) -> dict[str, np.ndarray]:
     level_ps = max(float(record["level_ps"]), floor * calibration)
     level = level_ps * np.maximum(1.0, times / calibration)[:, None]
     over = cli_ps / level
-    lagged = np.vstack([np.zeros((width, cli_ps.shape[1])), cli_ps[:-width]])
-    lag_time = np.concatenate([np.zeros(width), times[:-width]])
-    span = (times - lag_time)[:, None]
+    lag = np.maximum(np.arange(len(times)) - width, 0)
+    lagged, span = cli_ps[lag], (times - times[lag])[:, None]
     return {
         "cli_crossed": np.fmax.accumulate(np.where(np.isnan(over), np.nan, over > 1), axis=0),
         "cli_over_level": over,
