@@ -115,9 +115,9 @@ def select_max_grade(
     ``candidates`` [n_atoms, F]: the latent features of every candidate's atoms, candidate 0's
     ``sizes[0]`` atoms first, then candidate 1's, and so on, with their atomic ``numbers``;
     ``training`` [m, F] and ``training_numbers``: those of the training atoms. Each element's
-    domain is refitted from its training atoms and the atoms of the earlier picks (an SVD and a
-    MaxVol of that element's rows), so the grades are exactly those of a domain fitted on the
-    training set with the earlier picks added.
+    domain is refitted from its training atoms and the atoms of the earlier picks (an SVD, a
+    pivoted QR and a MaxVol of that element's rows), so the grades are exactly those of a
+    domain fitted on the training set with the earlier picks added.
     """
     candidates = candidates.detach().to(torch.float64)
     sizes = torch.as_tensor(list(sizes), dtype=torch.long)
@@ -159,9 +159,10 @@ def select_max_grade(
         scores.append(float(table[k, atom]))
         atoms.append(atom)
         picked = owner == k
-        for z in torch.unique(numbers[picked]).tolist():
+        elements = torch.unique(numbers[picked]).tolist()
+        for z in elements:
             known[z] = torch.cat([known[z], candidates[picked & (numbers == z)]])
-        regrade(torch.unique(numbers[picked]).tolist())
+        regrade(elements)
     return Selection(indices, scores, atoms)
 
 
