@@ -18,13 +18,18 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 from explore_support import make_case, settings
 from md_support import single_thread  # noqa: F401 (fixture)
 
 import stablemd
 from stablemd.data.database import read_frames
 from stablemd.explore.active_learning.loop import ExploreRun
+from stablemd.explore.active_learning.pool import Pool
 from stablemd.explore.active_learning.record import STAGES
+from stablemd.models.latent_domain import LatentDomain, latent_features
+from stablemd.models.registry import load_potential
+from stablemd.training.workflow import locate_training_frames
 
 pytestmark = pytest.mark.slow
 
@@ -67,8 +72,6 @@ def explored_rows(out: Path) -> list:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The case and an uninterrupted run of it: (model, data, run directory, oracle log)."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     directory = tmp_path_factory.mktemp("explore")
@@ -144,3 +147,67 @@ def test_a_process_ended_between_two_labels_resumes(reference, tmp_path, single_
     assert len(log.read_text().splitlines()) == 1
     explore(model, data, out, log)
     check_same_as_reference(out, log, reference)
+
+
+def max_grade_of_pool(out: Path, step: int, model: Path, training: list) -> tuple[float, int]:
+    """The largest atomic grade among the pool of ``step`` and the atom (in its frame) that
+    has it, against the latent domain of ``model`` fitted on ``training`` frames."""
+    potential = load_potential(model)
+    pool = Pool.from_dict(torch.load(out / f"step-{step:03d}" / "pool.pt", weights_only=True))
+    domain = LatentDomain.fit(*latent_features(potential, training))
+    grades = [domain.grade(*latent_features(potential, [c.atoms])) for c in pool.candidates]
+    best = max(grades, key=lambda g: float(g.max()))
+    return float(best.max()), int(best.argmax())
+
+
+def test_max_grade_selection_runs_and_resumes_as_an_uninterrupted_run(
+    reference,
+    tmp_path,
+    single_thread,  # noqa: F811
+):
+    """The loop with ``selection="max-grade"``, uninterrupted and stopped after the pool (the
+    selection then made on resume), after the selection and after retraining: the same labels,
+    each requested once, with the same scores. Each step's first pick has the largest grade
+    of its pool against the domain of the current model fitted on the frames it trained on:
+    the starting model's training frames in step 1, those and step 1's labels in step 2."""
+    model, data, _, _ = reference
+
+    def explore_max_grade(out, log, after=None):
+        options = {"log": str(log)}
+        chosen = settings(oracle=ORACLE, selection="max-grade")
+        return ExploreRun(model, data, out, chosen, options, after=after).run()
+
+    whole = tmp_path / "whole"
+    explore_max_grade(whole, tmp_path / "whole.log")
+    out, log = tmp_path / "stopped", tmp_path / "stopped.log"
+    for point in ("pool", "selected", "retrained"):
+
+        def after(reached, point=point):
+            if reached == point:
+                raise Killed(point)
+
+        with pytest.raises(Killed):
+            explore_max_grade(out, log, after=after)
+    explore_max_grade(out, log)
+    calls = log.read_text().splitlines()
+    assert len(calls) == len(set(calls)) == 4
+    assert Counter(calls) == Counter((tmp_path / "whole.log").read_text().splitlines())
+    for step in (1, 2):
+        selected = [json.loads((d / f"step-{step:03d}" / "selected.json").read_text())
+                    for d in (whole, out)]  # fmt: skip
+        assert selected[0] == selected[1]
+    rows = explored_rows(out)
+    assert len(rows) == 4 and all({"score", "score_atom"} <= set(a.info) for a in rows)
+    frames = read_frames(out / "train.db")
+    n_start = len(frames) - 4  # the starting model's training and validation frames
+    located = locate_training_frames(load_potential(model).metadata, data, read_frames(data))
+    starting_training = frames[: len(located.train)]
+    assert n_start == len(located.train) + len(located.val)
+    step_one = [a for a in rows if a.info["explore_step"] == 1]
+    for step, current, training in (
+        (1, model, starting_training),
+        (2, out / "step-001" / "model_u.pt", starting_training + step_one),
+    ):
+        first = json.loads((out / f"step-{step:03d}" / "selected.json").read_text())["selected"]
+        score, atom = max_grade_of_pool(out, step, current, training)
+        assert first[0]["score"] == pytest.approx(score) and first[0]["score_atom"] == atom

@@ -48,7 +48,9 @@ def explore(
     stop_uncertainty: float = typer.Option(
         1.5, help="Stop a replica once any atom's u passes this, eV/Å."
     ),
-    selection: str = typer.Option("max-det", help="max-det, max-dist or random."),
+    selection: str = typer.Option(
+        "max-det", help="max-det, max-dist, random or max-grade (latent extrapolation grade)."
+    ),
     epochs: int = typer.Option(100, help="Training epochs per step (from the last weights)."),
     test: list[Path] = typer.Option([], help="Further labelled test databases (repeat)."),
     workers: int = typer.Option(

@@ -4,14 +4,15 @@ From a model with an uncertainty and the database it was trained on, each step:
 
 1. ``pool``: uncertainty-biased MD of R replicas from the starting model's training structures
    (:mod:`~stablemd.explore.active_learning.pool`);
-2. ``selected``: a batch of the pool by max-det, max-dist or random on the structure features
+2. ``selected``: a batch of the pool by max-det, max-dist or random on the structure features,
+   or by max-grade on the current model's atomic latent features
    (:mod:`~stablemd.explore.active_learning.selection`);
 3. ``labelled``: oracle labels through the labeller (Dask or in process), each stored as it
    arrives under its request id (:mod:`~stablemd.explore.active_learning.labelling`);
 4. ``appended``: the labels added to the run's training database with their provenance
-   (``source="explore"``, ``explore_step``, ``score``, ``replica``, ``time_fs``,
-   ``label_id``), in one transaction, skipping ids already there; failed labels are recorded
-   and skipped;
+   (``source="explore"``, ``explore_step``, ``score``, ``score_atom`` (max-grade),
+   ``replica``, ``time_fs``, ``label_id``), in one transaction, skipping ids already there;
+   failed labels are recorded and skipped;
 5. ``retrained``: the model trained further from its own weights on the enlarged database
    (:func:`~stablemd.training.workflow.train_from_database` with ``init``), with the options it
    was first trained with but ``epochs``;
@@ -61,11 +62,12 @@ from stablemd.explore.active_learning.labelling import (
 )
 from stablemd.explore.active_learning.pool import Pool, run_pool
 from stablemd.explore.active_learning.record import ExploreRecord
-from stablemd.explore.active_learning.selection import select
+from stablemd.explore.active_learning.selection import Selection, select, select_max_grade
 from stablemd.explore.uncertainty.estimator import Uncertainty, require_uncertainty
 from stablemd.explore.uncertainty.fit import structure_features
 from stablemd.explore.uncertainty.workflow import fit_model_uncertainty
 from stablemd.md.settings import MDSettings
+from stablemd.models.latent_domain import latent_features
 from stablemd.models.potential import Potential
 from stablemd.models.registry import load_potential, model_fingerprint
 from stablemd.oracles.label import LabelResult
@@ -98,7 +100,7 @@ class ExploreSettings(BaseModel):
     stop_uncertainty: float | None = Field(
         1.5, gt=0, description="a replica stops once an atom's u passes this, eV/Å"
     )
-    selection: Literal["max-det", "max-dist", "random"] = "max-det"
+    selection: Literal["max-det", "max-dist", "random", "max-grade"] = "max-det"
     epochs: int = Field(100, ge=1, description="training epochs per step")
     seed: int = 0
 
@@ -341,27 +343,48 @@ class ExploreRun:
             )
         chosen = []
         if size > 0:
-            features = structure_features(
-                potential, uncertainty.features, [c.atoms for c in pool.candidates]
-            )
-            training = (
-                structure_features(potential, uncertainty.features, read_frames(self.train_db))
-                if self.settings.selection == "max-dist"
-                else features[:0]
-            )
-            selection = select(
-                self.settings.selection, features, uncertainty.structure, training, size,
-                self.settings.seed + step,
-            )  # fmt: skip
-            for k, score in zip(selection.indices, selection.scores, strict=True):
+            selection = self._select(potential, uncertainty, pool, size, step)
+            atoms = selection.atoms or [None] * len(selection.indices)
+            for k, score, atom in zip(selection.indices, selection.scores, atoms, strict=True):
                 c = pool.candidates[k]
                 chosen.append({
                     "candidate": k, "request_id": LabelRequest.of(c.atoms, step).request_id,
-                    "score": score, "replica": c.replica, "time_fs": c.time_fs,
-                    "total_u": c.total_u, "max_atomic_u": c.max_atomic_u,
+                    "score": score, "score_atom": atom, "replica": c.replica,
+                    "time_fs": c.time_fs, "total_u": c.total_u, "max_atomic_u": c.max_atomic_u,
                 })  # fmt: skip
         write_json({"selected": chosen}, _step_dir(self.out, step) / "selected.json")
         self._save(record, step, "selected", {"selected": len(chosen)})
+
+    def _select(
+        self, potential: Potential, uncertainty: Uncertainty, pool: Pool, size: int, step: int
+    ) -> Selection:
+        """``size`` of the pool's candidates by the run's selection, on the current model's
+        features: max-grade on the latent features of the atoms of the candidates and of the
+        frames the current model trained on, the others on the structure features."""
+        method, frames = self.settings.selection, [c.atoms for c in pool.candidates]
+        if method == "max-grade":
+            training = read_frames(self.train_db)
+            training = [training[i] for i in self._split(len(training)).train]
+            return select_max_grade(
+                *latent_features(potential, frames), [len(a) for a in frames],
+                *latent_features(potential, training), size,
+            )  # fmt: skip
+        features = structure_features(potential, uncertainty.features, frames)
+        training = (
+            structure_features(potential, uncertainty.features, read_frames(self.train_db))
+            if method == "max-dist"
+            else features[:0]
+        )
+        return select(
+            method, features, uncertainty.structure, training, size, self.settings.seed + step
+        )
+
+    def _split(self, n_frames: int) -> Split:
+        """The split of train.db's ``n_frames`` rows: the starting model's validation frames
+        (stored after its training frames by :meth:`_start`) validate every step, every other
+        frame trains."""
+        val = np.arange(len(self.initial) - self.n_val, len(self.initial))
+        return Split(np.setdiff1d(np.arange(n_frames), val), val, np.zeros(0, dtype=int))
 
     def _selection(self, step: int) -> list[dict]:
         path = _step_dir(self.out, step) / "selected.json"
@@ -398,6 +421,7 @@ class ExploreRun:
                 "time_fs": c["time_fs"], "label_id": c["request_id"],
                 "level_of_theory": self.level, "total_u": c["total_u"],
                 **({"score": c["score"]} if c["score"] is not None else {}),
+                **({"score_atom": c["score_atom"]} if c.get("score_atom") is not None else {}),
             }  # fmt: skip
             atoms.info.update(provenance)
             new.append(atoms)
@@ -412,15 +436,13 @@ class ExploreRun:
         self._save(record, step, "appended", {"appended": len(new), "failed": len(failures)})
 
     def _retrained(self, record: ExploreRecord, step: int) -> None:
-        """Train on every frame of train.db but the starting model's validation frames (stored
-        after its training frames by :meth:`_start`), which validate every step: a frame that
-        an earlier step trained on would make the warm-started model's early stopping and the
-        uncertainty's calibration look better than they are."""
+        """Train on every frame of train.db but the starting model's validation frames
+        (:meth:`_split`), which validate every step: a frame that an earlier step trained on
+        would make the warm-started model's early stopping and the uncertainty's calibration
+        look better than they are."""
         directory = _step_dir(self.out, step)
         n_frames = len(read_frames(self.train_db))
-        first_val = len(self.initial) - self.n_val
-        val = np.arange(first_val, len(self.initial))
-        split = Split(np.setdiff1d(np.arange(n_frames), val), val, np.zeros(0, dtype=int))
+        split = self._split(n_frames)
         train_from_database(
             self.train_db, len(split.train), self.n_val, self.config, directory / "model.pt",
             run_dir=directory / "train_run", progress=self.progress,
