@@ -12,7 +12,8 @@ from stablemd.cli.output import console, print_system, stability_table
 from stablemd.core.errors import InputError
 from stablemd.core.files import check_output_directory
 from stablemd.data.formats import read_positions
-from stablemd.diagnose.stability.benchmark import StabilitySettings, model_early_warning
+from stablemd.diagnose.early_warning.settings import model_early_warning
+from stablemd.diagnose.stability.benchmark import StabilitySettings
 from stablemd.diagnose.stability.compare import compare_models
 from stablemd.diagnose.stability.diffusion import DIFFUSION_WINDOW_PS
 from stablemd.models.registry import check_elements, load_potential
