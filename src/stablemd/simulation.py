@@ -172,7 +172,7 @@ def _observables(monitor: LatentInstabilityMonitor) -> dict[str, ReplicaObservab
 
 def _write_early_warning(record: dict, failure_ps: list, out: Path, title: str) -> None:
     write_json(record, out / "early_warning.json")
-    figure = cli_figure({"CLI": (record, failure_ps)}, title)
+    figure = cli_figure({"CLI index": (record, failure_ps)}, title)
     with atomic_write(out / "early_warning.png") as tmp:
         figure.savefig(tmp, dpi=DPI, format="png")
 
@@ -183,8 +183,10 @@ def simulate(
     settings: SimulationSettings,
     out: Path,
     progress: bool = True,
+    label: str = "MD",
 ) -> Simulation:
-    """Run ``settings.replicas`` replicas drawn from ``starts`` into the directory ``out``."""
+    """Run ``settings.replicas`` replicas drawn from ``starts`` into the directory ``out``;
+    ``label`` names the run in the title of ``early_warning.png`` (e.g. the model file)."""
     out = Path(out)
     check_pressure(settings, starts)
     early_warning = settings.run_early_warning(potential)
@@ -236,6 +238,6 @@ def simulate(
     record = run_early_warning_record(
         early_warning, settings, monitors, failure_ps, result.unstable_reason, settings.time_ps
     )
-    title = f"{settings.temperature_K:g} K, {settings.thermostat}"
+    title = f"{label}, {settings.temperature_K:g} K, {settings.thermostat}"
     _write_early_warning(record, failure_ps, out, title)
     return Simulation(result, trajectory, record)

@@ -104,11 +104,11 @@ def simulate(
     check_pressure(settings, structures, str(starts or resolved.origin))
     check_elements(potential, structures, str(model), str(starts or resolved.origin))
     settings.force_term(potential, str(model))  # a scheme the model cannot give: refused now
+    settings.run_early_warning(potential, str(model))  # a warning it cannot give: refused now
     if settings.biased():
-        settings.uncertainty_terms(potential, str(model))  # a model without u: refused now
-    settings.run_early_warning(potential, str(model))  # and a warning it cannot give
+        settings.uncertainty_terms(potential, str(model))  # and a model without u
     check_output_directory(out, "--out", inputs=[model, starts])
-    done = run_simulation(potential, structures, settings, out, progress)
+    done = run_simulation(potential, structures, settings, out, progress, label=model.name)
     result = done.result
     console.print(
         f"{replicas} replicas of {reference.name} at {temperature:g} K ({thermostat}): "
