@@ -11,43 +11,19 @@ import ase.io
 import numpy as np
 import pytest
 import torch
-from md_support import rattled, single_thread  # noqa: F401
+from early_warning_support import LEVEL, starts, warned_model
+from md_support import single_thread  # noqa: F401
 
 from stablemd.cli.main import main
 from stablemd.core.errors import InputError
-from stablemd.diagnose.early_warning import CriticalLevel, LatentDomain, fit_latent_domain
+from stablemd.diagnose.early_warning import CriticalLevel, LatentDomain
 from stablemd.diagnose.early_warning.model_file import EarlyWarning, attach_early_warning
 from stablemd.diagnose.early_warning.report import early_warning_record, record_counts
 from stablemd.diagnose.stability.benchmark import StabilitySettings, run_stability
-from stablemd.models.painn import PaiNN
 from stablemd.models.registry import save_potential
 from stablemd.systems import get_system
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-#: Reached by 2 flagged atoms of 9 after 9 ps·10⁻³ of the run (4 calls of 2.5 fs).
-LEVEL = CriticalLevel(level_ps=0.002, calibration_ps=0.01)
-
-
-def warned_model() -> PaiNN:
-    """A tiny PaiNN with small forces (the molecule stays near its start at 10 K) carrying a
-    latent domain fitted on rattled ethanol and a critical level."""
-    ethanol = get_system("ethanol")
-    torch.manual_seed(0)
-    model = PaiNN([1, 6, 8], n_features=8, n_interactions=1, cutoff=3.0).double()
-    with torch.no_grad():
-        model.energy_scaling.scale.fill_(1e-3)
-    domain = fit_latent_domain(model, rattled(ethanol.atoms, 30, scale=0.05))
-    attach_early_warning(model, EarlyWarning(domain, {"grade": LEVEL, "box": LEVEL}))
-    return model
-
-
-def squeezed_ethanol():
-    """Ethanol with the two H atoms of its CH2 group 0.3 Å apart: outside the domain."""
-    atoms = get_system("ethanol").atoms.copy()
-    h1, h2 = atoms.positions[5], atoms.positions[6]
-    atoms.positions[6] = h1 + 0.3 * (h2 - h1) / np.linalg.norm(h2 - h1)
-    return atoms
 
 
 def settings(time_ps=0.03, **extra):
@@ -56,11 +32,6 @@ def settings(time_ps=0.03, **extra):
         replicas=4, temperature_K=10, time_ps=time_ps, check_every=5, max_bond_deviation_A=5.0,
         **extra,
     )  # fmt: skip
-
-
-def starts():
-    ethanol = get_system("ethanol").atoms
-    return [squeezed_ethanol(), ethanol, ethanol, ethanol]  # 4 replicas: each start once
 
 
 def test_a_replica_pushed_out_of_the_domain_crosses_and_a_resumed_run_is_the_same(tmp_path):

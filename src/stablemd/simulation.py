@@ -17,10 +17,21 @@ and ``checkpoint_every`` count integrator steps: with ``mts`` = M, outer steps o
 With ``bias_uncertainty`` τ (a model with an uncertainty, ``stablemd uncertainty fit``) the run
 is uncertainty-biased MD (:mod:`stablemd.explore.uncertainty.bias`; τ = 0 runs plain MD and
 reports u); ``stop_uncertainty`` freezes a replica once an atom's u passes it.
+
+With a model that carries an early warning (a latent domain, docs/early_warning.md) the run
+accumulates each replica's CLI index from the features of the same forward pass, at every
+written frame (``every``), unless ``early_warning`` is False (and, for now, in runs that use
+the uncertainty, whose force term does not give the features). The trajectory records it per
+frame as the observables ``cumulative_latent_instability`` (ps) and
+``max_extrapolation_grade``; at the end the run writes ``early_warning.json`` (the record of
+:func:`~stablemd.diagnose.early_warning.report.early_warning_record`; a replica's "failure" is
+the time a criterion stopped it) and ``early_warning.png``. The monitor is checkpointed with the
+run, and the warning's fingerprint is one of the run's options.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +40,19 @@ from pydantic import Field
 
 from stablemd.core.config_file import field_defaults
 from stablemd.core.errors import InputError
-from stablemd.core.files import record_run_options
+from stablemd.core.files import atomic_write, record_run_options, write_json
 from stablemd.data.fingerprints import frames_fingerprint
+from stablemd.diagnose.early_warning.model_file import EarlyWarning
+from stablemd.diagnose.early_warning.monitor import LatentInstabilityMonitor
+from stablemd.diagnose.early_warning.report import cli_figure
+from stablemd.diagnose.early_warning.settings import (
+    EarlyWarningSettings,
+    early_warning_id,
+    early_warning_monitor,
+    latent_index,
+    model_early_warning,
+    run_early_warning_record,
+)
 from stablemd.explore.uncertainty.bias import UncertaintyBiasedForces, UncertaintyThreshold
 from stablemd.explore.uncertainty.estimator import require_uncertainty
 from stablemd.md.runner import RunResult, run
@@ -39,14 +61,24 @@ from stablemd.md.starts import initial_state
 from stablemd.models.potential import Potential
 from stablemd.models.registry import model_fingerprint, trained_forces
 from stablemd.monitors.criteria import NonFinite
-from stablemd.monitors.trajectory import TrajectoryWriter
+from stablemd.monitors.trajectory import ReplicaObservable, TrajectoryWriter
 
-#: Options that may change between a run and its continuation.
-EXTENSIBLE = frozenset({"time_ps"})
+#: Options that may change between a run and its continuation: the length, and
+#: ``early_warning`` because None and True select the same stored warning, whose fingerprint
+#: the run records (``early_warning_model``; False records None).
+EXTENSIBLE = frozenset({"time_ps", "early_warning"})
+#: The early warning's observables in the trajectory: name → (monitor series, H5MD unit).
+EARLY_WARNING_OBSERVABLES = {
+    "cumulative_latent_instability": ("cli_ps", "ps"),
+    "max_extrapolation_grade": ("max_grade", None),
+}
+#: Resolution of early_warning.png.
+DPI = 150
 
 
-class SimulationSettings(MDSettings):
-    """MD settings plus the run length and how often frames and checkpoints are written."""
+class SimulationSettings(MDSettings, EarlyWarningSettings):
+    """MD settings plus the run length, how often frames and checkpoints are written, and the
+    early warning (accumulated at every written frame)."""
 
     replicas: int = Field(8, ge=1, description="replicas integrated together in one batch")
     temperature_K: float = Field(300.0, gt=0, description="velocities and thermostat")
@@ -90,6 +122,22 @@ class SimulationSettings(MDSettings):
             return term, []
         return term, [UncertaintyThreshold(self.stop_uncertainty)]
 
+    def run_early_warning(
+        self, potential: Potential, model: str = "the model"
+    ) -> EarlyWarning | None:
+        """The early warning the run uses (:func:`model_early_warning`): none by default in a
+        run that uses the uncertainty, whose force term does not give the latent features, and
+        refused there when asked for."""
+        if not self.biased():
+            return model_early_warning(potential, self, model)
+        if self.early_warning or self.freeze_on_warning:
+            option = "--freeze-on-warning" if self.freeze_on_warning else "--early-warning"
+            raise InputError(
+                f"{option}: uncertainty-biased MD (--bias-uncertainty, --stop-uncertainty) does "
+                "not give the latent features the early warning reads; drop one or the other"
+            )
+        return None
+
 
 def check_pressure(settings: MDSettings, starts: list[Atoms], source: str = "the start") -> None:
     """InputError when a pressure is asked for structures that are not periodic in all three
@@ -107,10 +155,26 @@ def check_pressure(settings: MDSettings, starts: list[Atoms], source: str = "the
 
 @dataclass
 class Simulation:
-    """The run's result and where its trajectory is."""
+    """The run's result, where its trajectory is and, with the early warning, its record."""
 
     result: RunResult
     trajectory: Path
+    early_warning: dict | None = None
+
+
+def _observables(monitor: LatentInstabilityMonitor) -> dict[str, ReplicaObservable]:
+    """The early warning's trajectory observables, read from ``monitor`` at each frame."""
+    return {
+        name: ReplicaObservable(lambda state, key=key: monitor.at(state, key), unit)
+        for name, (key, unit) in EARLY_WARNING_OBSERVABLES.items()
+    }
+
+
+def _write_early_warning(record: dict, failure_ps: list, out: Path, title: str) -> None:
+    write_json(record, out / "early_warning.json")
+    figure = cli_figure({"CLI index": (record, failure_ps)}, title)
+    with atomic_write(out / "early_warning.png") as tmp:
+        figure.savefig(tmp, dpi=DPI, format="png")
 
 
 def simulate(
@@ -119,11 +183,16 @@ def simulate(
     settings: SimulationSettings,
     out: Path,
     progress: bool = True,
+    label: str = "MD",
 ) -> Simulation:
-    """Run ``settings.replicas`` replicas drawn from ``starts`` into the directory ``out``."""
+    """Run ``settings.replicas`` replicas drawn from ``starts`` into the directory ``out``;
+    ``label`` names the run in the title of ``early_warning.png`` (e.g. the model file)."""
     out = Path(out)
     check_pressure(settings, starts)
-    forces = settings.force_term(potential)  # refuses a force scheme the model cannot give
+    early_warning = settings.run_early_warning(potential)
+    outputs = ("features",) if early_warning is not None else ()
+    # refuses a force scheme the model cannot give
+    forces = settings.force_term(potential, outputs=outputs)
     stops, uncertainty = [], {}
     if settings.biased():
         forces, stops = settings.uncertainty_terms(potential)
@@ -140,6 +209,7 @@ def simulate(
         "starts": frames_fingerprint(starts),
         **uncertainty,  # the model's weights do not fix its uncertainty: refitted, it differs
         **settings.model_dump(),
+        "early_warning_model": early_warning_id(early_warning),
     }
     record_run_options(
         options, out / "run.json", may_change=EXTENSIBLE, defaults=field_defaults(type(settings))
@@ -149,14 +219,25 @@ def simulate(
     n_steps = round(settings.time_ps * 1000 / integrator.step_fs)
     trajectory = out / "trajectory.h5"
     biased = bool(settings.bias_uncertainty)  # E − τ_eff·u drives it, E is reported
+    warning = []  # before the writer, which records its values of the same frame
+    if early_warning is not None:
+        warning = [early_warning_monitor(early_warning, settings, settings.every)]
     writer = TrajectoryWriter(
         trajectory, integrator, velocities=settings.velocities, every=settings.every,
-        conserved=not biased,
+        conserved=not biased, observables=_observables(latent_index(warning)) if warning else None,
     )  # fmt: skip
+    monitors = [NonFinite(), *stops, *warning, writer]
     with writer:
         result = run(
-            state, integrator, forces, n_steps,
-            [NonFinite(), *stops, writer], checkpoint=out / "checkpoint.pt",
+            state, integrator, forces, n_steps, monitors, checkpoint=out / "checkpoint.pt",
             checkpoint_every=settings.checkpoint_every, progress=progress,
         )  # fmt: skip
-    return Simulation(result, trajectory)
+    if early_warning is None:
+        return Simulation(result, trajectory)
+    failure_ps = [None if math.isnan(t) else t / 1000 for t in result.unstable_time_fs.tolist()]
+    record = run_early_warning_record(
+        early_warning, settings, monitors, failure_ps, result.unstable_reason, settings.time_ps
+    )
+    title = f"{label}, {settings.temperature_K:g} K, {settings.thermostat}"
+    _write_early_warning(record, failure_ps, out, title)
+    return Simulation(result, trajectory, record)

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import TypeVar
 
+import typer
 from pydantic import BaseModel, ValidationError
 
 from stablemd.core.config_file import read_config_file, validation_message
@@ -18,6 +19,29 @@ SYSTEM_HELP = (
     "Built-in or stored system (see stablemd systems); frames in another atom order are matched "
     "by bond graph. (default: the system the model recorded, else one derived from --starts)"
 )
+
+#: --early-warning-indicator and --freeze-on-warning, wherever MD runs the early warning.
+EARLY_WARNING_INDICATOR_OPTION = typer.Option(
+    "grade", help="Indicator of the CLI index: grade (extrapolation grade > 2) or box."
+)
+FREEZE_ON_WARNING_OPTION = typer.Option(
+    False,
+    help="Freeze a replica once its CLI passes the critical level stored with the model "
+    "(reason cli_above_critical_level; it counts as unstable at that time).",
+)
+
+
+def early_warning_option(interval: str, note: str = ""):
+    """The --early-warning/--no-early-warning option of a command that accumulates the index
+    every ``interval`` (e.g. ``--check-every steps``); ``note`` ends its first sentence."""
+    return typer.Option(
+        None,
+        "--early-warning/--no-early-warning",
+        help=f"Accumulate each replica's CLI index (latent instability, docs/early_warning.md) "
+        f"every {interval} and plot it in early_warning.png{note}. (default: for every model "
+        "that carries a latent domain; --early-warning refuses a model without one)",
+    )
+
 
 #: Settings fields whose command-line option is not the field name in kebab case.
 OPTION_NAMES = {

@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from stablemd.cli.options import SYSTEM_HELP, settings_from_options
+from stablemd.cli.options import (
+    EARLY_WARNING_INDICATOR_OPTION,
+    FREEZE_ON_WARNING_OPTION,
+    SYSTEM_HELP,
+    early_warning_option,
+    settings_from_options,
+)
 from stablemd.cli.output import console, print_system
 from stablemd.core.files import check_output_directory
 from stablemd.data.formats import read_positions
@@ -55,6 +61,12 @@ def simulate(
     stop_uncertainty: float = typer.Option(
         None, help="Stop a replica once any atom's uncertainty passes this, eV/Å (paper: 1.5)."
     ),
+    early_warning: bool = early_warning_option(
+        "written frame (--every steps)",
+        "; trajectory.h5 records it per frame. Not with --bias-uncertainty or --stop-uncertainty",
+    ),
+    early_warning_indicator: str = EARLY_WARNING_INDICATOR_OPTION,
+    freeze_on_warning: bool = FREEZE_ON_WARNING_OPTION,
     pressure: float = typer.Option(
         None,
         help="Constant pressure in bar (periodic systems; stochastic cell rescaling). "
@@ -85,16 +97,18 @@ def simulate(
         velocities=velocities, checkpoint_every=checkpoint_every, seed=seed, forces=forces,
         mts=mts, pressure_bar=pressure, barostat_time_fs=barostat_time,
         compressibility_per_bar=compressibility, bias_uncertainty=bias_uncertainty,
-        stop_uncertainty=stop_uncertainty,
+        stop_uncertainty=stop_uncertainty, early_warning=early_warning,
+        early_warning_indicator=early_warning_indicator, freeze_on_warning=freeze_on_warning,
     )  # fmt: skip
     structures = resolved.frames or [reference.atoms]
     check_pressure(settings, structures, str(starts or resolved.origin))
     check_elements(potential, structures, str(model), str(starts or resolved.origin))
     settings.force_term(potential, str(model))  # a scheme the model cannot give: refused now
+    settings.run_early_warning(potential, str(model))  # a warning it cannot give: refused now
     if settings.biased():
-        settings.uncertainty_terms(potential, str(model))  # a model without u: refused now
+        settings.uncertainty_terms(potential, str(model))  # and a model without u
     check_output_directory(out, "--out", inputs=[model, starts])
-    done = run_simulation(potential, structures, settings, out, progress)
+    done = run_simulation(potential, structures, settings, out, progress, label=model.name)
     result = done.result
     console.print(
         f"{replicas} replicas of {reference.name} at {temperature:g} K ({thermostat}): "
@@ -122,3 +136,32 @@ def simulate(
             f"[bold yellow]{len(frozen)} replica(s) stopped early; their trajectories end "
             f"there:[/] " + "; ".join(frozen)
         )
+    if done.early_warning is not None:
+        console.print(_early_warning_text(done.early_warning))
+        console.print(f"early warning: {out / 'early_warning.json'}, {out / 'early_warning.png'}")
+
+
+def _early_warning_text(record: dict) -> str:
+    """One line: which replicas passed the critical level and when, the index at the end."""
+    indicator = record["indicator"]
+    if indicator == "grade":
+        indicator = f"grade > {record['grade_threshold']:g}"
+    final = record["final_cli_ps"]
+    end = (
+        f"CLI at the end {min(final):.3g}–{max(final):.3g} ps, "
+        f"{sum(record['saturated'])} of {len(final)} saturated"
+    )
+    if record["critical_level_ps"] is None:
+        return (
+            f"early warning ({indicator}): no critical level stored with the model (its "
+            f"training data held no reference MD); {end}"
+        )
+    crossed = [(k, t) for k, t in enumerate(record["crossing_ps"]) if t is not None]
+    when = "".join(
+        [": " if crossed else "", ", ".join(f"replica {k} at {t:.3f} ps" for k, t in crossed)]
+    )
+    return (
+        f"early warning ({indicator}): {len(crossed)} of {len(final)} replicas passed the "
+        f"critical level ({record['critical_level_ps']:.3g} ps by "
+        f"{record['calibration_ps']:g} ps){when}; {end}"
+    )

@@ -7,12 +7,19 @@ from pathlib import Path
 
 import typer
 
-from stablemd.cli.options import SYSTEM_HELP, settings_from_options
+from stablemd.cli.options import (
+    EARLY_WARNING_INDICATOR_OPTION,
+    FREEZE_ON_WARNING_OPTION,
+    SYSTEM_HELP,
+    early_warning_option,
+    settings_from_options,
+)
 from stablemd.cli.output import console, print_system, stability_table
 from stablemd.core.errors import InputError
 from stablemd.core.files import check_output_directory
 from stablemd.data.formats import read_positions
-from stablemd.diagnose.stability.benchmark import StabilitySettings, model_early_warning
+from stablemd.diagnose.early_warning.settings import model_early_warning
+from stablemd.diagnose.stability.benchmark import StabilitySettings
 from stablemd.diagnose.stability.compare import compare_models
 from stablemd.diagnose.stability.diffusion import DIFFUSION_WINDOW_PS
 from stablemd.models.registry import check_elements, load_potential
@@ -76,21 +83,9 @@ def stability(
     check_every: int = typer.Option(
         20, help="Check the criteria every this many steps (outer steps with --mts)."
     ),
-    early_warning: bool = typer.Option(
-        None,
-        "--early-warning/--no-early-warning",
-        help="Accumulate each replica's CLI index (latent instability, docs/early_warning.md) "
-        "and plot it in early_warning.png. (default: for every model that carries a latent "
-        "domain; --early-warning refuses a model without one)",
-    ),
-    early_warning_indicator: str = typer.Option(
-        "grade", help="Indicator of the CLI index: grade (extrapolation grade > 2) or box."
-    ),
-    freeze_on_warning: bool = typer.Option(
-        False,
-        help="Freeze a replica once its CLI passes the critical level stored with the model "
-        "(reason cli_above_critical_level; it counts as unstable at that time).",
-    ),
+    early_warning: bool = early_warning_option("--check-every steps"),
+    early_warning_indicator: str = EARLY_WARNING_INDICATOR_OPTION,
+    freeze_on_warning: bool = FREEZE_ON_WARNING_OPTION,
     seed: int = typer.Option(0, help="Seed of the start structures, velocities and noise."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ):

@@ -11,7 +11,9 @@ Layout, for every replica ``replica_<k>``::
         velocity/{value [T, N, 3] Å/fs, step, time}    (optional; step/time are hard links)
     observables/replica_<k>/<name>/{value [T], step, time}
         potential_energy, kinetic_energy (eV), temperature (K), conserved_energy (eV, when
-        the writer knows the integrator), volume (Å³, under a barostat)
+        the writer knows the integrator), volume (Å³, under a barostat), and any per-replica
+        number another monitor computes (:class:`ReplicaObservable`, e.g. the early warning's
+        cumulative_latent_instability)
 
 Only active replicas are written, so a frozen replica's series ends at the frame where it was
 found unstable. Frames are queued and written in blocks of ``FRAMES_PER_CHUNK`` (and whenever
@@ -22,8 +24,9 @@ to the frames the checkpoint knew about.
 from __future__ import annotations
 
 import getpass
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -55,10 +58,21 @@ def replica_name(k: int) -> str:
     return f"replica_{k}"
 
 
+@dataclass(frozen=True)
+class ReplicaObservable:
+    """A number per replica that the writer records with every frame: ``read(state)`` gives it
+    [n_systems] for the state being written (from a monitor called before the writer at the
+    same step); ``unit`` is its H5MD unit (None: dimensionless)."""
+
+    read: Callable[[MDState], torch.Tensor]
+    unit: str | None = None
+
+
 class TrajectoryWriter(Observer):
     """Writes positions (and optionally velocities) and energies to ``path`` every ``every``
     steps; the conserved energy of ``integrator`` unless ``conserved`` is False (forces that
-    are not −∂E/∂r of the reported energy, as in biased MD, conserve no such quantity)."""
+    are not −∂E/∂r of the reported energy, as in biased MD, conserve no such quantity); and
+    the ``observables`` (name → :class:`ReplicaObservable`)."""
 
     name = "trajectory"
 
@@ -69,9 +83,11 @@ class TrajectoryWriter(Observer):
         velocities: bool = False,
         every: int = 1,
         conserved: bool = True,
+        observables: Mapping[str, ReplicaObservable] | None = None,
     ):
         super().__init__(every)
         self.path = Path(path)
+        self.observables = dict(observables or {})
         self.integrator = integrator
         self.conserved = conserved and integrator is not None
         self.velocities = velocities
@@ -100,6 +116,8 @@ class TrajectoryWriter(Observer):
         if self.cell_changes:
             per_replica["box/edges/value"] = state.cell
             per_replica["volume/value"] = state.volume()
+        for name, observable in self.observables.items():
+            per_replica[f"{name}/value"] = observable.read(state)
         self.pending.append(
             {
                 "active": state.active.numpy().copy(),
@@ -186,8 +204,12 @@ class TrajectoryWriter(Observer):
             series["velocity/value"] = particles["velocity/value"]
         if self.cell_changes:
             series["box/edges/value"] = particles["box/edges/value"]
-        for name, group in self.file["observables"][replica_name(k)].items():
+        observables = self.file["observables"][replica_name(k)]
+        for name, group in observables.items():
             series[f"{name}/value"] = group["value"]
+        missing = [name for name in self.observables if name not in observables]
+        if missing:  # a trajectory written without it: not this run's
+            raise KeyError(missing[0])
         return series
 
     def _atom_slices(self, n_replicas: int) -> list[slice]:
@@ -215,6 +237,8 @@ class TrajectoryWriter(Observer):
             names.append("conserved_energy")
         if self.cell_changes:
             names.append("volume")
+        units = {name: UNITS[name] for name in names}
+        units |= {name: observable.unit for name, observable in self.observables.items()}
         for k in range(state.n_systems):
             atoms = slice(int(starts[k]), int(starts[k + 1]))
             group = particles.create_group(replica_name(k))
@@ -226,29 +250,37 @@ class TrajectoryWriter(Observer):
             box.attrs["boundary"] = np.array(
                 ["periodic" if p else "none" for p in state.pbc[k].tolist()], dtype="S8"
             )
-            position = _time_series(group, "position", (counts[k], 3))
+            position = _time_series(group, "position", (counts[k], 3), UNITS["position"])
             if self.cell_changes:
-                _time_series(box, "edges", (3, 3), position)
+                _time_series(box, "edges", (3, 3), UNITS["edges"], position)
             else:
                 box["edges"] = state.cell[k].numpy()
                 box["edges"].attrs["unit"] = UNITS["position"]
             if self.velocities:
-                _time_series(group, "velocity", (counts[k], 3), position)
+                _time_series(group, "velocity", (counts[k], 3), UNITS["velocity"], position)
             per_replica = observables.create_group(replica_name(k))
-            for name in names:
-                _time_series(per_replica, name, (), position)
+            for name, unit in units.items():
+                _time_series(per_replica, name, (), unit, position)
         self.frames = torch.zeros(state.n_systems, dtype=torch.long)
         self.series = [self._find_series(k) for k in range(state.n_systems)]
         self.atom_slices = self._atom_slices(state.n_systems)
 
 
-def _time_series(parent: h5py.Group, name: str, shape: tuple, clock: h5py.Group | None = None):
-    """An H5MD time-dependent element; ``clock`` shares its step/time datasets (hard links)."""
+def _time_series(
+    parent: h5py.Group,
+    name: str,
+    shape: tuple,
+    unit: str | None,
+    clock: h5py.Group | None = None,
+):
+    """An H5MD time-dependent element in ``unit`` (None: dimensionless, no unit attribute);
+    ``clock`` shares its step/time datasets (hard links)."""
     group = parent.create_group(name)
     value = group.create_dataset(
         "value", (0, *shape), maxshape=(None, *shape), dtype="f8", chunks=(FRAMES_PER_CHUNK, *shape)
     )
-    value.attrs["unit"] = UNITS[name]
+    if unit is not None:
+        value.attrs["unit"] = unit
     if clock is None:
         clock = {"maxshape": (None,), "chunks": (FRAMES_PER_CHUNK,)}
         group.create_dataset("step", (0,), dtype="i8", **clock)

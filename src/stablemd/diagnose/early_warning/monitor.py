@@ -78,7 +78,8 @@ class LatentInstabilityMonitor(Observer):
                 flags = grade > self.domain.grade_threshold
             else:
                 flags = self.domain.outside_box(features[atoms], numbers)
-            elapsed_ps = (state.time_fs - self.previous_time_fs) / 1000.0 * self.previous_active
+            active_before = self.previous_active.to(torch.float64)  # bool × float is float32
+            elapsed_ps = (state.time_fs - self.previous_time_fs) / 1000.0 * active_before
             step_ps = elapsed_ps[state.system_index[atoms]]
             self.atom_index_ps[atoms] += flags.to(torch.float64) * step_ps
             replica_max = torch.full((state.n_systems,), -torch.inf, dtype=torch.float64)
@@ -92,6 +93,16 @@ class LatentInstabilityMonitor(Observer):
         self.times_ps.append(state.time_fs / 1000.0)
         self.cli_ps.append(cli)
         self.max_grade.append(grade_per_replica)
+
+    def at(self, state: MDState, key: str = "cli_ps") -> torch.Tensor:
+        """``cli_ps`` or ``max_grade`` [n_systems] of this monitor's call on ``state``, for a
+        reader of the same step (a trajectory writer called after it)."""
+        if not self.times_ps or self.times_ps[-1] != state.time_fs / 1000.0:
+            raise RuntimeError(
+                f"{self.name}: not called at {state.time_fs:g} fs; call it before its readers, "
+                "at the same steps"
+            )
+        return {"cli_ps": self.cli_ps, "max_grade": self.max_grade}[key][-1]
 
     def replica_index_ps(self) -> torch.Tensor:
         """CLI_r now [n_systems] (ps): the mean of the atoms' index over each replica."""

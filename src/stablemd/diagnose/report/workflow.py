@@ -19,6 +19,7 @@ from stablemd.core.errors import InputError
 from stablemd.core.files import check_output_directory
 from stablemd.data.database import read_frames
 from stablemd.data.formats import read_positions
+from stablemd.diagnose.early_warning.settings import model_early_warning
 from stablemd.diagnose.held_out import HeldOutErrors, held_out_errors
 from stablemd.diagnose.report.model import Section
 from stablemd.diagnose.report.sections.conservation import (
@@ -39,7 +40,6 @@ from stablemd.diagnose.stability.benchmark import (
     H_R_MAX_A,
     StabilitySettings,
     check_stability_run,
-    model_early_warning,
     run_stability,
     stability_run_options,
 )

@@ -20,7 +20,6 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from ase import Atoms
@@ -35,12 +34,14 @@ from stablemd.core.files import (
     write_json,
 )
 from stablemd.data.fingerprints import frames_fingerprint
-from stablemd.diagnose.early_warning.model_file import EarlyWarning, stored_early_warning
-from stablemd.diagnose.early_warning.monitor import (
-    LatentInstabilityCriterion,
-    LatentInstabilityMonitor,
+from stablemd.diagnose.early_warning.model_file import EarlyWarning
+from stablemd.diagnose.early_warning.settings import (
+    EarlyWarningSettings,
+    early_warning_id,
+    early_warning_monitor,
+    model_early_warning,
+    run_early_warning_record,
 )
-from stablemd.diagnose.early_warning.report import early_warning_record
 from stablemd.diagnose.stability.diffusion import DIFFUSION_WINDOW_PS, StableDisplacement
 from stablemd.diagnose.stability.report import StabilitySummary, summarize
 from stablemd.md.forces import ForceTerm
@@ -49,7 +50,6 @@ from stablemd.md.runner import run
 from stablemd.md.settings import MDSettings
 from stablemd.md.starts import initial_state
 from stablemd.md.state import MDState
-from stablemd.models.latent_domain import INDICATORS
 from stablemd.models.potential import Potential
 from stablemd.models.registry import model_fingerprint
 from stablemd.monitors.criteria import NonFinite, RDFDeviation, geometric_criterion
@@ -68,7 +68,7 @@ RECORDED_LATER = {
 H_R_MAX_A = 10.0
 
 
-class StabilitySettings(MDSettings):
+class StabilitySettings(MDSettings, EarlyWarningSettings):
     """Shared by every model of one benchmark: the MD settings, the run length (ps) and the
     evaluation thresholds (Å, StABlE appendix A.5)."""
 
@@ -85,17 +85,6 @@ class StabilitySettings(MDSettings):
         "pair exceeds this over a window (StABlE's water setting: 3.0); None: not checked",
     )
     rdf_window_ps: float = Field(1.0, gt=0, description="averaging window of the RDF criterion")
-    early_warning: bool | None = Field(
-        None,
-        description="accumulate the CLI index of each replica (docs/early_warning.md); None: "
-        "for every model that carries a latent domain; True: refuse a model without one",
-    )
-    early_warning_indicator: Literal[INDICATORS] = Field(
-        "grade", description="the indicator of the index: extrapolation grade or box"
-    )
-    freeze_on_warning: bool = Field(
-        False, description="freeze a replica once its CLI passes the critical level"
-    )
 
 
 class StablePartHistogram(Observer):
@@ -150,54 +139,6 @@ class ModelStability:
     early_warning: dict | None = None
 
 
-def model_early_warning(
-    potential: Potential, settings: StabilitySettings, model: str = "this model"
-) -> EarlyWarning | None:
-    """The early warning a run of ``potential`` (named ``model`` in errors) uses with
-    ``settings``: the one stored with the model, unless ``settings.early_warning`` is False;
-    refused when asked for (``early_warning`` True, ``freeze_on_warning``) and the model has
-    none, or no critical level to freeze at."""
-    if settings.early_warning is False:
-        if settings.freeze_on_warning:
-            raise InputError("--freeze-on-warning needs the early warning; drop --no-early-warning")
-        return None
-    stored = stored_early_warning(potential)
-    asked = settings.early_warning or settings.freeze_on_warning
-    if stored is None and asked:
-        option = "--freeze-on-warning" if settings.freeze_on_warning else "--early-warning"
-        raise InputError(
-            f"{option}: {model} carries no latent domain; add one with stablemd early-warning "
-            "fit --model ... --data <its training data>"
-        )
-    indicator = settings.early_warning_indicator
-    if (
-        stored is not None
-        and settings.freeze_on_warning
-        and indicator not in stored.critical_levels
-    ):
-        raise InputError(
-            f"--freeze-on-warning: {model} has no critical level (its training data held no "
-            "reference MD trajectories to calibrate one on)"
-        )
-    return stored
-
-
-def early_warning_id(early_warning: EarlyWarning | None) -> str | None:
-    """The early warning's fingerprint (None: none), to recognise it on resume."""
-    return None if early_warning is None else early_warning.fingerprint()
-
-
-def latent_index(monitors: list[Monitor]) -> LatentInstabilityMonitor:
-    """The monitor that accumulates the CLI index among ``monitors`` (inside the criterion when
-    replicas freeze on the warning)."""
-    for monitor in monitors:
-        if isinstance(monitor, LatentInstabilityCriterion):
-            return monitor.monitor
-        if isinstance(monitor, LatentInstabilityMonitor):
-            return monitor
-    raise ValueError("no early-warning monitor among the monitors")
-
-
 def check_rdf_criterion(
     system: System, settings: StabilitySettings, reference_rdf: Mapping | None
 ) -> None:
@@ -249,14 +190,7 @@ def stability_monitors(
             )
         )  # fmt: skip
     if early_warning is not None:
-        indicator = settings.early_warning_indicator
-        monitors.append(
-            LatentInstabilityCriterion(
-                early_warning.domain, early_warning.critical_levels[indicator], indicator, every
-            )
-            if settings.freeze_on_warning
-            else LatentInstabilityMonitor(early_warning.domain, indicator, every)
-        )
+        monitors.append(early_warning_monitor(early_warning, settings, every))
     monitors.append(StablePartHistogram(settings.replicas, every=every))
     interval_fs = every * settings.step_fs
     window = round(DIFFUSION_WINDOW_PS * 1000 / interval_fs)
@@ -381,12 +315,10 @@ def run_stability(
     pooled = histogram.pooled()
     record = None
     if early_warning is not None:
-        index = latent_index(monitors)
-        indicator = settings.early_warning_indicator
-        record = early_warning_record(
-            index.series(), early_warning.critical_levels.get(indicator),
+        record = run_early_warning_record(
+            early_warning, settings, monitors,
             summarize(stable_ps, settings.time_ps).stable_times_ps, result.unstable_reason,
-            settings.time_ps, indicator, early_warning.domain.grade_threshold,
+            settings.time_ps,
         )  # fmt: skip
     outcome = ModelStability(
         summary=summarize(stable_ps, settings.time_ps),

@@ -10,13 +10,13 @@ from ase import Atoms
 from stablemd.analysis.structure import reference_observables
 from stablemd.core.files import read_json_record
 from stablemd.diagnose.early_warning.report import cli_figure, record_counts
+from stablemd.diagnose.early_warning.settings import model_early_warning
 from stablemd.diagnose.stability.benchmark import (
     H_R_MAX_A,
     StabilitySettings,
     check_rdf_criterion,
     check_stability_run,
     h_r_mae,
-    model_early_warning,
     run_stability,
     stability_run_options,
 )
