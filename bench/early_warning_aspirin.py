@@ -52,10 +52,10 @@ from machine import machine_info  # noqa: E402
 
 from stablemd.data.database import read_frames, write_frames  # noqa: E402
 from stablemd.diagnose.early_warning.model_file import stored_early_warning  # noqa: E402
+from stablemd.diagnose.early_warning.settings import latent_index  # noqa: E402
 from stablemd.diagnose.energy_drift import EnergyRecorder  # noqa: E402
 from stablemd.diagnose.stability.benchmark import (  # noqa: E402
     StabilitySettings,
-    latent_index,
     stability_monitors,
 )
 from stablemd.explore.uncertainty.estimator import require_uncertainty  # noqa: E402
