@@ -7,6 +7,9 @@ written by ``data generate --friction 0``.
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import functools
 import json
 from dataclasses import replace
 
@@ -14,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from ase.calculators.emt import EMT
+from md_support import single_thread  # noqa: F401
 
 from stablemd.cli.main import main
 from stablemd.data.database import read_frames
@@ -29,12 +33,13 @@ from stablemd.fix.dynamic_training.validation import rollout_force_errors
 from stablemd.fix.dynamic_training.windows import TrainingWindows
 from stablemd.md.forces import CalculatorForces, ModelForces
 from stablemd.md.integrators import VelocityVerlet
-from stablemd.models.painn import PaiNN
-from stablemd.models.potential import predict
+from stablemd.models.potential import Potential, predict
+from stablemd.models.registry import build_potential
 from stablemd.systems import get_system
 from stablemd.training import trainer as base_trainer
 from stablemd.training.metrics import error_metrics
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # small tensors: one thread is faster
 N_STEPS = 12
 
 
@@ -54,10 +59,25 @@ def emt_data(tmp_path_factory):
     return path, frames, read_trajectories(frames, str(path))
 
 
-def tiny_painn(seed: int = 0, dtype=torch.float64) -> PaiNN:
-    torch.manual_seed(seed)
-    model = PaiNN([1, 46], cutoff=4.0, n_features=8, n_interactions=1, n_rbf=6).to(dtype)
-    model.energy_scaling.reference_energies[[1, 46]] = torch.tensor([1.0, 2.0], dtype=dtype)
+KINDS = ["painn", "mace"]
+#: Tiny models of each kind (a MACE of this size: 3704 weights, every one in the forces).
+TINY = {
+    "painn": dict(cutoff=4.0, n_features=8, n_interactions=1, n_rbf=6),
+    "mace": dict(cutoff=4.0, hidden_irreps="8x0e+8x1o", radial_mlp=[16, 16], avg_num_neighbors=8.0),
+}
+#: Energy scale (eV) that gives each tiny model forces of ~0.2 eV/Å on pd13-h2 (a new MACE's
+#: raw forces are ten times smaller than a new PaiNN's), so that its rollouts move the atoms.
+TINY_SCALE = {"painn": 1.0, "mace": 10.0}
+
+
+@functools.cache
+def tiny_model(kind: str) -> Potential:
+    """A small random model of ``kind`` in float64, one per kind: tests leave it unchanged
+    (a copy of a MACE would compile its TorchScript code again, seconds)."""
+    torch.manual_seed(0)
+    model = build_potential(kind, elements=[1, 46], **TINY[kind]).to(torch.float64)
+    model.energy_scaling.reference_energies[[1, 46]] = torch.tensor([1.0, 2.0]).double()
+    model.energy_scaling.scale.fill_(TINY_SCALE[kind])
     return model
 
 
@@ -88,10 +108,11 @@ def test_windows_never_cross_a_trajectory_boundary(emt_data):
             assert np.array_equal(batch.forces[k][atoms].numpy(), runs[r].forces[j + k])
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("through_time", [False, True])
-def test_rollout_is_the_engines_velocity_verlet_step_for_step(emt_data, through_time):
+def test_rollout_is_the_engines_velocity_verlet_step_for_step(emt_data, through_time, kind):
     _, _, runs = emt_data
-    model = tiny_painn()
+    model = tiny_model(kind)
     batch = TrainingWindows(runs, 6).batch([0, 9])
     forces, _ = rollout(DifferentiableForces(model), batch.start, 6, 1, 0.5, through_time)
     integrator, term = VelocityVerlet(0.5), ModelForces(model)
@@ -103,11 +124,14 @@ def test_rollout_is_the_engines_velocity_verlet_step_for_step(emt_data, through_
     assert (forces[5].detach() - forces[0].detach()).abs().max() > 1e-3
 
 
-def _trainer(tmp_path, runs, frames, n_frames: int = N_STEPS, **options) -> DynamicTrainer:
-    """Trains on the first ``n_frames`` of trajectory 0, validates on trajectory 1."""
+def _trainer(
+    tmp_path, runs, frames, n_frames: int = N_STEPS, kind: str = "painn", **options
+) -> DynamicTrainer:
+    """Trains a tiny ``kind`` on the first ``n_frames`` of trajectory 0, validates on
+    trajectory 1."""
     config = DynamicTrainConfig(
         dtype="float64", batch_size=4, validation_rollout_steps=6, checkpoint_every_seconds=1e6,
-        model_options=dict(cutoff=4.0, n_features=8, n_interactions=1, n_rbf=6), **options,
+        model=kind, model_options=TINY[kind], **options,
     )  # fmt: skip
     (train_run,) = consecutive_runs(runs[0], set(runs[0].frame_indices[:n_frames]))
     train = FrameSet([frames[i] for i in train_run.frame_indices], torch.float64)
@@ -117,9 +141,10 @@ def _trainer(tmp_path, runs, frames, n_frames: int = N_STEPS, **options) -> Dyna
     )
 
 
-def test_a_window_of_one_frame_is_the_conventional_loss(tmp_path, emt_data):
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_window_of_one_frame_is_the_conventional_loss(tmp_path, emt_data, kind):
     _, frames, runs = emt_data
-    trainer = _trainer(tmp_path, runs, frames, energy_weight=0.7)
+    trainer = _trainer(tmp_path, runs, frames, kind=kind, energy_weight=0.7)
     batch = trainer.train_frames.batch(range(len(trainer.train_frames)))
     assert batch.size == 1
     loss = float(trainer._loss(batch).detach())
@@ -141,13 +166,19 @@ def _direction(model, seed: int = 1) -> list[torch.Tensor]:
     return [d / norm for d in direction]
 
 
+@contextlib.contextmanager
 def _shifted(model, direction, h: float):
-    shifted = tiny_painn()
-    shifted.load_state_dict(model.state_dict())
+    """``model`` with its weights moved by ``h`` × ``direction``, restored exactly on exit."""
+    saved = [p.detach().clone() for p in model.parameters()]
     with torch.no_grad():
-        for p, d in zip(shifted.parameters(), direction, strict=True):
+        for p, d in zip(model.parameters(), direction, strict=True):
             p.add_(h * d)
-    return shifted
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for p, value in zip(model.parameters(), saved, strict=True):
+                p.copy_(value)
 
 
 class Recording:
@@ -161,19 +192,20 @@ class Recording:
         return self.term(state)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("through_time", [False, True])
-def test_gradients_match_finite_differences(emt_data, through_time):
+def test_gradients_match_finite_differences(emt_data, through_time, kind):
     _, _, runs = emt_data
-    model = tiny_painn()
+    model = tiny_model(kind)
     batch = TrainingWindows(runs, 3).batch([1, 14])
     numbers = batch.start.numbers
 
-    def loss_of(potential, positions=None):
-        if positions is None:  # the whole rollout with these weights
-            forces, _ = rollout(DifferentiableForces(potential), batch.start, 3, 1, 0.5, True)
+    def loss_of(positions=None):
+        if positions is None:  # the whole rollout with the model's current weights
+            forces, _ = rollout(DifferentiableForces(model), batch.start, 3, 1, 0.5, True)
         else:  # the model's forces at given frame positions (the detached gradient's target)
             forces = [
-                predict(potential, replace(batch.start, positions=x).batch(), ["forces"])["forces"]
+                predict(model, replace(batch.start, positions=x).batch(), ["forces"])["forces"]
                 for x in positions
             ]
         return dynamic_loss(forces, batch.forces, numbers, 50.0)
@@ -188,24 +220,29 @@ def test_gradients_match_finite_differences(emt_data, through_time):
     ]
     direction = _direction(model)
     analytic = float(sum((g * d).sum() for g, d in zip(gradients, direction, strict=True)))
-    fixed = None if through_time else recording.positions  # frames of the rollout at θ
     h = 1e-5
-    plus = float(loss_of(_shifted(model, direction, h), fixed).detach())
-    minus = float(loss_of(_shifted(model, direction, -h), fixed).detach())
-    numeric = (plus - minus) / (2 * h)
+
+    def central_difference(positions):
+        values = []
+        for step in (h, -h):
+            with _shifted(model, direction, step):
+                values.append(float(loss_of(positions).detach()))
+        return (values[0] - values[1]) / (2 * h)
+
+    numeric = central_difference(None if through_time else recording.positions)
     # central differences of a loss of ~300 with h = 1e-5 resolve ~1e-9
     assert analytic == pytest.approx(numeric, rel=0, abs=1e-7)
     # the other mode's gradient differs by far more (the rollout's own dependence on the
-    # weights: small over two steps of 0.5 fs, ~1e-5 here), so each check tells them apart
-    other = None if not through_time else recording.positions
-    plus_other = float(loss_of(_shifted(model, direction, h), other).detach())
-    minus_other = float(loss_of(_shifted(model, direction, -h), other).detach())
-    assert abs((plus_other - minus_other) / (2 * h) - numeric) > 1e-6
+    # weights: small over two steps of 0.5 fs, 1e-5 to 4e-5 here), so each check tells them
+    # apart
+    other = central_difference(recording.positions if through_time else None)
+    assert abs(other - numeric) > 1e-6
 
 
-def test_validation_rollouts_compare_each_step_with_its_reference(emt_data):
+@pytest.mark.parametrize("kind", KINDS)
+def test_validation_rollouts_compare_each_step_with_its_reference(emt_data, kind):
     _, _, runs = emt_data
-    model = tiny_painn()
+    model = tiny_model(kind)
     result = rollout_force_errors(model, runs, 5)
     assert result["steps"] == 5 and result["n_rollouts"] == 4  # 12 frames: starts 0 and 6
     assert len(result["mae_per_step"]) == 6 and set(result["per_element"]) == {"H", "Pd"}
@@ -258,22 +295,81 @@ def test_curriculum_grows_the_window_restarts_the_rate_and_resumes(tmp_path, emt
         assert torch.equal(value, resumed.potential.state_dict()[name]), name
 
 
-def test_train_dynamic_on_the_command_line(tmp_path, emt_data, capsys):
+def _metrics(run_dir) -> list[dict]:
+    with (run_dir / "metrics.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+# MACE: about 35 s on a busy machine, most of it building models (each compiles its TorchScript)
+@pytest.mark.parametrize("kind", ["painn", pytest.param("mace", marks=pytest.mark.slow)])
+def test_train_dynamic_on_the_command_line_runs_and_resumes(
+    tmp_path, emt_data, capsys, monkeypatch, kind
+):
+    """A tiny model of each kind: S = 1 for one epoch, then (the rate starts at its floor)
+    S = 2 through time for one, the end of the curriculum; a run stopped after the first epoch
+    and rerun ends as the uninterrupted one."""
     path, _, _ = emt_data
+    # one thread (single_thread) whatever the load: the runs are compared bit for bit
+    monkeypatch.setattr("stablemd.cli.main.adapt_threads_to_load", lambda: None)
+    monkeypatch.setattr(base_trainer, "plot_learning_curve", lambda *args: None)  # seconds each
+    monkeypatch.setattr(trainer_module, "plot_rollout_errors", lambda *args: None)
     config = tmp_path / "tiny.yaml"
     config.write_text(
-        "model_options: {cutoff: 4.0, n_features: 8, n_interactions: 1, n_rbf: 6}\n"
+        f"model: {kind}\nmodel_options: {json.dumps(TINY[kind])}\n"
         "validation_rollout_steps: 5\nbatch_size: 4\n"
+        "learning_rate: 1.0e-3\nmin_learning_rate: 1.0e-3\nrestart_learning_rate: 1.0e-3\n"
     )
-    out = tmp_path / "dyn.pt"
-    with pytest.raises(SystemExit) as done:
-        main(["train", "--data", str(path), "--n-train", "12", "--n-val", "12", "--out", str(out),
-              "--config", str(config), "--dynamic", "--window-max", "2", "--backprop",
-              "through-time", "--max-epochs", "1", "--no-progress"])  # fmt: skip
-    assert done.value.code in (0, None)
-    text = capsys.readouterr().out
-    assert "dynamic training up to S = 2" in text and "validation rollouts" in text
-    saved = torch.load(out, weights_only=True)
+
+    def train(out, epochs: int) -> str:
+        with pytest.raises(SystemExit) as done:
+            main(["train", "--data", str(path), "--n-train", "12", "--n-val", "12",
+                  "--out", str(out), "--config", str(config), "--dynamic", "--window-max", "2",
+                  "--backprop", "through-time", "--max-epochs", str(epochs),
+                  "--no-progress"])  # fmt: skip
+        assert done.value.code in (0, None)
+        return capsys.readouterr().out
+
+    text = train(tmp_path / "whole.pt", 5)
+    assert f"trained {kind} by dynamic training up to S = 2" in text
+    assert "validation rollouts" in text
+    saved = torch.load(tmp_path / "whole.pt", weights_only=True)
+    assert saved["kind"] == kind
     assert saved["metadata"]["training"]["config"]["window_max"] == 2
     assert saved["metadata"]["training"]["config"]["backprop"] == "through-time"
-    assert "window" in (tmp_path / "dyn_run" / "metrics.csv").read_text().splitlines()[0]
+    whole = _metrics(tmp_path / "whole_run")
+    assert [row["window"] for row in whole] == ["1", "2"]
+    # the best model of each S: its own weights; the best of all is the model written
+    best = {
+        size: torch.load(tmp_path / "whole_run" / f"best_window_{size}.pt", weights_only=True)
+        for size in (1, 2)
+    }
+    by_epoch = {model["metadata"]["dynamic_training"]["epoch"]: model for model in best.values()}
+    assert sorted(by_epoch) == [0, 1]
+    overall = by_epoch[saved["metadata"]["training"]["best_epoch"]]["state_dict"]
+    second = best[2]["state_dict"]
+    assert any(
+        not torch.equal(value, second[name]) for name, value in best[1]["state_dict"].items()
+    )
+    for name, value in saved["state_dict"].items():
+        assert torch.equal(value, overall[name]), name
+
+    train(tmp_path / "parts.pt", 1)
+    first = _metrics(tmp_path / "parts_run")
+    (tmp_path / "parts.pt").unlink()  # a run whose model is not written yet is resumed
+    windows_trained = []
+    train_step = DynamicTrainer._train_step
+
+    def counted(trainer, batch):
+        windows_trained.append(batch.size)
+        return train_step(trainer, batch)
+
+    monkeypatch.setattr(DynamicTrainer, "_train_step", counted)
+    train(tmp_path / "parts.pt", 5)
+    assert windows_trained == [2, 2, 2]  # only the second epoch: 11 windows of S = 2
+    resumed = _metrics(tmp_path / "parts_run")
+    assert resumed[0] == first[0]
+    for ours, theirs in zip(resumed, whole, strict=True):
+        assert {**ours, "elapsed_s": ""} == {**theirs, "elapsed_s": ""}
+    parts = torch.load(tmp_path / "parts.pt", weights_only=True)
+    for name, value in saved["state_dict"].items():
+        assert torch.equal(value, parts["state_dict"][name]), name

@@ -12,6 +12,7 @@ step of the best model of each window size, updated at each improvement), its fi
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from stablemd.fix.dynamic_training.rollout import DifferentiableForces, rollout
 from stablemd.fix.dynamic_training.validation import rollout_force_errors, rollout_starts
 from stablemd.fix.dynamic_training.windows import TrainingWindows, WindowBatch, common_time_step
 from stablemd.models.potential import Potential
-from stablemd.models.registry import build_potential, save_potential
+from stablemd.models.registry import save_potential
 from stablemd.training.metrics import error_metrics
 from stablemd.training.trainer import Trainer, TrainResult
 
@@ -186,8 +187,9 @@ class DynamicTrainer(Trainer):
         if self.windows_best:
             self._write_rollout_record(plot=True)
         for size, best in self.windows_best.items():
-            model = build_potential(self.potential.kind, **self.potential.hyperparameters())
-            model.to(self.dtype).load_state_dict(best["state"])
+            # a copy, not a new build: building a MACE compiles its TorchScript code (seconds)
+            model = copy.deepcopy(result.potential)
+            model.load_state_dict(best["state"])
             record = {"window": size, "epoch": best["epoch"], "rollout": best["rollout"]}
             save_potential(
                 model, self.run_dir / f"best_window_{size}.pt", {"dynamic_training": record}
