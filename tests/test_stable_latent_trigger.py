@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 from md_support import rattled, single_thread  # noqa: F401
+from stable_support import Interrupt, base_model, comparable, flat, interrupt_in_epoch
 
 from stablemd.cli.main import main
 from stablemd.core.errors import InputError
 from stablemd.data.database import write_frames
-from stablemd.data.frames import FrameSet
 from stablemd.diagnose.early_warning import (
     LatentDomain,
     LatentGradeCriterion,
@@ -31,9 +31,8 @@ from stablemd.md.runner import run
 from stablemd.md.starts import state_from_atoms
 from stablemd.md.steps import evaluate
 from stablemd.models.painn import PaiNN
-from stablemd.models.registry import build_potential, model_fingerprint, save_potential
+from stablemd.models.registry import model_fingerprint, save_potential
 from stablemd.systems import get_system
-from stablemd.training.statistics import fit_energy_scaling
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -121,33 +120,12 @@ def test_the_criterion_needs_features_a_domain_and_a_finite_threshold_above_one(
 # --- in the StABlE loop ----------------------------------------------------------------------
 
 
-def _base_model(frames):
-    """An untrained small PaiNN with its energy scale fitted: its MD fails within steps."""
-    torch.manual_seed(0)
-    model = build_potential("painn", elements=[1, 6, 8], n_features=8, n_interactions=2)
-    fit_energy_scaling(model, FrameSet(frames))
-    return model
-
-
 def _trainer(frames, run_dir, **options):
     system, _ = system_of(None, frames)
     config = StableConfig(**{**QUICK, **options})
     reference = reference_from_frames(make_observable("h_r", system), frames)
-    model = _base_model(frames)
+    model = base_model(frames)
     return StableTrainer(model, system, frames, reference, config, run_dir, progress=False)
-
-
-def _flat(model) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-
-def _comparable(history: list[dict]) -> list[dict]:
-    """Log rows without wall times, NaN as None (NaN equals nothing)."""
-    return [
-        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()
-         if k != "elapsed_s"}
-        for row in history
-    ]  # fmt: skip
 
 
 class GradeCheck(LatentGradeCriterion):
@@ -209,31 +187,23 @@ def test_a_latent_triggered_run_logs_its_fractions_and_resumes_exactly(ethanol_f
     assert logged == fractions
 
     cut = _trainer(frames, tmp_path / "cut", **options)
-    real_forces, calls = cut.forces, {"n": 0}
-
-    def forces_until_the_middle_of_a_learning_epoch(state):
-        calls["n"] += cut.phase == "learning" and cut.learning_epochs == 1
-        if calls["n"] == 12:
-            raise KeyboardInterrupt
-        return real_forces(state)
-
-    cut.forces = forces_until_the_middle_of_a_learning_epoch
-    with pytest.raises(KeyboardInterrupt):
+    interrupt_in_epoch(cut, 2)  # the second learning epoch, at its 12th force call
+    with pytest.raises(Interrupt):
         cut.run()
     assert list((tmp_path / "cut").glob("epoch-*-md.pt"))
     resumed = _trainer(frames, tmp_path / "cut", **options).run()
-    assert torch.equal(_flat(resumed.potential), _flat(whole.potential))
-    assert _comparable(resumed.history) == _comparable(whole.history)
+    assert torch.equal(flat(resumed.potential), flat(whole.potential))
+    assert comparable(resumed.history) == comparable(whole.history)
 
     _trainer(frames, tmp_path / "split", max_epochs=3).run()  # ends a learning phase
     split = _trainer(frames, tmp_path / "split", max_epochs=4).run()
-    assert torch.equal(_flat(split.potential), _flat(whole.potential))
-    assert _comparable(split.history) == _comparable(whole.history)
+    assert torch.equal(flat(split.potential), flat(whole.potential))
+    assert comparable(split.history) == comparable(whole.history)
 
 
 def test_stable_train_command_with_the_latent_grade_criterion(ethanol_frames, tmp_path, capsys):
     write_frames(tmp_path / "train.db", ethanol_frames[:20])
-    save_potential(_base_model(ethanol_frames[:20]), tmp_path / "base.pt")
+    save_potential(base_model(ethanol_frames[:20]), tmp_path / "base.pt")
     (tmp_path / "quick.yaml").write_text("sample_every: 5\ncheck_every: 5\nqm_batch_size: 8\n")
     args = ["stable-train", "--model", str(tmp_path / "base.pt"), "--data",
             str(tmp_path / "train.db"), "--out", str(tmp_path / "stable.pt"),
