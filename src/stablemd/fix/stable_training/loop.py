@@ -19,6 +19,11 @@ tested: it ends if at most f_min of the replicas went unstable in this epoch's r
 ``max_lr_cuts`` + 1-th time; simulation then resumes from this run's last states (its unstable
 replicas frozen). So every learning phase makes at least one update.
 
+With ``latent_grade_criterion`` a replica is also unstable when the largest latent grade of its
+atoms exceeds ``max_grade`` (:mod:`stablemd.diagnose.early_warning.grade_criterion`); its domain
+is refitted on the training frames for the current weights before every MD run, so it is never
+stale, and it keeps no state, so rewinding to the anchors and resuming need none.
+
 Every epoch is logged (``log.csv``, ``stable_training.png``) and checkpointed (every
 ``checkpoint_every_epochs`` epochs, and after any epoch once ``checkpoint_every_seconds`` have
 passed); rerunning with the same options resumes. An epoch's MD, which may take long, keeps its
@@ -190,8 +195,9 @@ def training_observable(system: System, config: StableConfig) -> TrainingObserva
 class StableTrainer:
     """One StABlE run of ``potential`` on ``system``; ``StableTrainer(...).run()``.
 
-    ``train_frames`` (labelled ``Atoms``) give the starting structures and L_QM; ``reference``
-    is g_ref of the configured observable.
+    ``train_frames`` (labelled ``Atoms``) give the starting structures, L_QM and, with
+    ``latent_grade_criterion``, the latent domain; ``reference`` is g_ref of the configured
+    observable.
     """
 
     def __init__(
