@@ -13,6 +13,7 @@ from ase import Atoms
 from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 from md_support import single_thread  # noqa: F401
+from stable_support import Interrupt, base_model, comparable, flat, interrupt_in_epoch
 from torch import nn
 
 from stablemd.analysis.geometry import replica_positions
@@ -35,7 +36,6 @@ from stablemd.fix.stable_training.workflow import reference_value, system_of
 from stablemd.md.monitoring import Criterion
 from stablemd.models.potential import Potential, predict
 from stablemd.models.registry import (
-    build_potential,
     load_potential,
     model_fingerprint,
     save_potential,
@@ -44,7 +44,6 @@ from stablemd.oracles import registry as oracle_registry
 from stablemd.oracles.spcfw import SPCFwCalculator
 from stablemd.oracles.xtb import XTBCalculator
 from stablemd.systems import get_system
-from stablemd.training.statistics import fit_energy_scaling
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -66,36 +65,24 @@ def no_oracle(monkeypatch):
     monkeypatch.setattr(SPCFwCalculator, "calculate", forbidden)
 
 
-def _base_model(frames):
-    """An untrained small PaiNN with its energy scale fitted: its MD fails within steps."""
-    torch.manual_seed(0)
-    model = build_potential("painn", elements=[1, 6, 8], n_features=8, n_interactions=2)
-    fit_energy_scaling(model, FrameSet(frames))
-    return model
-
-
 def _trainer(frames, run_dir, model=None, **options):
     system, _ = system_of(None, frames)
     config = StableConfig(**{**QUICK, **options})
     reference = reference_from_frames(make_observable("h_r", system), frames)
-    model = _base_model(frames) if model is None else model
+    model = base_model(frames) if model is None else model
     return StableTrainer(model, system, frames, reference, config, run_dir, progress=False)
-
-
-def _flat(model) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
 def test_loop_learns_from_observables_without_new_labels(ethanol_frames, tmp_path, no_oracle):
     trainer = _trainer(ethanol_frames[:20], tmp_path / "run", max_epochs=5)
-    before = _flat(trainer.potential).clone()
+    before = flat(trainer.potential).clone()
     result = trainer.run()
     phases = [row["phase"] for row in result.history]
     # the untrained model fails at once, so the run goes straight into learning
     assert phases[0] == "simulation" and result.history[0]["unstable_fraction"] >= 0.75
     steps = [row for row in result.history if not math.isnan(row["obs_loss"])]
     assert steps and all(row["n_samples"] >= 8 and row["qm_loss"] > 0 for row in steps)
-    assert not torch.equal(before, _flat(result.potential))
+    assert not torch.equal(before, flat(result.potential))
     # the mean energy, which L_obs cannot see, is re-centred on the training frames
     frames = FrameSet(ethanol_frames[:20])
     batch = frames.batch(range(len(frames)))
@@ -113,24 +100,20 @@ def test_interrupted_run_resumes_to_the_same_weights(ethanol_frames, tmp_path):
     _trainer(frames, tmp_path / "parts", max_epochs=3).run()
     resumed = _trainer(frames, tmp_path / "parts", max_epochs=6).run()
     assert [r["phase"] for r in resumed.history] == [r["phase"] for r in whole.history]
-    assert torch.equal(_flat(resumed.potential), _flat(whole.potential))
+    assert torch.equal(flat(resumed.potential), flat(whole.potential))
     with pytest.raises(InputError, match="replicas"):
         _trainer(frames, tmp_path / "parts", max_epochs=7, replicas=6).run()
 
 
 def test_a_rerun_with_another_base_model_or_other_frames_is_refused(ethanol_frames, tmp_path):
     _trainer(ethanol_frames[:20], tmp_path, max_epochs=1).run()
-    base = _base_model(ethanol_frames[:20])
+    base = base_model(ethanol_frames[:20])
     with pytest.raises(InputError, match="this run used training_frames="):
         _trainer(ethanol_frames[20:40], tmp_path, model=base, max_epochs=2).run()
-    other = _base_model(ethanol_frames[:20])
+    other = base_model(ethanol_frames[:20])
     other.energy_scaling.shift += 0.1
     with pytest.raises(InputError, match="this run used base_model="):
         _trainer(ethanol_frames[:20], tmp_path, model=other, max_epochs=2).run()
-
-
-class Interrupt(Exception):
-    pass
 
 
 def test_a_run_killed_inside_an_epoch_continues_inside_it(ethanol_frames, tmp_path):
@@ -141,15 +124,7 @@ def test_a_run_killed_inside_an_epoch_continues_inside_it(ethanol_frames, tmp_pa
     whole = _trainer(frames, tmp_path / "whole", **options).run()
     assert [row["phase"] for row in whole.history] == ["simulation", "learning", "learning"]
     cut = _trainer(frames, tmp_path / "cut", **options)
-    real_forces, calls = cut.forces, {"n": 0}
-
-    def forces_until_the_middle_of_epoch_2(state):
-        calls["n"] += cut.epoch == 2
-        if calls["n"] == 12:
-            raise Interrupt
-        return real_forces(state)
-
-    cut.forces = forces_until_the_middle_of_epoch_2
+    interrupt_in_epoch(cut, 2)  # at its 12th force call
     with pytest.raises(Interrupt):
         cut.run()
     assert (tmp_path / "cut" / "epoch-2-md.pt").is_file()
@@ -163,18 +138,9 @@ def test_a_run_killed_inside_an_epoch_continues_inside_it(ethanol_frames, tmp_pa
     resumed.forces = counted
     result = resumed.run()
     assert resumed_calls["n"] < 12  # it continued inside epoch 2 instead of starting it again
-    assert torch.equal(_flat(result.potential), _flat(whole.potential))
-    assert _comparable(result.history) == _comparable(whole.history)
+    assert torch.equal(flat(result.potential), flat(whole.potential))
+    assert comparable(result.history) == comparable(whole.history)
     assert not list((tmp_path / "cut").glob("epoch-*-md.pt"))
-
-
-def _comparable(history: list[dict]) -> list[dict]:
-    """Log rows without wall times, NaN as None (NaN equals nothing)."""
-    return [
-        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()
-         if k != "elapsed_s"}
-        for row in history
-    ]  # fmt: skip
 
 
 def test_each_learning_phase_restarts_its_schedule_and_ends_on_it(ethanol_frames, tmp_path):
@@ -404,7 +370,7 @@ def test_reference_from_a_simulation_file(ethanol_frames, tmp_path):
 
 def test_stable_train_command(ethanol_frames, tmp_path, capsys, no_oracle):
     write_frames(tmp_path / "train.db", ethanol_frames[:20])
-    model = _base_model(ethanol_frames[:20])
+    model = base_model(ethanol_frames[:20])
     save_potential(model, tmp_path / "base.pt", {"note": "base"})
     args = ["stable-train", "--model", str(tmp_path / "base.pt"), "--data",
             str(tmp_path / "train.db"), "--out", str(tmp_path / "stable.pt"),

@@ -48,6 +48,16 @@ def stable_train(
         None, help="bond_length_deviation or min_nonbonded_distance. (default by system)"
     ),
     max_bond_deviation: float = typer.Option(None, help="Training bond criterion in Å. (0.25)"),
+    latent_grade_criterion: bool = typer.Option(
+        None,
+        "--latent-grade-criterion/--no-latent-grade-criterion",
+        help="Also count a replica unstable when an atom's extrapolation grade in the model's "
+        "latent space, refitted for the current weights before every run, exceeds --max-grade "
+        "(docs/early_warning.md). (default off)",
+    ),
+    max_grade: float = typer.Option(
+        None, help="Largest atomic grade the latent grade criterion allows; above 1. (25)"
+    ),
     min_distance: float = typer.Option(None, help="Training contact criterion in Å. (1.2)"),
     temperature: float = typer.Option(None, help="MD temperature in K. (500)"),
     timestep: float = typer.Option(None, help="MD time step in fs. (0.5)"),
@@ -74,6 +84,7 @@ def stable_train(
         StableConfig, config, estimator=estimator, observable=observable,
         reference_temperature_K=reference_temperature, criterion=criterion,
         max_bond_deviation_A=max_bond_deviation, min_intermolecular_A=min_distance,
+        latent_grade_criterion=latent_grade_criterion, max_grade=max_grade,
         temperature_K=temperature, timestep_fs=timestep, replicas=replicas,
         steps_per_epoch=steps_per_epoch, f_max=f_max, f_min=f_min, qm_weight=qm_weight,
         learning_rate=learning_rate, max_cycles=max_cycles, max_epochs=max_epochs,
@@ -98,9 +109,11 @@ def stable_train(
             highlight=False, soft_wrap=True,
         )  # fmt: skip
     console.print(f"reference: {reference.source}{effective}")
+    latent = last.get("latent_unstable_fraction")
+    by_grade = "" if latent is None else f" ({latent:.2f} by the latent grade)"
     console.print(
         f"StABlE: {len(result.history)} epochs ({learning} learning) in {result.elapsed_s:.0f} s; "
-        f"last unstable fraction {last['unstable_fraction']:.2f}; energies re-centred by "
+        f"last unstable fraction {last['unstable_fraction']:.2f}{by_grade}; energies re-centred by "
         f"{1000 * result.energy_recentred_eV_per_atom:+.1f} meV/atom; model written to {out}"
     )
     console.print(early_warning_text(stored_early_warning(result.potential)))

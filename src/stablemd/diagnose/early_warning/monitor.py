@@ -25,6 +25,30 @@ from stablemd.models.latent_domain import INDICATORS, LatentDomain
 FEATURES = "features"
 
 
+def latent_grade(
+    domain: LatentDomain, state: MDState, who: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The extrapolation grade γ [n_active_atoms] of the active replicas' atoms, from the latent
+    features of the state's last force call, and each replica's largest γ [n_systems] (NaN for
+    frozen replicas; inf where a feature is not finite). ``who`` names the caller in the error
+    raised when the state carries no features."""
+    per_replica = torch.full((state.n_systems,), float("nan"), dtype=torch.float64)
+    if not bool(state.active.any()):
+        return torch.empty(0, dtype=torch.float64), per_replica
+    features = state.outputs.get(FEATURES)
+    if features is None:
+        raise InputError(
+            f"{who}: the state has no latent features; run the model as "
+            "ModelForces(potential, outputs=('features',))"
+        )
+    atoms = state.active_atoms
+    grade = domain.grade(features[atoms], state.numbers[atoms])
+    largest = torch.full((state.n_systems,), -torch.inf, dtype=torch.float64)
+    largest = largest.scatter_reduce(0, state.system_index[atoms], grade, reduce="amax")
+    per_replica[state.active] = largest[state.active]
+    return grade, per_replica
+
+
 class LatentInstabilityMonitor(Observer):
     """Per-atom and per-replica CLI (ps) of a run, and per call the time, each replica's CLI
     and its largest extrapolation grade (NaN for frozen replicas).
@@ -63,30 +87,18 @@ class LatentInstabilityMonitor(Observer):
             )
         self._system_index = state.system_index
         active = state.active
-        grade_per_replica = torch.full((state.n_systems,), float("nan"), dtype=torch.float64)
+        grade, grade_per_replica = latent_grade(self.domain, state, self.name)
         if bool(active.any()):
-            features = state.outputs.get(FEATURES)
-            if features is None:
-                raise InputError(
-                    f"{self.name}: the state has no latent features; run the model as "
-                    "ModelForces(potential, outputs=('features',))"
-                )
             atoms = state.active_atoms
-            numbers = state.numbers[atoms]
-            grade = self.domain.grade(features[atoms], numbers)
             if self.indicator == "grade":
                 flags = grade > self.domain.grade_threshold
             else:
-                flags = self.domain.outside_box(features[atoms], numbers)
+                features = state.outputs[FEATURES][atoms]
+                flags = self.domain.outside_box(features, state.numbers[atoms])
             active_before = self.previous_active.to(torch.float64)  # bool × float is float32
             elapsed_ps = (state.time_fs - self.previous_time_fs) / 1000.0 * active_before
             step_ps = elapsed_ps[state.system_index[atoms]]
             self.atom_index_ps[atoms] += flags.to(torch.float64) * step_ps
-            replica_max = torch.full((state.n_systems,), -torch.inf, dtype=torch.float64)
-            replica_max = replica_max.scatter_reduce(
-                0, state.system_index[atoms], grade, reduce="amax"
-            )
-            grade_per_replica[active] = replica_max[active]
         self.previous_time_fs, self.previous_active = state.time_fs, active.clone()
         cli = self.replica_index_ps()
         cli[~active] = float("nan")

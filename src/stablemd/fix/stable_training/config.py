@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from stablemd.diagnose.early_warning.grade_criterion import MAX_GRADE
 from stablemd.md.settings import MDSettings
 
 
@@ -41,6 +42,14 @@ class StableConfig(MDSettings):
     min_intermolecular_A: float = Field(1.2, gt=0)
     nonbonded_intramolecular: bool = Field(
         True, description="contacts also between non-bonded atoms of one molecule (A.5)"
+    )
+    latent_grade_criterion: bool = Field(
+        False,
+        description="also unstable when an atom's extrapolation grade in the model's latent "
+        "space, refitted for the current weights, exceeds max_grade (docs/early_warning.md)",
+    )
+    max_grade: float = Field(
+        MAX_GRADE, gt=1, description="largest atomic grade γ the latent grade criterion allows"
     )
     replicas: int = Field(16, ge=2, description="R: replicas started from training frames")
     steps_per_epoch: int = Field(400, ge=1, description="t: MD steps per epoch")
@@ -111,6 +120,15 @@ class StableConfig(MDSettings):
             raise ValueError(
                 "steps_per_epoch must be at least 2 × sample_every: the learning runs need two "
                 "samples per replica, and the anchor they start from is not one"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _grade_needs_its_criterion(self) -> StableConfig:
+        if self.max_grade != MAX_GRADE and not self.latent_grade_criterion:
+            raise ValueError(
+                f"max_grade {self.max_grade:g} is the threshold of the latent grade criterion, "
+                "which is off: add latent_grade_criterion: true (--latent-grade-criterion)"
             )
         return self
 

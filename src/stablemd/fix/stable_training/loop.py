@@ -19,6 +19,11 @@ tested: it ends if at most f_min of the replicas went unstable in this epoch's r
 ``max_lr_cuts`` + 1-th time; simulation then resumes from this run's last states (its unstable
 replicas frozen). So every learning phase makes at least one update.
 
+With ``latent_grade_criterion`` a replica is also unstable when the largest latent grade of its
+atoms exceeds ``max_grade`` (:mod:`stablemd.diagnose.early_warning.grade_criterion`); its domain
+is refitted on the training frames for the current weights before every MD run, so it is never
+stale, and it keeps no state, so rewinding to the anchors and resuming need none.
+
 Every epoch is logged (``log.csv``, ``stable_training.png``) and checkpointed (every
 ``checkpoint_every_epochs`` epochs, and after any epoch once ``checkpoint_every_seconds`` have
 passed); rerunning with the same options resumes. An epoch's MD, which may take long, keeps its
@@ -60,6 +65,7 @@ from stablemd.core.files import (
 )
 from stablemd.core.throttle import PLOT_EVERY_S, Throttle
 from stablemd.data.frames import FrameSet
+from stablemd.diagnose.early_warning.grade_criterion import LatentGradeCriterion
 from stablemd.fix.stable_training.config import StableConfig
 from stablemd.fix.stable_training.estimator import boltzmann_gradient
 from stablemd.fix.stable_training.local_samples import molecule_samples, select, stratify
@@ -70,6 +76,7 @@ from stablemd.md.monitoring import Criterion, Observer
 from stablemd.md.runner import RunResult, run
 from stablemd.md.starts import initial_state
 from stablemd.md.state import MDState, state_from_dict, state_to_dict, take_replicas
+from stablemd.models.latent_domain import fit_latent_domain
 from stablemd.models.potential import Potential, predict
 from stablemd.models.registry import model_fingerprint
 from stablemd.monitors.criteria import NonFinite, geometric_criterion
@@ -94,6 +101,8 @@ LOG_FIELDS = (
     "epoch", "cycle", "phase", "unstable_fraction", "obs_loss", "qm_loss", "gradient_norm",
     "learning_rate", "n_samples", "simulated_ps", "elapsed_s",
 )  # fmt: skip
+#: The log column of the latent grade criterion (``latent_grade_criterion``), when it is on.
+LATENT_LOG_FIELD = "latent_unstable_fraction"
 
 
 class _Sampler(Observer):
@@ -186,8 +195,9 @@ def training_observable(system: System, config: StableConfig) -> TrainingObserva
 class StableTrainer:
     """One StABlE run of ``potential`` on ``system``; ``StableTrainer(...).run()``.
 
-    ``train_frames`` (labelled ``Atoms``) give the starting structures and L_QM; ``reference``
-    is g_ref of the configured observable.
+    ``train_frames`` (labelled ``Atoms``) give the starting structures, L_QM and, with
+    ``latent_grade_criterion``, the latent domain; ``reference`` is g_ref of the configured
+    observable.
     """
 
     def __init__(
@@ -216,13 +226,22 @@ class StableTrainer:
             ).hexdigest(),
         }
         self.criterion = training_criterion(system, config)
+        #: refitted for the current weights before every run (:meth:`_refit_latent_domain`)
+        self.latent_criterion = None
+        if config.latent_grade_criterion:
+            self.latent_criterion = LatentGradeCriterion(None, config.max_grade, config.check_every)
+        self.train_frames = train_frames
         self.integrator = config.integrator()
-        self.forces = ModelForces(potential)
+        self.forces = ModelForces(potential, ("features",) if self.latent_criterion else ())
         self.parameters = [p for p in potential.parameters() if p.requires_grad]
         self._new_optimizer()
         self.generator = torch.Generator().manual_seed(config.seed)
         self.state = initial_state(train_frames, config.replicas, config.temperature_K, config.seed)
         self.anchor: MDState | None = None
+        #: replicas frozen because the latent grade criterion flagged them (None: it is off)
+        self.latent_flagged = None
+        if self.latent_criterion is not None:
+            self.latent_flagged = torch.zeros(config.replicas, dtype=torch.bool)
         self.phase, self.epoch, self.cycle, self.learning_epochs = "simulation", 0, 0, 0
         self.simulated_ps, self.elapsed_before = 0.0, 0.0
         self.history: list[dict] = []
@@ -281,6 +300,7 @@ class StableTrainer:
                 "integrator": self.integrator.state_dict(),
                 "state": state_to_dict(self.state),
                 "anchor": None if self.anchor is None else state_to_dict(self.anchor),
+                "latent_flagged": self.latent_flagged,
                 "counters": {
                     "phase": self.phase,
                     "epoch": self.epoch,
@@ -307,6 +327,7 @@ class StableTrainer:
         self.integrator.load_state_dict(saved["integrator"])
         self.state = state_from_dict(saved["state"])
         self.anchor = None if saved["anchor"] is None else state_from_dict(saved["anchor"])
+        self.latent_flagged = saved.get("latent_flagged")  # absent before the criterion existed
         counters = saved["counters"]
         self.phase, self.epoch, self.cycle = counters["phase"], counters["epoch"], counters["cycle"]
         self.learning_epochs, self.lr_cuts = counters["learning_epochs"], counters["lr_cuts"]
@@ -324,26 +345,54 @@ class StableTrainer:
         out_of_time = limit is not None and self._elapsed() > 60 * limit
         return self.cycle >= config.max_cycles or self.epoch >= config.max_epochs or out_of_time
 
+    def _criteria(self) -> list[Criterion]:
+        """The criteria that mark a replica unstable: the latent grade criterion (when on) before
+        the geometric one, so a replica both flag at one check is recorded as the former's."""
+        latent = [] if self.latent_criterion is None else [self.latent_criterion]
+        return [*latent, self.criterion]
+
+    def _refit_latent_domain(self) -> None:
+        """Fit the latent grade criterion's domain on the training frames for the current
+        weights, unless it is already theirs: before every run, so it is never stale. The fit
+        is deterministic, so a resumed run refits the domain an uninterrupted one used."""
+        criterion = self.latent_criterion
+        if criterion is None:
+            return
+        if criterion.domain is None or criterion.domain.model != model_fingerprint(self.potential):
+            criterion.domain = fit_latent_domain(self.potential, self.train_frames)
+
+    def _latent_row(self) -> dict:
+        """The log's fraction of replicas frozen by the latent grade criterion (when on)."""
+        if self.latent_flagged is None:
+            return {}
+        return {LATENT_LOG_FIELD: float(self.latent_flagged.double().mean())}
+
     def _simulation_epoch(self) -> dict:
+        self._refit_latent_domain()
         # prepared first, so an anchor holds its forces and thermostat variables of its time
         state = self.integrator.prepare(self.state, self.forces)
         self.anchor = state.clone() if self.anchor is None else take_replicas(
             state, self.anchor, ~state.active
         )  # fmt: skip
-        result = self._run_md(state, [self.criterion, NonFinite(every=self.config.check_every)])
+        result = self._run_md(state, [*self._criteria(), NonFinite(every=self.config.check_every)])
         self.state = result.state
         self.simulated_ps += (result.state.step - state.step) * self.config.timestep_fs / 1000
+        if self.latent_criterion is not None:
+            reasons = [reason == self.latent_criterion.name for reason in result.unstable_reason]
+            self.latent_flagged |= torch.tensor(reasons, dtype=torch.bool)
         unstable = 1.0 - float(self.state.active.double().mean())
         if unstable >= self.config.f_max:
             self.phase, self.learning_epochs = "learning", 0
             self._new_optimizer()
-        return {"phase": "simulation", "unstable_fraction": unstable, "learning_rate": 0.0}
+        row = {"phase": "simulation", "unstable_fraction": unstable, "learning_rate": 0.0}
+        return {**row, **self._latent_row()}
 
     def _learning_epoch(self) -> dict:
         """Re-simulate from the anchors, take one gradient step, then decide whether the phase
         ends (Algorithm 1, lines 21–29: the test of f_min follows the step, so a phase always
         makes at least one update)."""
         config = self.config
+        self._refit_latent_domain()
         start = replace(
             self.anchor.clone(),
             active=torch.ones(self.anchor.n_systems, dtype=torch.bool),
@@ -351,10 +400,12 @@ class StableTrainer:
             potential_energy=None,
         )
         sampler = _Sampler(config.sample_every, after_step=start.step)
-        flags = _Flags(self.criterion, start.n_systems)
-        result = self._run_md(start, [sampler, flags, NonFinite(every=config.sample_every)])
+        flags = [_Flags(criterion, start.n_systems) for criterion in self._criteria()]
+        result = self._run_md(start, [sampler, *flags, NonFinite(every=config.sample_every)])
         self.simulated_ps += (result.state.step - start.step) * config.timestep_fs / 1000
-        unstable = flags.unstable | ~result.state.active
+        unstable = ~result.state.active
+        for flagged in flags:
+            unstable = unstable | flagged.unstable
         fraction = float(unstable.double().mean())
         rate = self.optimizer.param_groups[0]["lr"]
         step = self._gradient_step(sampler, start)
@@ -371,7 +422,12 @@ class StableTrainer:
                 result.state, active=~unstable, forces=None, potential_energy=None, outputs={}
             )
             self.phase, self.cycle = "simulation", self.cycle + 1
-        return {"phase": "learning", "unstable_fraction": fraction, "learning_rate": rate, **step}
+            if self.latent_criterion is not None:  # flags[0]: the replicas it flagged
+                self.latent_flagged = flags[0].unstable.clone()  # (the next simulation's frozen)
+        row = {"phase": "learning", "unstable_fraction": fraction, "learning_rate": rate, **step}
+        if self.latent_criterion is not None:
+            row[LATENT_LOG_FIELD] = float(flags[0].unstable.double().mean())
+        return row
 
     def _samples(self, sampler: _Sampler, like: MDState):
         """Finite sampled frames as a batch, their observables [n, d], local samples, groups."""
@@ -449,8 +505,9 @@ class StableTrainer:
             elapsed_s=round(self._elapsed(), 2),
         )  # fmt: skip
         self.history.append(full)
+        fields = LOG_FIELDS if self.latent_criterion is None else (*LOG_FIELDS, LATENT_LOG_FIELD)
         with atomic_write(self.run_dir / "log.csv") as tmp, tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
+            writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
             writer.writerows(self.history)
         self.plot()

@@ -26,7 +26,8 @@ def _learning_spans(history: list[dict]) -> list[tuple[float, float]]:
 
 
 def plot_stable_training(history: list[dict], path: Path) -> None:
-    """Unstable fraction per epoch with learning phases shaded; L_obs on a second axis."""
+    """Unstable fraction per epoch (and the part the latent grade criterion flagged, when it
+    is on) with learning phases shaded; L_obs on a second axis."""
     epochs = [row["epoch"] for row in history]
     fig, ax = plt.subplots(figsize=(7, 3.8))
     for k, (first, stop) in enumerate(_learning_spans(history)):
@@ -34,6 +35,9 @@ def plot_stable_training(history: list[dict], path: Path) -> None:
                    label="learning phase" if k == 0 else None)  # fmt: skip
     ax.plot(epochs, [row["unstable_fraction"] for row in history], "o-", color="C0", ms=3,
             label="unstable fraction")  # fmt: skip
+    if "latent_unstable_fraction" in history[0]:
+        ax.plot(epochs, [row["latent_unstable_fraction"] for row in history], "^--", color="C2",
+                ms=3, label="flagged by the latent grade")  # fmt: skip
     ax.set_xlabel("epoch")
     ax.set_ylabel("fraction of unstable replicas")
     ax.set_ylim(-0.02, 1.02)
