@@ -49,8 +49,10 @@ import torch  # noqa: E402
 from campaign import Stage, cli, work_loop  # noqa: E402
 from early_warning_study import auc  # noqa: E402
 from machine import machine_info  # noqa: E402
+from scipy.stats import rankdata  # noqa: E402
 
 from stablemd.data.database import read_frames, write_frames  # noqa: E402
+from stablemd.diagnose.early_warning.index import is_saturated  # noqa: E402
 from stablemd.diagnose.early_warning.model_file import stored_early_warning  # noqa: E402
 from stablemd.diagnose.early_warning.settings import latent_index  # noqa: E402
 from stablemd.diagnose.energy_drift import EnergyRecorder  # noqa: E402
@@ -289,8 +291,9 @@ def samples(
 
 
 def lead_times(record: dict, name: str, threshold: float, floor: float = 0.0) -> dict:
-    """Per failed replica, failure − the first call at which the score passed ``threshold``
-    (before the failure); how many stable replicas passed it."""
+    """The lead times (ps) of the failed replicas whose score passed ``threshold`` before they
+    failed (failure − first such call), how many failed unwarned, how many stable replicas
+    passed it."""
     scores = score_series(record, floor)[name]
     times, failure = record["times_ps"], record["failure_ps"]
     leads, false_alarms, missed = [], 0, 0
@@ -303,28 +306,49 @@ def lead_times(record: dict, name: str, threshold: float, floor: float = 0.0) ->
             missed += 1
         else:
             leads.append(float(failure[r] - first))
-    return {"warned": len(leads), "missed": missed, "stable_alarmed": false_alarms,
-            "median_lead_ps": float(np.median(leads)) if leads else None}  # fmt: skip
+    return {"leads": leads, "missed": missed, "stable_alarmed": false_alarms}
+
+
+def time_stratified_auc(scores: np.ndarray, labels: np.ndarray, times: np.ndarray):
+    """ROC AUC over the (positive, negative) pairs of samples taken at the same time: the score
+    must rank the replicas that fail within Δ above those still alive at t + Δ *at the same t*,
+    so that a score which merely grows with time (as every cumulative one does, while early
+    times hold most failures) earns nothing from it. None without such pairs."""
+    concordant = pairs = 0.0
+    for t in np.unique(times):
+        at = times == t
+        positives, negatives = int(labels[at].sum()), int((~labels[at]).sum())
+        if positives == 0 or negatives == 0:
+            continue
+        ranks = rankdata(scores[at])
+        concordant += ranks[labels[at]].sum() - positives * (positives + 1) / 2
+        pairs += positives * negatives
+    return float(concordant / pairs) if pairs else None
 
 
 def analyse(records: dict[str, dict], delta_ps: float, floor: float = 0.0) -> dict:
-    """AUC of every score over the runs given, and lead times at the 5 % false-alarm threshold
-    (the critical level raised to ``floor`` × T_cal)."""
+    """AUCs of every score over the runs given (time-stratified, and pooled over all times),
+    and lead times at the threshold that ``FALSE_ALARM`` of the negative samples pass (the
+    critical level raised to ``floor`` × T_cal)."""
     pooled = {k: [] for k in SCORES}
-    labels = []
+    labels, times = [], []
     for record in records.values():
-        values, run_labels, _ = samples(record, delta_ps, floor)
+        values, run_labels, where = samples(record, delta_ps, floor)
         for k in SCORES:
             pooled[k].append(values[k])
         labels.append(run_labels)
+        times.append(np.array([round(t / GRID_PS) for _, t in where], dtype=int))
     if not labels or not np.concatenate(labels).size:
         return {"samples": 0}
-    labels = np.concatenate(labels)
+    labels, times = np.concatenate(labels), np.concatenate(times)
     out = {"samples": int(len(labels)), "positive": int(labels.sum()), "scores": {}}
     for k in SCORES:
         values = np.concatenate(pooled[k])
         usable = np.isfinite(values)
-        row = {"auc": auc(values[usable], labels[usable])}
+        row = {
+            "auc": time_stratified_auc(values[usable], labels[usable], times[usable]),
+            "auc_all_times": auc(values[usable], labels[usable]),
+        }
         negatives = values[usable & ~labels]
         if k == "cli_crossed":
             threshold = 0.5
@@ -333,45 +357,55 @@ def analyse(records: dict[str, dict], delta_ps: float, floor: float = 0.0) -> di
         else:
             threshold = None
         if threshold is not None:
-            row["threshold"] = threshold
             counts = [lead_times(r, k, threshold, floor) for r in records.values()]
-            leads = [c["median_lead_ps"] for c in counts if c["median_lead_ps"] is not None]
+            leads = [x for c in counts for x in c["leads"]]
             row.update({
-                "warned": sum(c["warned"] for c in counts),
+                "threshold": threshold,
+                "warned": len(leads),
+                "warned_1ps_ahead": sum(x >= 1.0 for x in leads),
                 "missed": sum(c["missed"] for c in counts),
                 "stable_alarmed": sum(c["stable_alarmed"] for c in counts),
-                "median_of_run_median_leads_ps": float(np.median(leads)) if leads else None,
+                "median_lead_ps": float(np.median(leads)) if leads else None,
             })  # fmt: skip
         out["scores"][k] = row
     return out
 
 
 def claims(records: dict[str, dict]) -> dict:
-    """The paper's claims per run: the mean flagged fraction CLI(end)/end, saturation against
-    survival, and the rank correlation of CLI growth with energy-drift growth over replicas."""
+    """The paper's claims per run: the mean flagged fraction CLI(end)/end, saturated replicas
+    against survival, and the rank correlation over replicas of the CLI's growth with the
+    energy drift's (|ΔE_cons| per atom per ps up to the call before the end)."""
     from scipy.stats import spearmanr
 
     rows, growth, drift = {}, [], []
     for key, record in records.items():
         times, cli_ps, failure = record["times_ps"], record["cli_ps"], record["failure_ps"]
+        replicas = np.arange(cli_ps.shape[1])
         last = np.isfinite(cli_ps).sum(axis=0) - 1
-        end_t = np.maximum(times[last], 1e-9)
-        fraction = cli_ps[last, np.arange(cli_ps.shape[1])] / end_t
+        before = np.maximum(last - 1, 1)
+        fraction = cli_ps[last, replicas] / np.maximum(times[last], 1e-9)
         conserved = record["conserved_eV"]
-        drift_rate = np.abs(conserved[last, np.arange(len(last))] - conserved[0]) / end_t
+        drift_rate = np.abs(conserved[before, replicas] - conserved[0]) / times[before]
         drift_rate /= record["n_atoms"]
+        saturated = is_saturated(times, cli_ps, 0.2 * float(record["run_ps"])).numpy()
+        stable = ~np.isfinite(failure)
         growth += list(fraction)
         drift += list(drift_rate)
         rows[key] = {
-            "failed": int(np.isfinite(failure).sum()),
+            "failed": int((~stable).sum()),
             "replicas": len(failure),
-            "median_stable_ps": float(
-                np.median(np.where(np.isfinite(failure), failure, record["run_ps"]))
-            ),  # fmt: skip
+            "median_stable_ps": float(np.median(np.where(stable, record["run_ps"], failure))),
             "mean_flagged_fraction": float(fraction.mean()),
-            "mean_drift_eV_per_atom_per_ps": float(drift_rate.mean()),
-        }
-    rho = spearmanr(growth, drift)
+            "mean_flagged_fraction_failed": float(fraction[~stable].mean()) if (~stable).any()
+            else None,
+            "mean_flagged_fraction_stable": float(fraction[stable].mean()) if stable.any()
+            else None,
+            "mean_drift_eV_per_atom_per_ps": float(np.nanmean(drift_rate)),
+            "saturated": int(saturated.sum()),
+            "saturated_stable": int((saturated & stable).sum()),
+        }  # fmt: skip
+    usable = np.isfinite(growth) & np.isfinite(drift)
+    rho = spearmanr(np.asarray(growth)[usable], np.asarray(drift)[usable])
     return {"runs": rows, "spearman_cli_growth_vs_drift": float(rho.statistic)}
 
 
