@@ -238,6 +238,14 @@ def test_critical_level_crossing_and_lead_time_on_known_lines():
     assert lead[2].item() == pytest.approx(1.9) and math.isnan(lead[0].item())
     with pytest.raises(InputError, match="stopped early"):
         calibrate_critical_level(times, run_cli)
+    # the floor: runs that never flag give floor × T_cal, runs above it keep their own level
+    quiet = calibrate_critical_level(
+        times, torch.zeros(101, 2, dtype=torch.float64), 1.0, 1.0, 0.01
+    )
+    assert quiet.level_ps == pytest.approx(0.1)
+    assert calibrate_critical_level(times, good, floor_fraction=0.01).level_ps == pytest.approx(0.2)
+    with pytest.raises(InputError, match="floor_fraction"):
+        calibrate_critical_level(times, good, floor_fraction=1.5)
     interior = run_cli.clone()
     interior[10, 0] = float("nan")
     with pytest.raises(InputError, match="non-finite"):

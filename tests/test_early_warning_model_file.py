@@ -15,8 +15,9 @@ from md_support import rattled, single_thread  # noqa: F401
 from stablemd.cli.main import main
 from stablemd.core.errors import InputError
 from stablemd.data.database import read_frames, write_frames
-from stablemd.diagnose.early_warning import fit_latent_domain
+from stablemd.diagnose.early_warning import fit_latent_domain, model_file
 from stablemd.diagnose.early_warning.model_file import (
+    LEVEL_FLOOR_FRACTION,
     calibrate_on_trajectories,
     fit_and_attach,
     reference_trajectories,
@@ -48,7 +49,7 @@ def trajectories(n_runs=3, n_frames=8, timestep_fs=0.5, every=10):
     return frames
 
 
-def test_the_critical_level_is_the_largest_cli_of_the_reference_trajectories():
+def test_the_critical_level_is_the_largest_cli_of_the_reference_trajectories(monkeypatch):
     potential = tiny_painn()
     frames = trajectories()
     domain = fit_latent_domain(potential, frames[:8])  # the first run's frames
@@ -69,8 +70,13 @@ def test_the_critical_level_is_the_largest_cli_of_the_reference_trajectories():
             totals[name].append(float(flags.mean(dim=1)[1:].sum()) * 0.005)
     for name in ("grade", "box"):
         assert max(totals[name]) > 0  # the wild run leaves the domain
-        assert levels[name].level_ps == pytest.approx(max(totals[name]), rel=1e-12)
+        least = LEVEL_FLOOR_FRACTION * 0.035  # the floor, a flagged fraction of T_cal
+        assert levels[name].level_ps == pytest.approx(max(*totals[name], least), rel=1e-12)
         assert levels[name].calibration_ps == pytest.approx(0.035)
+    # a floor above every run's index sets the level: all of T_cal flagged
+    monkeypatch.setattr(model_file, "LEVEL_FLOOR_FRACTION", 1.0)
+    floored = calibrate_on_trajectories(potential, domain, frames, runs)
+    assert all(level.level_ps == pytest.approx(0.035) for level in floored.values())
 
 
 def test_reference_trajectories_need_a_record_and_common_frames():

@@ -13,9 +13,10 @@ Definitions (stablemd's, "CLI-inspired": the CLI paper publishes no formula):
   frozen replica) and is then NaN after its last value. Any other non-finite value is refused.
 - Critical level (:class:`CriticalLevel`): calibrated on known-good runs of length T_cal (MD of
   the reference method, or of the model from training frames, that did not fail): L = ``factor``
-  × the ``quantile`` of their CLI at T_cal. A run is past it at time t when
-  CLI_r(t) > L · max(1, t / T_cal): no more than the good runs accumulated by T_cal, and beyond
-  T_cal no faster than their average rate (a saturating good run stays below this line).
+  × the ``quantile`` of their CLI at T_cal, at least ``floor_fraction`` × T_cal. A run is past
+  it at time t when CLI_r(t) > L · max(1, t / T_cal): no more than the good runs accumulated by
+  T_cal, and beyond T_cal no faster than their average rate (a saturating good run stays below
+  this line).
 - Saturation: the trailing rate over a window W, (CLI(t_end) − CLI(t_end − W)) / W (the flagged
   fraction over the last W), is at most max(``tolerance``, ``relative_tolerance`` × CLI(t_end) /
   t_end); a replica with less than W recorded is not judged saturated.
@@ -104,23 +105,28 @@ class CriticalLevel:
 
 
 def calibrate_critical_level(
-    times_ps, cli, quantile: float = 1.0, factor: float = 1.0
+    times_ps, cli, quantile: float = 1.0, factor: float = 1.0, floor_fraction: float = 0.0
 ) -> CriticalLevel:
     """The critical level from CLI series [n_times, n_replicas] of known-good runs: ``factor``
-    × the ``quantile`` over replicas of CLI at the last time. Every replica must have run to
-    the end (one that stopped early was not a good run)."""
+    × the ``quantile`` over replicas of CLI at the last time, and at least ``floor_fraction`` ×
+    their length (a flagged fraction that good runs may have stayed below: without it, runs that
+    never flag give a level of 0, which the first flagged atom passes). Every replica must have
+    run to the end (one that stopped early was not a good run)."""
     times = _times(times_ps)
     values, lengths = _series(cli, len(times))
     if not 0 <= quantile <= 1:
         raise InputError(f"quantile must be within [0, 1], got {quantile}")
     if not factor > 0:
         raise InputError(f"factor must be positive, got {factor}")
+    if not 0 <= floor_fraction <= 1:
+        raise InputError(f"floor_fraction must be within [0, 1], got {floor_fraction}")
     if bool((lengths < len(times)).any()):
         raise InputError("a calibration replica stopped early: calibrate on runs that did not fail")
     if not float(times[-1]) > 0:
         raise InputError("the calibration runs need a positive length")
     level = factor * float(torch.quantile(values[-1], quantile))
-    return CriticalLevel(level_ps=level, calibration_ps=float(times[-1]))
+    length = float(times[-1])
+    return CriticalLevel(level_ps=max(level, floor_fraction * length), calibration_ps=length)
 
 
 def first_crossing(times_ps, cli, critical: CriticalLevel) -> torch.Tensor:

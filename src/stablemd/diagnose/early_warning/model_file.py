@@ -7,9 +7,12 @@ The critical level is calibrated on the reference method's own MD (stablemd's ``
 records each frame's ``trajectory``, ``step`` and ``timestep_fs``): the model's indicator on
 every frame of each trajectory, its flagged fraction accumulated along the trajectory
 (:func:`~.index.cumulative_index`), and L = the largest CLI of any trajectory at the end of the
-time they all cover (:func:`~.index.calibrate_critical_level`, quantile 1, factor 1). These runs
-did not fail, so they are known-good runs; they hold the training frames and the frames around
-them. Frames without that record (imported files) give no critical level.
+time they all cover (:func:`~.index.calibrate_critical_level`, quantile 1, factor 1), but at
+least :data:`LEVEL_FLOOR_FRACTION` of that time (a well-trained model's reference runs may flag
+no atom at all, and a level of 0 is passed by the first flagged atom; the floor was chosen on
+the aspirin study of docs/early_warning.md). These runs did not fail, so they are known-good
+runs; they hold the training frames and the frames around them. Frames without that record
+(imported files) give no critical level.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ from stablemd.models.registry import (
     save_potential,
 )
 from stablemd.training.workflow import TrainingFrames, locate_training_frames
+
+#: The least critical level, as a flagged fraction of the calibration length.
+LEVEL_FLOOR_FRACTION = 0.01
 
 
 @dataclass
@@ -154,7 +160,9 @@ def calibrate_on_trajectories(
     levels = {}
     for name, values in fractions.items():
         cli = cumulative_index(values.reshape(shape).T, trajectories.times_ps)
-        levels[name] = calibrate_critical_level(trajectories.times_ps, cli)
+        levels[name] = calibrate_critical_level(
+            trajectories.times_ps, cli, floor_fraction=LEVEL_FLOOR_FRACTION
+        )
     return levels
 
 
