@@ -249,7 +249,9 @@ def score_series(record: dict, floor: float = 0.0) -> dict[str, np.ndarray]:
     calibration = record["calibration_ps"]
     level_ps = max(float(record["level_ps"]), floor * calibration)
     level = level_ps * np.maximum(1.0, times / calibration)[:, None]
-    over = cli_ps / level
+    with np.errstate(divide="ignore", invalid="ignore"):  # a level of 0: any flag passes it
+        over = np.where(level > 0, cli_ps / level, np.where(cli_ps > 0, np.inf, 0.0))
+    over[np.isnan(cli_ps)] = np.nan
     lag = np.maximum(np.arange(len(times)) - width, 0)
     lagged, span = cli_ps[lag], (times - times[lag])[:, None]
     return {
