@@ -35,7 +35,6 @@ the final point of every run as a table.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -45,7 +44,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from campaign import Stage, cli, recorded_stages, stability_rows, work_loop  # noqa: E402
+from campaign import (  # noqa: E402
+    Stage,
+    campaign_arguments,
+    cli,
+    recorded_stages,
+    stability_rows,
+    work_loop,
+)
 from machine import machine_info  # noqa: E402
 
 SYSTEM = "alanine-dipeptide"
@@ -273,21 +279,15 @@ def plot(results: dict, image: Path) -> None:
 
 
 def command_line() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--work", type=Path, default=HERE / "data" / "alanine-al")
-    parser.add_argument("--stages", help="comma-separated words: run matching stages only")
-    parser.add_argument("--until", help="HH:MM UTC: take no new stage after this time")
-    parser.add_argument("--collect", action="store_true")
-    args = parser.parse_args()
-    work = args.work.resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    args = campaign_arguments(__doc__.split("\n")[0], HERE / "data" / "alanine-al")
     if args.collect:
         summary = collect(
-            work, HERE / "results" / "alanine_al.json", ROOT / "docs" / "images" / "alanine_al.png"
-        )
+            args.work, HERE / "results" / "alanine_al.json",
+            ROOT / "docs" / "images" / "alanine_al.png",
+        )  # fmt: skip
         print(markdown_table(summary["final"]))
         return
-    work_loop(work, stages(), args.stages.split(",") if args.stages else None, args.until)
+    work_loop(args.work, stages(), args.words, args.until)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ campaign continues), and a worker claims the next stage whose inputs are done wi
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -59,6 +60,21 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def campaign_arguments(description: str, default_work: Path) -> argparse.Namespace:
+    """The command line every campaign script shares: ``--work`` (resolved and made),
+    ``--stages`` (as ``words``: a list, or None), ``--until`` and ``--collect``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--work", type=Path, default=default_work)
+    parser.add_argument("--stages", help="comma-separated words: run matching stages only")
+    parser.add_argument("--until", help="HH:MM UTC: take no new stage after this time")
+    parser.add_argument("--collect", action="store_true")
+    args = parser.parse_args()
+    args.work = args.work.resolve()
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.words = args.stages.split(",") if args.stages else None
+    return args
 
 
 def claim(work: Path, name: str) -> bool:

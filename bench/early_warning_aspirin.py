@@ -35,7 +35,6 @@ Stages share one-thread workers (``bench/campaign.py``): ``python bench/early_wa
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -46,7 +45,7 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 import stable_aspirin  # noqa: E402
 import torch  # noqa: E402
-from campaign import Stage, cli, work_loop  # noqa: E402
+from campaign import Stage, campaign_arguments, cli, work_loop  # noqa: E402
 from early_warning_study import auc  # noqa: E402
 from machine import machine_info  # noqa: E402
 from scipy.stats import rankdata  # noqa: E402
@@ -479,21 +478,14 @@ def collect(work: Path, out: Path, image: Path) -> dict:
 
 
 def command_line() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--work", type=Path, default=HERE / "data" / "early-warning-aspirin")
-    parser.add_argument("--stages", help="comma-separated words: run matching stages only")
-    parser.add_argument("--until", help="HH:MM UTC: take no new stage after this time")
-    parser.add_argument("--collect", action="store_true")
-    args = parser.parse_args()
-    work = args.work.resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "painn-small.yaml").write_text(stable_aspirin.MODEL_CONFIG)
+    args = campaign_arguments(__doc__.split("\n")[0], HERE / "data" / "early-warning-aspirin")
+    (args.work / "painn-small.yaml").write_text(stable_aspirin.MODEL_CONFIG)
     if args.collect:
-        results = collect(work, HERE / "results" / "early_warning_aspirin.json",
+        results = collect(args.work, HERE / "results" / "early_warning_aspirin.json",
                           ROOT / "docs" / "images" / "early_warning_aspirin.png")  # fmt: skip
         print(json.dumps(results["pooled"], indent=1))
         return
-    work_loop(work, plan(), args.stages.split(",") if args.stages else None, args.until)
+    work_loop(args.work, plan(), args.words, args.until)
 
 
 if __name__ == "__main__":
