@@ -164,6 +164,10 @@ def test_refitted_domain_in_the_same_out_is_refused(workspace):
     assert refused(other, "run.json: this run used early_warning_model='[0-9a-f]+', not '")
     off = simulate(workspace, "refit", "--time-ps", "0.04", "--no-early-warning")
     assert refused(off, "this run used early_warning_model='[0-9a-f]+', not None")
+    plain = simulate(workspace, "unwarned", "--time-ps", "0.02", "--no-early-warning")
+    assert plain.exit_code == 0, plain.output
+    resumed = simulate(workspace, "unwarned", "--time-ps", "0.04")  # the warning on by default
+    assert refused(resumed, "made without the early warning; continue it with --no-early-w")
     # --early-warning asks for what the run already used: it continues
     result = simulate(workspace, "refit", "--time-ps", "0.04", "--early-warning")
     assert result.exit_code == 0, result.output

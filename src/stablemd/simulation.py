@@ -40,7 +40,7 @@ from pydantic import Field
 
 from stablemd.core.config_file import field_defaults
 from stablemd.core.errors import InputError
-from stablemd.core.files import atomic_write, record_run_options, write_json
+from stablemd.core.files import atomic_write, read_json_record, record_run_options, write_json
 from stablemd.data.fingerprints import frames_fingerprint
 from stablemd.diagnose.early_warning.model_file import EarlyWarning
 from stablemd.diagnose.early_warning.monitor import LatentInstabilityMonitor
@@ -177,6 +177,18 @@ def _write_early_warning(record: dict, failure_ps: list, out: Path, title: str) 
         figure.savefig(tmp, dpi=DPI, format="png")
 
 
+def _check_warning_continues(record: Path, warning_id: str | None) -> None:
+    """A run made without the early warning (``--no-early-warning``, or by a stablemd that had
+    none) continues without it: its index would start mid-run. Names the option that does."""
+    if not record.is_file() or warning_id is None:
+        return
+    if read_json_record(record, "run record").get("early_warning_model") is None:
+        raise InputError(
+            f"{record}: this run was made without the early warning; continue it with "
+            "--no-early-warning"
+        )
+
+
 def simulate(
     potential: Potential,
     starts: list[Atoms],
@@ -211,6 +223,7 @@ def simulate(
         **settings.model_dump(),
         "early_warning_model": early_warning_id(early_warning),
     }
+    _check_warning_continues(out / "run.json", options["early_warning_model"])
     record_run_options(
         options, out / "run.json", may_change=EXTENSIBLE, defaults=field_defaults(type(settings))
     )
