@@ -102,10 +102,7 @@ class UncertaintyRecorder(Observer):
             dtype = next(self.potential.parameters()).dtype
             batch = state.batch(dtype)
             atomic = self.uncertainty.predict(self.potential, batch)["atomic_uncertainty"]
-            per_replica = torch.full((state.n_systems,), -torch.inf, dtype=torch.float64)
-            per_replica = per_replica.scatter_reduce(
-                0, state.system_index, atomic.detach().double(), reduce="amax"
-            )
+            per_replica = state.max_per_system(atomic.detach().double())
             largest[state.active] = per_replica[state.active]
         self.rows.append(largest)
 

@@ -18,7 +18,8 @@ from ase import Atoms
 
 
 class SystemLayout:
-    """Sizes and per-system sums of anything with ``positions``, ``system_index`` and ``cell``."""
+    """Sizes, per-system sums and maxima of anything with ``positions``, ``system_index`` and
+    ``cell``."""
 
     positions: torch.Tensor
     system_index: torch.Tensor
@@ -41,6 +42,16 @@ class SystemLayout:
         """Sum a per-atom quantity [n_atoms, ...] into a per-system one [n_systems, ...]."""
         out = per_atom.new_zeros((self.n_systems, *per_atom.shape[1:]))
         return out.index_add(0, self.system_index, per_atom)
+
+    def max_per_system(
+        self, per_atom: torch.Tensor, atoms: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The largest value of a per-atom quantity in each system [n_systems]: of ``per_atom``
+        [n_atoms], or with ``atoms`` (an index or mask of the atoms) of those atoms' values
+        [n_selected]; −inf for a system without any of them."""
+        index = self.system_index if atoms is None else self.system_index[atoms]
+        out = per_atom.new_full((self.n_systems,), -torch.inf)
+        return out.scatter_reduce(0, index, per_atom, reduce="amax")
 
 
 @dataclass

@@ -43,9 +43,7 @@ def latent_grade(
         )
     atoms = state.active_atoms
     grade = domain.grade(features[atoms], state.numbers[atoms])
-    largest = torch.full((state.n_systems,), -torch.inf, dtype=torch.float64)
-    largest = largest.scatter_reduce(0, state.system_index[atoms], grade, reduce="amax")
-    per_replica[state.active] = largest[state.active]
+    per_replica[state.active] = state.max_per_system(grade, atoms)[state.active]
     return grade, per_replica
 
 

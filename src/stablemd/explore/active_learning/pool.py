@@ -49,9 +49,7 @@ class CandidateRecorder(Observer):
             return
         atomic = state.outputs["atomic_uncertainty"].detach().to(torch.float64)
         total = state.outputs["uncertainty"].detach().to(torch.float64)
-        largest = torch.zeros(state.n_systems, dtype=torch.float64).scatter_reduce(
-            0, state.system_index, atomic, "amax", include_self=False
-        )
+        largest = state.max_per_system(atomic)
         keep = torch.full_like(state.active, state.step % self.interval == 0)
         if self.threshold is not None:
             keep |= largest > self.threshold
