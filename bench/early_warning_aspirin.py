@@ -267,12 +267,11 @@ def score_series(record: dict, floor: float = 0.0) -> dict[str, np.ndarray]:
 
 
 def samples(
-    record: dict, delta_ps: float, floor: float = 0.0
+    record: dict, scores: dict[str, np.ndarray], delta_ps: float
 ) -> tuple[dict[str, np.ndarray], np.ndarray, list]:
-    """Scores at the grid times and labels "fails within (t, t + Δ]" over replicas stable at t;
-    with (replica, t) of each sample."""
+    """The ``scores`` (:func:`score_series` of ``record``) at the grid times and labels "fails
+    within (t, t + Δ]" over replicas stable at t; with (replica, t) of each sample."""
     times, failure, run_ps = record["times_ps"], record["failure_ps"], float(record["run_ps"])
-    scores = score_series(record, floor)
     values = {k: [] for k in SCORES}
     labels, where = [], []
     for t in np.arange(0.0, run_ps - delta_ps + 1e-9, GRID_PS):
@@ -288,11 +287,10 @@ def samples(
     return {k: np.asarray(v, dtype=float) for k, v in values.items()}, np.asarray(labels), where
 
 
-def lead_times(record: dict, name: str, threshold: float, floor: float = 0.0) -> dict:
-    """The lead times (ps) of the failed replicas whose score passed ``threshold`` before they
-    failed (failure − first such call), how many failed unwarned, how many stable replicas
-    passed it."""
-    scores = score_series(record, floor)[name]
+def lead_times(record: dict, scores: np.ndarray, threshold: float) -> dict:
+    """The lead times (ps) of the failed replicas whose score [n_t, R] passed ``threshold``
+    before they failed (failure − first such call), how many failed unwarned, how many stable
+    replicas passed it."""
     times, failure = record["times_ps"], record["failure_ps"]
     leads, false_alarms, missed = [], 0, 0
     for r in range(len(failure)):
@@ -328,10 +326,11 @@ def analyse(records: dict[str, dict], delta_ps: float, floor: float = 0.0) -> di
     """AUCs of every score over the runs given (time-stratified, and pooled over all times),
     and lead times at the threshold that ``FALSE_ALARM`` of the negative samples pass (the
     critical level raised to ``floor`` × T_cal)."""
+    scored = {key: score_series(record, floor) for key, record in records.items()}
     pooled = {k: [] for k in SCORES}
     labels, times = [], []
-    for record in records.values():
-        values, run_labels, where = samples(record, delta_ps, floor)
+    for key, record in records.items():
+        values, run_labels, where = samples(record, scored[key], delta_ps)
         for k in SCORES:
             pooled[k].append(values[k])
         labels.append(run_labels)
@@ -355,7 +354,7 @@ def analyse(records: dict[str, dict], delta_ps: float, floor: float = 0.0) -> di
         else:
             threshold = None
         if threshold is not None:
-            counts = [lead_times(r, k, threshold, floor) for r in records.values()]
+            counts = [lead_times(r, scored[key][k], threshold) for key, r in records.items()]
             leads = [x for c in counts for x in c["leads"]]
             row.update({
                 "threshold": threshold,
