@@ -54,22 +54,25 @@ max_epochs: 150
 TEMPERATURES = {500.0: 30.0, 350.0: 5.0, 700.0: 5.0}
 
 
-def stable_train(work: Path, data: Path, name: str, extra: str) -> None:
+def stable_train(work: Path, data: Path, name: str, extra: str, system: str = "aspirin") -> None:
+    """``name.pt``: StABlE from ``baseline.pt`` with ``STABLE_CONFIG`` plus ``extra``."""
     if (work / f"{name}.pt").is_file():  # finished; stablemd never replaces a model silently
         return
     config = work / f"{name}.yaml"
     config.write_text(STABLE_CONFIG + extra)
     stages.stablemd(
         "stable-train", "--model", str(work / "baseline.pt"), "--data", str(data),
-        "--out", str(work / f"{name}.pt"), "--system", "aspirin", "--config", str(config),
+        "--out", str(work / f"{name}.pt"), "--system", system, "--config", str(config),
         "--max-time", "120", "--reference", str(work / "reference-sim.db"),
         log=work / f"{name}.log",
     )  # fmt: skip
 
 
-def stability(work: Path, models: list[str], temperature: float, ps: float) -> dict:
+def stability(
+    work: Path, models: list[str], temperature: float, ps: float, system: str = "aspirin"
+) -> dict:
     return stages.stability(
-        work, models, f"stability-{temperature:g}K", "--system", "aspirin", "--replicas", "64",
+        work, models, f"stability-{temperature:g}K", "--system", system, "--replicas", "64",
         "--temperature", str(temperature), "--time-ps", str(ps),
         "--starts", str(work / "starts64.db"), "--reference", str(work / "reference-sim.db"),
     )  # fmt: skip

@@ -1,0 +1,99 @@
+"""StABlE on the StABlE paper's MD17 molecules beside aspirin, each from nothing but its SMILES.
+
+For each molecule: ``stablemd systems add NAME --smiles ...`` (RDKit, relaxed with GFN2-xTB);
+xTB data at 500 K made as for aspirin (8 Langevin trajectories of 12500 steps, a frame every
+10); then ``bench/stable_aspirin.py``'s protocol: a PaiNN baseline on 50 frames (0.25 ps of one
+trajectory), StABlE from it with λ = 2 and no new labels, force errors on 1000 frames of
+trajectories 5–6, and 64 replicas from held-out starts for 30 ps at 500 K (Nosé–Hoover,
+0.5 fs, 0.5 Å bond criterion; h(r) reference: trajectories 0–4 without labels). Every stage
+runs as a ``stablemd`` command on one thread; its wall time is kept.
+
+The stored systems go to ``WORK/config`` (``XDG_CONFIG_HOME``), not the user's configuration.
+``python bench/stable_molecules.py NAME`` runs one molecule (resumable; run the molecules in
+parallel processes); without argument, runs what is missing and writes
+``stable_molecules.json``. Working directory: STABLEMD_BENCH_WORK (default
+``bench/data/stable-molecules``), one subdirectory per molecule.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import stable_aspirin  # noqa: E402
+import stages  # noqa: E402
+from machine import machine_info  # noqa: E402
+
+MOLECULES = {"naphthalene": "c1ccc2ccccc2c1", "salicylic-acid": "OC(=O)c1ccccc1O"}
+DATA = ("--oracle", "xtb", "--temperature", "500", "--steps", "12500", "--every", "10",
+        "--trajectories", "8", "--seed", "1")  # fmt: skip
+WORK = Path(os.environ.get("STABLEMD_BENCH_WORK", HERE / "data" / "stable-molecules"))
+
+
+def timed(work: Path, stage: str, output: Path, command: str, *args: str) -> None:
+    """Run ``stablemd command args`` unless ``output`` exists; its wall time (summed over
+    interrupted attempts) is kept in ``work/timings.json``."""
+    if output.exists():
+        return
+    timings_path = work / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    started = time.perf_counter()
+    try:
+        stages.stablemd(command, *args, log=work / f"{stage}.log")
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - started
+        timings_path.write_text(json.dumps(timings, indent=2))
+
+
+def run_molecule(name: str) -> None:
+    os.environ["XDG_CONFIG_HOME"] = str(WORK / "config")  # inherited by every stage
+    work = WORK / name
+    work.mkdir(parents=True, exist_ok=True)
+    stored = WORK / "config" / "stablemd" / "systems" / f"{name}.extxyz"
+    timed(work, "systems_add", stored, "systems", "add", name, "--smiles", MOLECULES[name])
+    data = work / f"{name}-xtb-500K.db"
+    timed(work, "data_generate", data, "data", "generate", name, *DATA, "--out", str(data))
+    (work / "painn-small.yaml").write_text(stable_aspirin.MODEL_CONFIG)
+    stages.train(work, data, "baseline", 50, 50, 8)
+    stable_aspirin.split_files(work, data)
+    stable_aspirin.stable_train(work, data, "stable", "", system=name)
+    stable_aspirin.stability(work, ["baseline", "stable"], 500.0, 30.0, system=name)
+
+
+def molecule_result(name: str) -> dict:
+    work = WORK / name
+    models = {m: stages.model_row(work, m) for m in ("baseline", "stable")}
+    stability = stable_aspirin.stability(work, ["baseline", "stable"], 500.0, 30.0, system=name)
+    return {
+        "smiles": MOLECULES[name],
+        "stage_wall_time_s": {
+            **json.loads((work / "timings.json").read_text()),
+            "train_baseline": models["baseline"]["train_time_s"],
+            "stable_train": models["stable"]["stable_time_s"],
+            **{f"stability_{m}": row["wall_time_s"] for m, row in stability.items()},
+        },
+        "models": models,
+        "stability_500K_30ps": stability,
+    }
+
+
+def main(out_dir: Path, quick: bool = False) -> dict:
+    if quick:
+        return {"skipped": "about an hour per molecule; run it without --quick"}
+    started = time.perf_counter()
+    for name in MOLECULES:
+        run_molecule(name)
+    result = {"machine": machine_info(), "molecules": {n: molecule_result(n) for n in MOLECULES}}
+    return stages.finish(out_dir, "stable_molecules", result, started)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 2:
+        run_molecule(sys.argv[1])
+    else:
+        main(HERE / "results")
