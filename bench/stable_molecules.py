@@ -35,29 +35,14 @@ DATA = ("--oracle", "xtb", "--temperature", "500", "--steps", "12500", "--every"
 WORK = Path(os.environ.get("STABLEMD_BENCH_WORK", HERE / "data" / "stable-molecules"))
 
 
-def timed(work: Path, stage: str, output: Path, command: str, *args: str) -> None:
-    """Run ``stablemd command args`` unless ``output`` exists; its wall time (summed over
-    interrupted attempts) is kept in ``work/timings.json``."""
-    if output.exists():
-        return
-    timings_path = work / "timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-    started = time.perf_counter()
-    try:
-        stages.stablemd(command, *args, log=work / f"{stage}.log")
-    finally:
-        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - started
-        timings_path.write_text(json.dumps(timings, indent=2))
-
-
 def run_molecule(name: str) -> None:
     os.environ["XDG_CONFIG_HOME"] = str(WORK / "config")  # inherited by every stage
     work = WORK / name
     work.mkdir(parents=True, exist_ok=True)
     stored = WORK / "config" / "stablemd" / "systems" / f"{name}.extxyz"
-    timed(work, "systems_add", stored, "systems", "add", name, "--smiles", MOLECULES[name])
+    stages.timed(work, "systems_add", stored, "systems", "add", name, "--smiles", MOLECULES[name])
     data = work / f"{name}-xtb-500K.db"
-    timed(work, "data_generate", data, "data", "generate", name, *DATA, "--out", str(data))
+    stages.timed(work, "data_generate", data, "data", "generate", name, *DATA, "--out", str(data))
     (work / "painn-small.yaml").write_text(stable_aspirin.MODEL_CONFIG)
     stages.train(work, data, "baseline", 50, 50, 8)
     stable_aspirin.split_files(work, data)

@@ -60,6 +60,21 @@ def stablemd(command: str, *args: str, log: Path) -> None:
                        stdout=handle, stderr=subprocess.STDOUT)  # fmt: skip
 
 
+def timed(work: Path, stage: str, output: Path, command: str, *args: str) -> None:
+    """Run ``stablemd command args`` unless ``output`` exists; its wall time (summed over
+    interrupted attempts) is kept in ``work/timings.json``."""
+    if output.exists():
+        return
+    timings_path = work / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    started = time.perf_counter()
+    try:
+        stablemd(command, *args, log=work / f"{stage}.log")
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - started
+        timings_path.write_text(json.dumps(timings, indent=2))
+
+
 def train(work: Path, data: Path, name: str, n_train: int, n_val: int, minutes: float) -> None:
     """``name.pt`` from ``n_train`` frames of one trajectory (``work/painn-small.yaml``)."""
     if (work / f"{name}.pt").is_file():

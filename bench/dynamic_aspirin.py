@@ -1,0 +1,183 @@
+"""Dynamic against conventional training on xTB aspirin, for PaiNN and MACE, with the same
+labels and the same wall time; then StABlE after each, against each alone.
+
+Data: ``stablemd data generate aspirin --oracle xtb --temperature 1000 --friction 0 --every 1
+--steps 2000 --trajectories 4 --seed 3``: NVE (velocity Verlet, 0.5 fs) with every step kept;
+velocities drawn at 1000 K fall to about 500 K as the kinetic energy shares itself with the
+potential energy. ``--split-by trajectory --seed 0`` (the same split for every model): 500
+frames (0.25 ps) of one trajectory train, 484 of another validate, the other two are held out.
+
+Models: PaiNN (32 features, 3 interactions, 5 Å) and the MACE adapter (its defaults, 5 Å),
+float32, each trained conventionally (``stablemd train``: MSE of energies and forces) and
+dynamically (``--dynamic``: the authors' loss and curriculum, the schedule compressed to fit the
+budget: patience 5, floor 1e-5, windows up to 4) for ``MINUTES`` each on one thread, the two
+runs of a model side by side. StABlE (``bench/stable_aspirin.py``'s λ = 2 settings, no new
+labels) from the conventional and from the dynamic PaiNN.
+
+Measured on the held-out trajectories: force MAE along 120-step rollouts from every
+non-overlapping start (the paper's figure), single-frame errors on every 4th frame, and 64
+replicas from 64 evenly spaced frames for ``STABILITY_PS`` at 500 K (Nosé–Hoover, 0.5 Å bond
+criterion; h(r) reference: the held-out trajectories' positions).
+
+Stages share one-thread workers (``bench/campaign.py``): ``python bench/dynamic_aspirin.py
+--work DIR`` in two shells; ``--collect`` writes ``bench/results/dynamic_aspirin.json`` and
+``docs/images/dynamic_aspirin_rollout.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+import numpy as np  # noqa: E402
+import stable_aspirin  # noqa: E402
+import stages  # noqa: E402
+import yaml  # noqa: E402
+from campaign import Stage, campaign_arguments, cli, recorded_stages, work_loop  # noqa: E402
+from machine import machine_info  # noqa: E402
+
+from stablemd.data.database import read_frames, write_frames  # noqa: E402
+from stablemd.data.splits import split_indices  # noqa: E402
+from stablemd.data.trajectories import read_trajectories  # noqa: E402
+from stablemd.fix.dynamic_training.plots import plot_rollout_errors  # noqa: E402
+from stablemd.fix.dynamic_training.validation import rollout_force_errors  # noqa: E402
+from stablemd.models.registry import load_potential  # noqa: E402
+
+DATA = "aspirin-nve.db"
+GENERATE = ["data", "generate", "aspirin", "--oracle", "xtb", "--temperature", 1000,
+            "--friction", 0, "--every", 1, "--steps", 2000, "--trajectories", 4,
+            "--seed", 3]  # fmt: skip
+N_TRAIN, N_VAL = 500, 484
+MINUTES = 20.0
+STABILITY_PS = 10.0
+ROLLOUT_STEPS = 120
+TRAINING = {"batch_size": 8, "lr_patience": 8, "early_stopping_patience": 40, "max_epochs": 10000}
+ARCHITECTURES = {
+    "painn": {"model": "painn", "model_options": {"n_features": 32, "n_interactions": 3,
+                                                  "cutoff": 5.0}},
+    "mace": {"model": "mace", "model_options": {"cutoff": 5.0, "avg_num_neighbors": 15.0}},
+}  # fmt: skip
+DYNAMIC = {"window_max": 4, "lr_patience": 5, "min_learning_rate": 1e-5,
+           "early_stopping_patience": 10000}  # fmt: skip
+TRAINED = [f"{a}-{kind}" for a in ARCHITECTURES for kind in ("conventional", "dynamic")]
+STABLE_FROM = ["painn-conventional", "painn-dynamic"]
+MODELS = TRAINED + [f"{name}-stable" for name in STABLE_FROM]
+
+
+def data_stage(work: Path) -> dict:
+    if not (work / DATA).is_file():  # rerunning the command resumes it
+        cli([*GENERATE, "--out", work / DATA, "--quiet"], work / "data.log")
+    return {}
+
+
+def held_out(work: Path) -> list:
+    """The trajectories of neither the training nor the validation frames (``train``'s split)."""
+    frames = read_frames(work / DATA)
+    ids = [a.info["trajectory"] for a in frames]
+    split = split_indices(len(frames), N_TRAIN, N_VAL, seed=0, by="trajectory", trajectories=ids)
+    used = {ids[i] for i in (*split.train, *split.val)}
+    return [t for t in read_trajectories(frames, DATA) if t.trajectory_id not in used]
+
+
+def splits_stage(work: Path) -> dict:
+    frames = read_frames(work / DATA)
+    test = [frames[i] for t in held_out(work) for i in t.frame_indices]
+    write_frames(work / "test-frames.db", test[::4], overwrite=True)
+    write_frames(work / "starts64.db", stages.spaced(test, 64), overwrite=True)
+    stages.write_positions(work / "reference-sim.db", test)
+    temperatures = [a.get_temperature() for a in test]
+    return {"test_frames": len(test[::4]), "mean_temperature_K": float(np.mean(temperatures))}
+
+
+def train_stage(work: Path, name: str) -> dict:
+    architecture, kind = name.split("-")
+    config = {**ARCHITECTURES[architecture], **TRAINING}
+    if kind == "dynamic":
+        config |= DYNAMIC
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    dynamic = ["--dynamic"] if kind == "dynamic" else []
+    if not (work / f"{name}.pt").is_file():
+        cli(["train", "--data", work / DATA, "--n-train", N_TRAIN, "--n-val", N_VAL,
+             "--split-by", "trajectory", "--seed", 0, "--config", path, "--max-time", MINUTES,
+             "--out", work / f"{name}.pt", "--no-progress", *dynamic],
+            work / f"train-{name}.log")  # fmt: skip
+    return {}
+
+
+def stable_stage(work: Path, name: str) -> dict:
+    if not (work / f"{name}-stable.pt").is_file():
+        config = work / "stable.yaml"
+        config.write_text(stable_aspirin.STABLE_CONFIG)
+        cli(["stable-train", "--model", work / f"{name}.pt", "--data", work / DATA,
+             "--out", work / f"{name}-stable.pt", "--system", "aspirin", "--config", config,
+             "--max-time", 120, "--reference", work / "reference-sim.db", "--no-progress"],
+            work / f"train-{name}-stable.log")  # fmt: skip
+    return {}
+
+
+def rollout_stage(work: Path, name: str) -> dict:
+    """Rollout force errors from the held-out trajectories and single-frame test errors."""
+    errors = rollout_force_errors(load_potential(work / f"{name}.pt"), held_out(work),
+                                  ROLLOUT_STEPS)  # fmt: skip
+    return {"rollout": errors, "single_frame": stages.test_errors(work, name)}
+
+
+def stability_stage(work: Path, name: str) -> dict:
+    out = work / f"stability-{name}"
+    cli(["stability", "--model", work / f"{name}.pt", "--system", "aspirin", "--replicas", 64,
+         "--temperature", 500, "--time-ps", STABILITY_PS, "--starts", work / "starts64.db",
+         "--reference", work / "reference-sim.db", "--out", out, "--no-progress"],
+        work / f"stability-{name}.log")  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())[name]
+    return {k: summary[k] for k in stages.KEPT if k in summary}
+
+
+def plan() -> list[Stage]:
+    plan = [Stage("data", [], data_stage), Stage("splits", ["data"], splits_stage)]
+    plan += [Stage(f"train-{name}", ["data"], train_stage, (name,)) for name in TRAINED]
+    plan += [Stage(f"train-{name}-stable", [f"train-{name}", "splits"], stable_stage, (name,))
+             for name in STABLE_FROM]  # fmt: skip
+    for name in MODELS:
+        plan.append(Stage(f"rollout-{name}", [f"train-{name}", "splits"], rollout_stage, (name,)))
+        plan.append(Stage(f"stability-{name}", [f"train-{name}", "splits"], stability_stage,
+                          (name,)))  # fmt: skip
+    return plan
+
+
+def collect(work: Path, out: Path, image: Path) -> dict:
+    recorded = recorded_stages(work, work)
+    models = {}
+    for name in MODELS:
+        if f"rollout-{name}" not in recorded:
+            continue
+        row = stages.model_row(work, name)
+        rollout = recorded[f"rollout-{name}"]["rollout"]
+        row["rollout_force_mae_meV_per_A"] = 1000 * rollout["mae"]
+        row["rollouts_exploded"] = rollout["exploded"]
+        row["stability_500K"] = recorded.get(f"stability-{name}")
+        models[name] = row
+    curves = {name: recorded[f"rollout-{name}"]["rollout"] for name in models}
+    plot_rollout_errors(curves, image, "aspirin, held-out NVE trajectories: 120-step rollouts")
+    result = {"machine": machine_info(), "data": " ".join(map(str, GENERATE)),
+              "split": recorded["splits"], "minutes_per_training": MINUTES,
+              "stability_ps": STABILITY_PS, "models": models, "rollouts": curves}  # fmt: skip
+    out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def command_line() -> None:
+    args = campaign_arguments(__doc__.split("\n")[0], HERE / "data" / "dynamic-aspirin")
+    if args.collect:
+        collect(args.work, HERE / "results" / "dynamic_aspirin.json",
+                ROOT / "docs" / "images" / "dynamic_aspirin_rollout.png")  # fmt: skip
+        return
+    work_loop(args.work, plan(), args.words, args.until)
+
+
+if __name__ == "__main__":
+    command_line()
