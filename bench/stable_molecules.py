@@ -28,10 +28,16 @@ sys.path.insert(0, str(HERE))
 import stable_aspirin  # noqa: E402
 import stages  # noqa: E402
 from machine import machine_info  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from stablemd.diagnose.stability.report import summarize, survival_curve  # noqa: E402
 
 MOLECULES = {"naphthalene": "c1ccc2ccccc2c1", "salicylic-acid": "OC(=O)c1ccccc1O"}
 DATA = ("--oracle", "xtb", "--temperature", "500", "--steps", "12500", "--every", "10",
         "--trajectories", "8", "--seed", "1")  # fmt: skip
+#: bench/stable_aspirin.py's run of the same protocol (baseline, StABlE with λ = 2).
+ASPIRIN = HERE / "results" / "stable_aspirin_500K_summary.json"
+IMAGE = HERE.parent / "docs" / "images" / "stable_molecules.png"
 WORK = Path(os.environ.get("STABLEMD_BENCH_WORK", HERE / "data" / "stable-molecules"))
 
 
@@ -67,6 +73,26 @@ def molecule_result(name: str) -> dict:
     }
 
 
+def figure(molecules: dict, path: Path) -> None:
+    """Fraction of the 64 replicas still stable against time, baseline and StABlE, per molecule."""
+    aspirin = json.loads(ASPIRIN.read_text())
+    panels = {"aspirin": {"baseline": aspirin["baseline"], "stable": aspirin["stable-lambda2"]}}
+    panels |= {name: row["stability_500K_30ps"] for name, row in molecules.items()}
+    fig = Figure(figsize=(4 * len(panels), 3.4))
+    axes = fig.subplots(1, len(panels), sharey=True)
+    for ax, (name, rows) in zip(axes, panels.items(), strict=True):
+        for label, row in rows.items():
+            summary = summarize(row["stable_times_ps"], 30.0)
+            times, unstable = survival_curve(summary)
+            ax.step(times, 1 - unstable, where="post",
+                    label=f"{label} (median {summary.median_text} ps)")  # fmt: skip
+        ax.set(title=f"{name}, GFN2-xTB, 500 K", xlabel="time (ps)", ylim=(0, 1.02))
+        ax.legend(frameon=False, fontsize=8)
+    fig.axes[0].set_ylabel("replicas still stable")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+
+
 def main(out_dir: Path, quick: bool = False) -> dict:
     if quick:
         return {"skipped": "about an hour per molecule; run it without --quick"}
@@ -74,6 +100,7 @@ def main(out_dir: Path, quick: bool = False) -> dict:
     for name in MOLECULES:
         run_molecule(name)
     result = {"machine": machine_info(), "molecules": {n: molecule_result(n) for n in MOLECULES}}
+    figure(result["molecules"], IMAGE)
     return stages.finish(out_dir, "stable_molecules", result, started)
 
 
