@@ -85,8 +85,8 @@ def main(out_dir: Path, quick: bool = False) -> dict:
         "test_frames": evaluation["n_frames"],
         "stability_500K_10ps": {k: summary["ethanol_user"][k] for k in stages.KEPT
                                 if k in summary["ethanol_user"]},
-        "matching": [ln for ln in (work / "stability.log").read_text().splitlines()
-                     if "matched by bond graph" in ln or "system atom" in ln],
+        "matching": [ln.replace(f"{work}/", "") for ln in
+                     (work / "stability.log").read_text().splitlines() if "matched by" in ln],
     }  # fmt: skip
     return stages.finish(out_dir, "user_ethanol", result, started)
 
