@@ -11,8 +11,9 @@ trajectories 5–6, and 64 replicas from held-out starts for 10 ps at 500 K (Nos
 runs as a ``stablemd`` command on one thread; its wall time is kept.
 
 The stored systems go to ``WORK/config`` (``XDG_CONFIG_HOME``), not the user's configuration.
-``python bench/stable_molecules.py NAME`` runs one molecule (resumable; run the molecules in
-parallel processes); without argument, runs what is missing and writes
+``python bench/stable_molecules.py NAME [STEP]`` runs one molecule (resumable; run the
+molecules in parallel processes), or one step of it (``prepare``, then ``stability baseline``
+beside ``stable``, then ``stability stable``); without argument, runs what is missing and writes
 ``stable_molecules.json``. Working directory: STABLEMD_BENCH_WORK (default
 ``bench/data/stable-molecules``), one subdirectory per molecule.
 """
@@ -45,6 +46,14 @@ WORK = Path(os.environ.get("STABLEMD_BENCH_WORK", HERE / "data" / "stable-molecu
 
 
 def run_molecule(name: str) -> None:
+    prepare(name)
+    stability(name, "baseline")
+    stable(name)
+    stability(name, "stable")
+
+
+def prepare(name: str) -> None:
+    """The stored system, its data, the baseline and the frame files."""
     os.environ["XDG_CONFIG_HOME"] = str(WORK / "config")  # inherited by every stage
     work = WORK / name
     work.mkdir(parents=True, exist_ok=True)
@@ -55,9 +64,11 @@ def run_molecule(name: str) -> None:
     (work / "painn-small.yaml").write_text(stable_aspirin.MODEL_CONFIG)
     stages.train(work, data, "baseline", 50, 50, 8)
     stable_aspirin.split_files(work, data)
-    stability(name, "baseline")
-    stable_aspirin.stable_train(work, data, "stable", "", system=name)
-    stability(name, "stable")
+
+
+def stable(name: str) -> None:
+    work = WORK / name
+    stable_aspirin.stable_train(work, work / f"{name}-xtb-500K.db", "stable", "", system=name)
 
 
 def stability(name: str, model: str) -> dict:
@@ -125,5 +136,10 @@ def main(out_dir: Path, quick: bool = False) -> dict:
 if __name__ == "__main__":
     if len(sys.argv) == 2:
         run_molecule(sys.argv[1])
+    elif len(sys.argv) > 2:
+        os.environ["XDG_CONFIG_HOME"] = str(WORK / "config")
+        {"prepare": prepare, "stability": stability, "stable": stable}[sys.argv[2]](
+            sys.argv[1], *sys.argv[3:]
+        )
     else:
         main(HERE / "results")
