@@ -19,11 +19,17 @@ HERE = Path(__file__).resolve().parent
 
 
 #: Modules of bench/ that are helpers, not benchmarks.
-HELPERS = {"run", "machine", "stages"}
+HELPERS = {"run", "machine", "stages", "campaign"}
 
 
 def available() -> list[str]:
-    return sorted(p.stem for p in HERE.glob("*.py") if p.stem not in HELPERS)
+    """Benchmarks with ``main(out_dir, quick)``; campaigns of worker processes
+    (``bench/campaign.py``) run on their own command line."""
+    return sorted(
+        p.stem
+        for p in HERE.glob("*.py")
+        if p.stem not in HELPERS and "\ndef main(" in p.read_text()
+    )
 
 
 def load(name: str):
