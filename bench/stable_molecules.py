@@ -11,6 +11,7 @@ trajectories 5–6, and 64 replicas from held-out starts for 10 ps at 500 K (Nos
 runs as a ``stablemd`` command on one thread; its wall time is kept.
 
 The stored systems go to ``WORK/config`` (``XDG_CONFIG_HOME``), not the user's configuration.
+``python bench/stable_molecules.py collect`` writes the results of what has run;
 ``python bench/stable_molecules.py NAME [STEP]`` runs one molecule (resumable; run the
 molecules in parallel processes), or one step of it (``prepare``, then ``stability baseline``
 beside ``stable``, then ``stability stable``); without argument, runs what is missing and writes
@@ -20,6 +21,7 @@ beside ``stable``, then ``stability stable``); without argument, runs what is mi
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import sys
@@ -82,19 +84,43 @@ def stability(name: str, model: str) -> dict:
 
 
 def molecule_result(name: str) -> dict:
+    """What the molecule's stages wrote (a stage not run yet is left out): models, their test
+    errors and stability, wall times, and the StABlE loop's phases."""
     work = WORK / name
-    models = {m: stages.model_row(work, m) for m in ("baseline", "stable")}
-    runs = stability(name, "baseline") | stability(name, "stable")
+    models = [m for m in ("baseline", "stable") if (work / f"{m}.pt").is_file()]
+    rows = {m: stages.model_row(work, m) for m in models}
+    runs = {
+        m: stages.read_stability(work, [m], f"stability-500K-{m}")[m]
+        for m in models
+        if (work / f"stability-500K-{m}" / "summary.json").is_file()
+    }
     return {
         "smiles": MOLECULES[name],
         "stage_wall_time_s": {
             **json.loads((work / "timings.json").read_text()),
-            "train_baseline": models["baseline"]["train_time_s"],
-            "stable_train": models["stable"]["stable_time_s"],
+            "train_baseline": rows["baseline"]["train_time_s"],
+            "stable_train": rows.get("stable", {}).get("stable_time_s"),
             **{f"stability_{m}": row["wall_time_s"] for m, row in runs.items()},
         },
-        "models": models,
+        "models": rows,
+        "stable_loop": stable_loop(work / "stable_run" / "log.csv"),
         "stability_500K": runs,
+    }
+
+
+def stable_loop(log: Path) -> dict:
+    """Epochs per phase of a StABlE run (finished or not) and its unstable fraction per
+    simulation epoch."""
+    rows = list(csv.DictReader(log.open())) if log.is_file() else []
+    phases = [row["phase"] for row in rows]
+    return {
+        "epochs": len(rows),
+        "learning_epochs": phases.count("learning"),
+        "simulation_epochs": phases.count("simulation"),
+        "simulated_ps_per_replica": float(rows[-1]["simulated_ps"]) if rows else 0.0,
+        "largest_unstable_fraction": max(
+            (float(row["unstable_fraction"]) for row in rows), default=None
+        ),
     }
 
 
@@ -107,6 +133,7 @@ def figure(molecules: dict, path: Path) -> None:
         for label, key in (("baseline", "baseline"), ("stable", "stable-lambda2"))
     }  # fmt: skip
     panels = {"aspirin": cut} | {name: row["stability_500K"] for name, row in molecules.items()}
+    labels = {"baseline": "baseline", "stable": "StABlE"}
     fig = Figure(figsize=(4 * len(panels), 3.4))
     axes = fig.subplots(1, len(panels), sharey=True)
     for ax, (name, rows) in zip(axes, panels.items(), strict=True):
@@ -114,7 +141,7 @@ def figure(molecules: dict, path: Path) -> None:
             summary = summarize(row["stable_times_ps"], STABILITY_PS)
             times, unstable = survival_curve(summary)
             ax.step(times, 1 - unstable, where="post",
-                    label=f"{label} (median {summary.median_text} ps)")  # fmt: skip
+                    label=f"{labels[label]} (median {summary.median_text} ps)")  # fmt: skip
         ax.set(title=f"{name}, GFN2-xTB, 500 K", xlabel="time (ps)", ylim=(0, 1.02))
         ax.legend(frameon=False, fontsize=8)
     fig.axes[0].set_ylabel("replicas still stable")
@@ -128,13 +155,21 @@ def main(out_dir: Path, quick: bool = False) -> dict:
     started = time.perf_counter()
     for name in MOLECULES:
         run_molecule(name)
+    return collect(out_dir, started)
+
+
+def collect(out_dir: Path, started: float) -> dict:
+    """``stable_molecules.json`` and the figure from what the stages wrote."""
+    os.environ["XDG_CONFIG_HOME"] = str(WORK / "config")
     result = {"machine": machine_info(), "molecules": {n: molecule_result(n) for n in MOLECULES}}
     figure(result["molecules"], IMAGE)
     return stages.finish(out_dir, "stable_molecules", result, started)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 2:
+    if sys.argv[1:] == ["collect"]:
+        collect(HERE / "results", time.perf_counter())
+    elif len(sys.argv) == 2:
         run_molecule(sys.argv[1])
     elif len(sys.argv) > 2:
         os.environ["XDG_CONFIG_HOME"] = str(WORK / "config")

@@ -102,6 +102,11 @@ def stability(work: Path, models: list[str], out: str, *options: str) -> dict:
     model_args = [a for m in models for a in ("--model", str(work / f"{m}.pt"))]
     stablemd("stability", *model_args, *options, "--out", str(work / out),
              log=work / "stability.log")  # fmt: skip
+    return read_stability(work, models, out)
+
+
+def read_stability(work: Path, models: list[str], out: str) -> dict:
+    """The rows :func:`stability` returns, from a finished run in ``work/out``."""
     summary = json.loads((work / out / "summary.json").read_text())
     rows = {}
     for name in models:
