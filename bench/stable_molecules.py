@@ -69,6 +69,7 @@ def prepare(name: str) -> None:
 
 
 def stable(name: str) -> None:
+    """StABlE from the baseline (``bench/stable_aspirin.py``'s settings)."""
     work = WORK / name
     stable_aspirin.stable_train(work, work / f"{name}-xtb-500K.db", "stable", "", system=name)
 
@@ -109,8 +110,8 @@ def molecule_result(name: str) -> dict:
 
 
 def stable_loop(log: Path) -> dict:
-    """Epochs per phase of a StABlE run (finished or not) and its unstable fraction per
-    simulation epoch."""
+    """Epochs per phase of a StABlE run (finished or not), the MD it ran and the largest
+    fraction of its replicas it saw unstable."""
     rows = list(csv.DictReader(log.open())) if log.is_file() else []
     phases = [row["phase"] for row in rows]
     return {
