@@ -83,9 +83,9 @@ def data_stage(work: Path) -> dict:
     return {}
 
 
-def held_out(work: Path) -> list:
-    """The trajectories of neither the training nor the validation frames (``train``'s split)."""
-    frames = read_frames(work / DATA)
+def held_out(frames: list) -> list:
+    """The trajectories of neither the training nor the validation frames (``train``'s split)
+    among ``frames``, the data."""
     ids = [a.info["trajectory"] for a in frames]
     split = split_indices(len(frames), N_TRAIN, N_VAL, seed=0, by="trajectory", trajectories=ids)
     used = {ids[i] for i in (*split.train, *split.val)}
@@ -94,7 +94,7 @@ def held_out(work: Path) -> list:
 
 def splits_stage(work: Path) -> dict:
     frames = read_frames(work / DATA)
-    test = [frames[i] for t in held_out(work) for i in t.frame_indices]
+    test = [frames[i] for t in held_out(frames) for i in t.frame_indices]
     write_frames(work / "test-frames.db", test[::4], overwrite=True)
     write_frames(work / "starts64.db", stages.spaced(test, 64), overwrite=True)
     stages.write_positions(work / "reference-sim.db", test)
@@ -128,19 +128,18 @@ def stable_stage(work: Path, name: str) -> dict:
 
 def rollout_stage(work: Path, name: str) -> dict:
     """Rollout force errors from the held-out trajectories and single-frame test errors."""
-    errors = rollout_force_errors(load_potential(work / f"{name}.pt"), held_out(work),
-                                  ROLLOUT_STEPS)  # fmt: skip
+    runs = held_out(read_frames(work / DATA))
+    errors = rollout_force_errors(load_potential(work / f"{name}.pt"), runs, ROLLOUT_STEPS)
     return {"rollout": errors, "single_frame": stages.test_errors(work, name)}
 
 
 def stability_stage(work: Path, name: str) -> dict:
-    out = work / f"stability-{name}"
+    out = f"stability-{name}"
     cli(["stability", "--model", work / f"{name}.pt", "--system", "aspirin", "--replicas", 64,
          "--temperature", 500, "--time-ps", STABILITY_PS, "--starts", work / "starts64.db",
-         "--reference", work / "reference-sim.db", "--out", out, "--no-progress"],
+         "--reference", work / "reference-sim.db", "--out", work / out, "--no-progress"],
         work / f"stability-{name}.log")  # fmt: skip
-    summary = json.loads((out / "summary.json").read_text())[name]
-    return {k: summary[k] for k in stages.KEPT if k in summary}
+    return stages.read_stability(work, [name], out)[name]
 
 
 def plan() -> list[Stage]:
