@@ -11,8 +11,8 @@ trajectories 5–6, and 64 replicas from held-out starts for 10 ps at 500 K (Nos
 runs as a ``stablemd`` command on one thread; its wall time is kept.
 
 The stored systems go to ``WORK/config`` (``XDG_CONFIG_HOME``), not the user's configuration.
-Naphthalene's 50-frame baseline left StABlE nothing to fix, so naphthalene is run a second time
-with a baseline on fewer frames of the same data (``RUNS``).
+Naphthalene's 50-frame baseline left StABlE nothing to fix, so naphthalene is run again with
+baselines on fewer frames of the same data (``RUNS``).
 
 ``python bench/stable_molecules.py collect [RUN ...]`` rewrites the named runs' entries (default:
 all) of ``stable_molecules.json`` from what their stages wrote and keeps the others, so a run
@@ -59,6 +59,7 @@ RUNS = {
     "naphthalene": Run("naphthalene"),
     "salicylic-acid": Run("salicylic-acid"),
     "naphthalene-10-frames": Run("naphthalene", 10),
+    "naphthalene-20-frames": Run("naphthalene", 20),
 }
 DATA = ("--oracle", "xtb", "--temperature", "500", "--steps", "12500", "--every", "10",
         "--trajectories", "8", "--seed", "1")  # fmt: skip
