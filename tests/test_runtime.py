@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from stablemd.core.runtime import ThreadBudget
@@ -14,7 +16,7 @@ class Scripted(ThreadBudget):
         self.samples = iter(samples)
         self.interval_s = 10.0
         self.cpus = [0, 1]
-        self.last = next(self.samples)
+        self.last = next(self.samples, None)
 
     def _sample(self):
         return next(self.samples)
@@ -38,6 +40,12 @@ def test_no_new_count_before_the_interval_has_passed():
     budget = Scripted([(0.0, 0.0, 0.0), (5.0, 10.0, 0.0), (10.0, 19.0, 10.0)])
     assert budget.threads() is None
     assert budget.threads() == 1
+
+
+def test_reads_nothing_before_the_interval_has_passed():
+    budget = Scripted([])  # no sample to read: reading one would raise StopIteration
+    budget.last = (time.monotonic(), 0.0, 0.0)
+    assert budget.threads() is None
 
 
 def test_reads_this_machine():
