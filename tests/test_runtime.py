@@ -16,6 +16,7 @@ class Scripted(ThreadBudget):
         self.samples = iter(samples)
         self.interval_s = 10.0
         self.cpus = [0, 1]
+        self.max_threads = 2
         self.last = next(self.samples, None)
 
     def _sample(self):
@@ -34,6 +35,29 @@ class Scripted(ThreadBudget):
 def test_threads_follow_what_other_processes_use(busy_s, own_s, expected):
     budget = Scripted([(0.0, 0.0, 0.0), (10.0, busy_s, own_s)])
     assert budget.threads() == expected
+
+
+def test_never_more_threads_than_the_limit_asked_for():
+    budget = Scripted([(0.0, 0.0, 0.0), (10.0, 10.0, 10.0)])  # an idle machine
+    budget.max_threads = 1  # OMP_NUM_THREADS=1
+    assert budget.threads() == 1
+
+
+def test_the_command_line_keeps_a_one_thread_limit(monkeypatch):
+    import torch
+
+    from stablemd.core import runtime
+
+    idle = lambda self: (time.monotonic(), 0.0, 0.0)  # noqa: E731 (no process uses a core)
+    monkeypatch.setattr(runtime.ThreadBudget, "_sample", idle)
+    monkeypatch.setattr(runtime, "_budget", None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runtime.adapt_threads_to_load(first_look_s=0.0)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_no_new_count_before_the_interval_has_passed():

@@ -51,11 +51,14 @@ class ThreadBudget:
     instead of 6 minutes). Busy time of the processors this process may run on comes from
     ``/proc/stat`` (user, nice, system, irq, softirq, steal); this process's own share from
     ``/proc/self/stat``; a core counts as taken when others use more than half of it.
+    ``max_threads`` (default: the processors we may run on) is never exceeded: a user's
+    ``OMP_NUM_THREADS`` is a limit, not a first guess.
     """
 
-    def __init__(self, interval_s: float = 10.0):
+    def __init__(self, interval_s: float = 10.0, max_threads: int | None = None):
         self.interval_s = float(interval_s)
         self.cpus = sorted(os.sched_getaffinity(0))
+        self.max_threads = len(self.cpus) if max_threads is None else max(1, max_threads)
         self.ticks_per_s = os.sysconf("SC_CLK_TCK")
         self.last = self._sample()
 
@@ -88,7 +91,7 @@ class ThreadBudget:
         elapsed = now[0] - self.last[0]
         others = max(0.0, (now[1] - self.last[1]) - (now[2] - self.last[2])) / elapsed
         self.last = now
-        return max(1, len(self.cpus) - round(others))
+        return max(1, min(self.max_threads, len(self.cpus) - round(others)))
 
 
 _budget: ThreadBudget | None = None
@@ -96,9 +99,10 @@ _budget: ThreadBudget | None = None
 
 def adapt_threads_to_load(interval_s: float = 10.0, first_look_s: float = 0.3) -> None:
     """Make :func:`adapt_threads` follow the load of the machine (the command line does): set
-    the thread count now from ``first_look_s`` of measurement, then every ``interval_s``."""
+    the thread count now from ``first_look_s`` of measurement, then every ``interval_s``,
+    never above torch's count at the call (``OMP_NUM_THREADS`` when set)."""
     global _budget
-    _budget = ThreadBudget(first_look_s)
+    _budget = ThreadBudget(first_look_s, max_threads=torch.get_num_threads())
     time.sleep(first_look_s)
     adapt_threads()
     _budget.interval_s = float(interval_s)
