@@ -56,10 +56,10 @@ class Run:
 
 
 RUNS = {
-    "naphthalene": Run("naphthalene"),
     "salicylic-acid": Run("salicylic-acid"),
-    "naphthalene-10-frames": Run("naphthalene", 10),
+    "naphthalene": Run("naphthalene"),
     "naphthalene-20-frames": Run("naphthalene", 20),
+    "naphthalene-10-frames": Run("naphthalene", 10),
 }
 DATA = ("--oracle", "xtb", "--temperature", "500", "--steps", "12500", "--every", "10",
         "--trajectories", "8", "--seed", "1")  # fmt: skip
@@ -172,7 +172,7 @@ def figure(runs: dict, path: Path) -> None:
         for row in runs.values()
     }
     labels = {"baseline": "baseline", "stable": "StABlE"}
-    fig = Figure(figsize=(4 * len(panels), 3.4))
+    fig = Figure(figsize=(3.5 * len(panels), 3.4))
     axes = fig.subplots(1, len(panels), sharey=True)
     for ax, (name, rows) in zip(axes, panels.items(), strict=True):
         for label, row in rows.items():
@@ -180,7 +180,8 @@ def figure(runs: dict, path: Path) -> None:
             times, unstable = survival_curve(summary)
             ax.step(times, 1 - unstable, where="post",
                     label=f"{labels[label]} (median {summary.median_text} ps)")  # fmt: skip
-        ax.set(title=f"{name}, 500 K", xlabel="time (ps)", ylim=(0, 1.02))
+        ax.set(xlabel="time (ps)", ylim=(0, 1.02))
+        ax.set_title(f"{name}, 500 K", fontsize=10)
         ax.legend(frameon=False, fontsize=8)
     fig.axes[0].set_ylabel("replicas still stable")
     fig.tight_layout()
