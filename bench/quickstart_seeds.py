@@ -33,6 +33,7 @@ SETTINGS = {
     "labels20-lambda10": {"n_train": 20, "qm_weight": 10.0},
     "labels10-lambda2": {"n_train": 10, "qm_weight": 2.0},
     "labels20-lambda2-600K": {"temperature_K": 600.0, "n_train": 20, "qm_weight": 2.0},
+    "consecutive20-lambda2": {"n_train": 20, "qm_weight": 2.0, "split_by": "trajectory"},
     "fast-700K-labels20": {
         "temperature_K": 700.0,
         "n_train": 20,

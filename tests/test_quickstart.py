@@ -58,3 +58,19 @@ def test_expected_stage_times_follow_the_work_of_each_stage():
     longer = expected_stage_seconds(QuickstartSettings(stable_epochs=80, replicas=32))
     assert longer[4] == pytest.approx(default[4] * 80 / QuickstartSettings().stable_epochs)
     assert longer[3::2] == pytest.approx([default[3] / 2, default[5] / 2])
+
+
+@pytest.mark.slow
+def test_split_by_trajectory_trains_on_consecutive_frames_and_takes_h_r_from_all(tmp_path):
+    from stablemd.data.database import read_frames
+    from stablemd.models.registry import read_model_file
+
+    settings = QuickstartSettings(**{**TINY, "stable_epochs": 1}, split_by="trajectory")
+    result = run_quickstart(tmp_path / "qs", settings, progress=False)
+    frames = read_frames(result.data)
+    train = read_model_file(result.models["baseline"])["metadata"]["training"]["train_indices"]
+    assert len({frames[i].info["trajectory"] for i in train}) == 1
+    assert list(train) == list(range(train[0], train[0] + len(train)))
+    assert result.n_reference == len(frames) != result.n_train
+    reference = read_model_file(result.models["stable"])["metadata"]["stable"]["reference"]
+    assert reference["n_eff"] == len(frames)  # StABlE's g_ref: every reference frame

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,6 +65,13 @@ class QuickstartSettings(BaseModel):
     steps: int = Field(1500, ge=10, description="MD steps of 0.5 fs per reference trajectory")
     trajectories: int = Field(2, ge=1, description="independent reference trajectories")
     n_train: int = Field(20, ge=2, description="training frames of the baseline")
+    split_by: Literal["random", "trajectory"] = Field(
+        "random",
+        description="training frames drawn at random from all trajectories, or the first "
+        "n_train frames of one; with 'trajectory' the h(r) reference of StABlE and of the "
+        "stability runs is every frame of the reference MD (positions only), not the few "
+        "training frames",
+    )
     train_epochs: int = Field(300, ge=1)
     replicas: int = Field(64, ge=2, description="replicas of each stability run")
     stability_ps: float = Field(2.0, gt=0, description="simulated time of each stability run")
@@ -104,11 +112,13 @@ def expected_stage_seconds(settings: QuickstartSettings) -> list[float]:
 
 @dataclass
 class QuickstartResult:
-    """Paths, errors and stability of both models, and the wall time of each stage (s)."""
+    """Paths, errors and stability of both models (``n_reference``: frames of the h(r)
+    reference), and the wall time of each stage (s)."""
 
     data: Path
     models: dict[str, Path]
     n_train: int
+    n_reference: int
     n_held_out: int
     errors: dict[str, dict]
     stability: dict[str, dict]
@@ -152,10 +162,11 @@ def run_quickstart(
     stage(2)
     config = TrainConfig(model_options=QUICK_MODEL, max_epochs=s.train_epochs, seed=s.seed)
     baseline = train_from_database(
-        data_path, n_train, n_val, config, out / "model.pt", progress=progress,
-        fit_attachments=fit_and_attach,
+        data_path, n_train, n_val, config, out / "model.pt", split_by=s.split_by,
+        progress=progress, fit_attachments=fit_and_attach,
     )  # fmt: skip
     train_frames = [frames[i] for i in baseline.metadata["training"]["train_indices"]]
+    reference = frames if s.split_by == "trajectory" else train_frames
 
     stage(3)
     tested = held_out_errors(baseline.potential, data_path)
@@ -172,7 +183,7 @@ def run_quickstart(
         replicas=s.replicas, temperature_K=s.temperature_K, time_ps=s.stability_ps, seed=s.seed
     )
     potentials = {"baseline": baseline.potential}
-    compare_models(potentials, system, starts, train_frames, stability, out / "stability", progress)
+    compare_models(potentials, system, starts, reference, stability, out / "stability", progress)
 
     stage(5)
     stable_config = StableConfig(
@@ -184,13 +195,14 @@ def run_quickstart(
     run_dir = out / "model-stable_run"
     stable_train(
         baseline.path, data_path, stable_path, stable_config, system_name="ethanol",
-        run_dir=run_dir, progress=progress,
+        reference_file=data_path if s.split_by == "trajectory" else None, run_dir=run_dir,
+        progress=progress,
     )  # fmt: skip
 
     stage(6)
     potentials["stable"] = load_potential(stable_path)
     rows = compare_models(
-        potentials, system, starts, train_frames, stability, out / "stability", progress
+        potentials, system, starts, reference, stability, out / "stability", progress
     )
     errors["stable"] = held_out_errors(potentials["stable"], data_path).metrics
     write_json(errors["stable"], out / "test_metrics_stable.json")
@@ -210,6 +222,7 @@ def run_quickstart(
         data=data_path,
         models=models,
         n_train=n_train,
+        n_reference=len(reference),
         n_held_out=len(held_out),
         errors=errors,
         stability=rows,

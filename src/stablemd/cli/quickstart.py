@@ -80,6 +80,9 @@ def story(result: QuickstartResult, settings: QuickstartSettings, minutes: float
         n = round(summary.fraction_stable * summary.n_replicas)
         return f"{n} of {summary.n_replicas} replicas (median {summary.median_text} ps)"
 
+    source = f"the {result.n_train} training frames"
+    if settings.split_by == "trajectory":
+        source = f"the reference MD's {result.n_reference} frames (positions only)"
     plots = [result.stability_dir / "survival.png", result.stability_dir / "h_r.png"]
     plots.append(result.stable_run_dir / "stable_training.png")
     return (
@@ -88,8 +91,8 @@ def story(result: QuickstartResult, settings: QuickstartSettings, minutes: float
         f"GFN2-xTB frames) kept {kept(base)} stable; after StABlE the model kept {kept(fine)}.\n"
         f"Force error on the held-out frames: {force['baseline']:.1f} → {force['stable']:.1f} "
         f"meV/Å ({change:+.0f} %).\n"
-        f"StABlE made no new reference calculation: it learned from the h(r) of the "
-        f"{result.n_train} training frames, with their energies and forces as the anchor.\n"
+        f"StABlE made no new reference calculation: it learned from the h(r) of {source}, "
+        f"with the energies and forces of the {result.n_train} training frames as the anchor.\n"
         f"Plots: {', '.join(str(p) for p in plots)}.\n"
         f"Diagnosis reports (open in a browser): {result.reports['baseline']}, "
         f"{result.reports['stable']}.  Done in {minutes:.1f} min."
