@@ -28,16 +28,22 @@ HERE = Path(__file__).resolve().parent
 #: Settings compared: overrides of :class:`stablemd.quickstart.QuickstartSettings`.
 SETTINGS = {
     "default": {},
-    "labels20-lambda2": {"n_train": 20, "qm_weight": 2.0},
-    "labels40-lambda2": {"n_train": 40, "qm_weight": 2.0},
-    "labels20-lambda10": {"n_train": 20, "qm_weight": 10.0},
-    "labels10-lambda2": {"n_train": 10, "qm_weight": 2.0},
-    "labels20-lambda2-600K": {"temperature_K": 600.0, "n_train": 20, "qm_weight": 2.0},
+    "labels20-lambda2": {"n_train": 20, "qm_weight": 2.0, "split_by": "random"},
+    "labels40-lambda2": {"n_train": 40, "qm_weight": 2.0, "split_by": "random"},
+    "labels20-lambda10": {"n_train": 20, "qm_weight": 10.0, "split_by": "random"},
+    "labels10-lambda2": {"n_train": 10, "qm_weight": 2.0, "split_by": "random"},
+    "labels20-lambda2-600K": {
+        "temperature_K": 600.0,
+        "n_train": 20,
+        "qm_weight": 2.0,
+        "split_by": "random",
+    },
     "consecutive20-lambda2": {"n_train": 20, "qm_weight": 2.0, "split_by": "trajectory"},
     "fast-700K-labels20": {
         "temperature_K": 700.0,
         "n_train": 20,
         "qm_weight": 2.0,
+        "split_by": "random",
         "stable_replicas": 64,
         "stable_steps_per_epoch": 100,
         "stable_epochs": 40,

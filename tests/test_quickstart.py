@@ -20,7 +20,7 @@ TINY = dict(
 @pytest.mark.slow
 def test_quickstart_runs_every_stage_and_resumes(tmp_path):
     out = tmp_path / "qs"
-    args = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()] + ["--split-by=random"]
     result = CliRunner().invoke(app, ["quickstart", "--out", str(out), "--no-progress", *args])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "stability" / "summary.json").read_text())
@@ -38,16 +38,18 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path):
         assert times == summary[label]["stable_times_ps"]
         assert not (out / f"report-{label}" / "stability").exists()
 
-    again = run_quickstart(out, QuickstartSettings(**TINY), progress=False)  # all stored
+    settings = QuickstartSettings(**TINY, split_by="random")
+    again = run_quickstart(out, settings, progress=False)  # all stored
     stored = again.stability["stable"]["summary"].stable_times_ps
     assert list(stored) == summary["stable"]["stable_times_ps"]
     assert again.stage_seconds["StABlE fine-tuning, no new labels"] < 5
 
 
-def test_bad_quickstart_option_is_named():
-    result = CliRunner().invoke(app, ["quickstart", "--replicas", "1"])
+@pytest.mark.parametrize("option", [["--replicas", "1"], ["--split-by", "sideways"]])
+def test_bad_quickstart_option_is_named(option):
+    result = CliRunner().invoke(app, ["quickstart", *option])
     assert result.exit_code != 0
-    assert "--replicas" in str(result.exception)
+    assert option[0] in str(result.exception)
 
 
 def test_expected_stage_times_follow_the_work_of_each_stage():
@@ -65,7 +67,8 @@ def test_split_by_trajectory_trains_on_consecutive_frames_and_takes_h_r_from_all
     from stablemd.data.database import read_frames
     from stablemd.models.registry import read_model_file
 
-    settings = QuickstartSettings(**{**TINY, "stable_epochs": 1}, split_by="trajectory")
+    settings = QuickstartSettings(**{**TINY, "stable_epochs": 1})  # the default split
+    assert settings.split_by == "trajectory"
     result = run_quickstart(tmp_path / "qs", settings, progress=False)
     frames = read_frames(result.data)
     train = read_model_file(result.models["baseline"])["metadata"]["training"]["train_indices"]

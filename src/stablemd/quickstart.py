@@ -55,9 +55,10 @@ REPORT_CONSERVATION = {"conservation_replicas": 8, "conservation_time_ps": 0.5}
 
 
 class QuickstartSettings(BaseModel):
-    """The quickstart's choices; defaults are the documented demonstration: 20 training frames
-    (so that most baselines fail within the run) and λ = 2, the setting that worked on aspirin
-    (docs/benchmarks.md, "Quickstart", has the five-seed table that chose them)."""
+    """The quickstart's choices; defaults are the documented demonstration: 20 consecutive
+    training frames of one trajectory (so that baselines fail within the run), the reference
+    MD's h(r) as StABlE's target, and λ = 2, the setting that worked on aspirin
+    (docs/benchmarks.md, "Quickstart", has the five-seed tables that chose them)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -66,11 +67,10 @@ class QuickstartSettings(BaseModel):
     trajectories: int = Field(2, ge=1, description="independent reference trajectories")
     n_train: int = Field(20, ge=2, description="training frames of the baseline")
     split_by: Literal["random", "trajectory"] = Field(
-        "random",
-        description="training frames drawn at random from all trajectories, or the first "
-        "n_train frames of one; with 'trajectory' the h(r) reference of StABlE and of the "
-        "stability runs is every frame of the reference MD (positions only), not the few "
-        "training frames",
+        "trajectory",
+        description="the first n_train frames of one trajectory, or frames drawn at random from "
+        "all; with 'trajectory' the h(r) reference of StABlE and of the stability runs is every "
+        "frame of the reference MD (positions only), with 'random' the training frames",
     )
     train_epochs: int = Field(300, ge=1)
     replicas: int = Field(64, ge=2, description="replicas of each stability run")

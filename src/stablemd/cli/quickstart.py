@@ -29,6 +29,11 @@ def quickstart(
     steps: int = typer.Option(_DEFAULTS.steps, help="MD steps of 0.5 fs per reference trajectory."),
     trajectories: int = typer.Option(_DEFAULTS.trajectories, help="Reference trajectories."),
     n_train: int = typer.Option(_DEFAULTS.n_train, help="Training frames (few on purpose)."),
+    split_by: str = typer.Option(
+        _DEFAULTS.split_by,
+        help="trajectory: the first training frames of one trajectory, StABlE's h(r) from all "
+        "reference frames; random: frames drawn at random, h(r) from the training frames.",
+    ),
     train_epochs: int = typer.Option(_DEFAULTS.train_epochs, help="Epochs of the baseline."),
     replicas: int = typer.Option(_DEFAULTS.replicas, help="Replicas of each stability run."),
     stability_ps: float = typer.Option(
@@ -44,7 +49,7 @@ def quickstart(
     """Ethanol end to end: xTB data, a baseline model, its stability, StABlE, stability again."""
     settings = settings_from_options(
         QuickstartSettings, temperature_K=temperature, steps=steps, trajectories=trajectories,
-        n_train=n_train, train_epochs=train_epochs, replicas=replicas,
+        n_train=n_train, split_by=split_by, train_epochs=train_epochs, replicas=replicas,
         stability_ps=stability_ps, stable_epochs=stable_epochs, qm_weight=qm_weight, seed=seed,
     )  # fmt: skip
     check_output_directory(out, "--out")
