@@ -68,6 +68,7 @@ for label in ("baseline", "stable"):
     }
 row["n_train"], row["n_held_out"] = result.n_train, result.n_held_out
 row["stage_seconds"] = result.stage_seconds
+row["settings"] = json.loads(sys.argv[2])
 json.dump(row, open(sys.argv[3], "w"), indent=1)
 """
 
@@ -75,9 +76,11 @@ json.dump(row, open(sys.argv[3], "w"), indent=1)
 def run_one(work: Path, name: str, seed: int) -> dict:
     out = work / f"{name}-seed{seed}"
     done = out / "row.json"
+    overrides = json.dumps({**SETTINGS[name], "seed": seed})
+    if done.is_file() and json.loads(done.read_text()).get("settings") != json.loads(overrides):
+        raise SystemExit(f"{out}: made with other settings than {name}'s; remove it to rerun")
     if not done.is_file():
         out.mkdir(parents=True, exist_ok=True)
-        overrides = json.dumps({**SETTINGS[name], "seed": seed})
         env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
         with open(out / "log.txt", "a") as log:
             subprocess.run(

@@ -17,7 +17,8 @@ baselines on fewer frames of the same data (``RUNS``).
 ``python bench/stable_molecules.py collect [RUN ...]`` rewrites the named runs' entries (default:
 all) of ``stable_molecules.json`` from what their stages wrote and keeps the others, so a run
 measured in another session stays; ``python bench/stable_molecules.py RUN [STEP]`` runs one
-(resumable; run them in parallel processes), or one step of it (``prepare``, then
+(resumable; run them in parallel processes once a molecule's data exist, since its runs
+share them), or one step of it (``prepare``, then
 ``stability baseline`` beside ``stable``, then ``stability stable``); without argument, runs
 what is missing and writes ``stable_molecules.json``. Working directory: STABLEMD_BENCH_WORK
 (default ``bench/data/stable-molecules``), one subdirectory per molecule (its system and data)

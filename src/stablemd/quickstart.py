@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stablemd.core.files import write_json
 from stablemd.data.database import read_frames, write_frames
@@ -35,6 +35,8 @@ from stablemd.systems import get_system
 from stablemd.training.config import TrainConfig
 from stablemd.training.workflow import train_from_database
 
+#: MD steps between kept frames of the reference data.
+FRAME_EVERY = 5
 #: The quickstart's small PaiNN: fast enough for minutes on two cores.
 QUICK_MODEL = {"n_features": 32, "n_interactions": 3, "cutoff": 5.0}
 STAGES = (
@@ -46,8 +48,9 @@ STAGES = (
     "the StABlE model: stability and errors",
     "diagnosis reports of both models",
 )
-#: Wall time of each stage of the default on two quiet cores (s), as measured in
-#: docs/benchmarks.md ("Quickstart"); only a guide for the time left that the command shows.
+#: Wall time of each stage on two quiet cores (s), as measured in docs/benchmarks.md
+#: ("Quickstart", the earlier default of random frames, whose stages do the same work); only a
+#: guide for the time left that the command shows.
 DEFAULT_STAGE_SECONDS = (18.0, 36.0, 1.0, 78.0, 552.0, 90.0, 66.0)
 #: The conservation checks of the quickstart's reports: shorter than ``stablemd diagnose``'s
 #: default (8 replicas × 2 ps), which would double the quickstart's time.
@@ -84,6 +87,25 @@ class QuickstartSettings(BaseModel):
     f_max: float = Field(0.25, gt=0, le=1, description="unstable fraction that starts learning")
     f_min: float = Field(0.1, ge=0, lt=1, description="unstable fraction that ends learning")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _split_fits_the_data(self) -> QuickstartSettings:
+        """Refuse, before any work, a trajectory split the reference data cannot give."""
+        if self.split_by != "trajectory":
+            return self
+        if self.trajectories < 2:
+            raise ValueError(
+                "--split-by trajectory validates on another trajectory: it needs --trajectories "
+                "2 or more (or --split-by random)"
+            )
+        frames = self.steps // FRAME_EVERY
+        if self.n_train > frames:
+            raise ValueError(
+                f"--n-train {self.n_train} is more than the {frames} frames of one trajectory "
+                f"(--steps {self.steps}, a frame every {FRAME_EVERY}) that --split-by trajectory "
+                "trains on"
+            )
+        return self
 
 
 def expected_stage_seconds(settings: QuickstartSettings) -> list[float]:
@@ -152,7 +174,7 @@ def run_quickstart(
     stage(1)
     data_path = out / "ethanol-xtb.db"
     generate_reference_data(
-        "ethanol", "xtb", s.temperature_K, s.steps, 5, data_path,
+        "ethanol", "xtb", s.temperature_K, s.steps, FRAME_EVERY, data_path,
         n_trajectories=s.trajectories, seed=s.seed, progress=progress,
     )  # fmt: skip
     frames = read_frames(data_path)

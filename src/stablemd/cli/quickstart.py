@@ -31,8 +31,9 @@ def quickstart(
     n_train: int = typer.Option(_DEFAULTS.n_train, help="Training frames (few on purpose)."),
     split_by: str = typer.Option(
         _DEFAULTS.split_by,
-        help="trajectory: the first training frames of one trajectory, StABlE's h(r) from all "
-        "reference frames; random: frames drawn at random, h(r) from the training frames.",
+        help="trajectory (train on the first frames of one trajectory; the h(r) reference of "
+        "StABlE and of the stability runs: all reference frames) or random (frames drawn at "
+        "random; h(r) reference: the training frames).",
     ),
     train_epochs: int = typer.Option(_DEFAULTS.train_epochs, help="Epochs of the baseline."),
     replicas: int = typer.Option(_DEFAULTS.replicas, help="Replicas of each stability run."),

@@ -52,15 +52,21 @@ class ThreadBudget:
     ``/proc/stat`` (user, nice, system, irq, softirq, steal); this process's own share from
     ``/proc/self/stat``; a core counts as taken when others use more than half of it.
     ``max_threads`` (default: the processors we may run on) is never exceeded: a user's
-    ``OMP_NUM_THREADS`` is a limit, not a first guess.
+    ``OMP_NUM_THREADS`` is a limit, not a first guess. Off Linux there is no such accounting:
+    the count is never changed.
     """
 
     def __init__(self, interval_s: float = 10.0, max_threads: int | None = None):
         self.interval_s = float(interval_s)
-        self.cpus = sorted(os.sched_getaffinity(0))
+        affinity = getattr(os, "sched_getaffinity", None)  # Linux only
+        self.cpus = sorted(affinity(0)) if affinity else list(range(os.cpu_count() or 1))
         self.max_threads = len(self.cpus) if max_threads is None else max(1, max_threads)
-        self.ticks_per_s = os.sysconf("SC_CLK_TCK")
-        self.last = self._sample()
+        self.ticks_per_s = os.sysconf("SC_CLK_TCK") if affinity else 100
+        self.last = self._sample() if affinity else None
+
+    def _clock(self) -> float:
+        """Wall time (s) on the clock of :meth:`_sample`."""
+        return time.monotonic()
 
     def _sample(self) -> tuple[float, float, float] | None:
         """(wall s, busy s of our processors, s used by this process), or None off Linux."""
@@ -83,12 +89,12 @@ class ThreadBudget:
         """The thread count for now, or None while the interval has not passed. Called every
         MD step, so before the interval has passed it reads only the clock (a read of
         ``/proc`` costs about 70 µs)."""
-        if self.last is None or time.monotonic() - self.last[0] < self.interval_s:
+        if self.last is None or self._clock() - self.last[0] < self.interval_s:
             return None
         now = self._sample()
-        if now is None or now[0] - self.last[0] < self.interval_s:
+        elapsed = 0.0 if now is None else now[0] - self.last[0]
+        if elapsed <= 0.0:
             return None
-        elapsed = now[0] - self.last[0]
         others = max(0.0, (now[1] - self.last[1]) - (now[2] - self.last[2])) / elapsed
         self.last = now
         return max(1, min(self.max_threads, len(self.cpus) - round(others)))
