@@ -88,6 +88,11 @@ class QuickstartSettings(BaseModel):
     f_min: float = Field(0.1, ge=0, lt=1, description="unstable fraction that ends learning")
     seed: int = 0
 
+    @property
+    def h_r_from_reference_md(self) -> bool:
+        """Whether the h(r) reference is every reference frame (else the training frames)."""
+        return self.split_by == "trajectory"
+
     @model_validator(mode="after")
     def _split_fits_the_data(self) -> QuickstartSettings:
         """Refuse, before any work, a trajectory split the reference data cannot give."""
@@ -188,7 +193,7 @@ def run_quickstart(
         progress=progress, fit_attachments=fit_and_attach,
     )  # fmt: skip
     train_frames = [frames[i] for i in baseline.metadata["training"]["train_indices"]]
-    reference = frames if s.split_by == "trajectory" else train_frames
+    reference = frames if s.h_r_from_reference_md else train_frames
 
     stage(3)
     tested = held_out_errors(baseline.potential, data_path)
@@ -217,7 +222,7 @@ def run_quickstart(
     run_dir = out / "model-stable_run"
     stable_train(
         baseline.path, data_path, stable_path, stable_config, system_name="ethanol",
-        reference_file=data_path if s.split_by == "trajectory" else None, run_dir=run_dir,
+        reference_file=data_path if s.h_r_from_reference_md else None, run_dir=run_dir,
         progress=progress,
     )  # fmt: skip
 

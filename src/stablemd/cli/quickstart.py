@@ -87,7 +87,7 @@ def story(result: QuickstartResult, settings: QuickstartSettings, minutes: float
         return f"{n} of {summary.n_replicas} replicas (median {summary.median_text} ps)"
 
     source = f"the {result.n_train} training frames"
-    if settings.split_by == "trajectory":
+    if settings.h_r_from_reference_md:
         source = f"the reference MD's {result.n_reference} frames (positions only)"
     plots = [result.stability_dir / "survival.png", result.stability_dir / "h_r.png"]
     plots.append(result.stable_run_dir / "stable_training.png")

@@ -61,8 +61,10 @@ class ThreadBudget:
         affinity = getattr(os, "sched_getaffinity", None)  # Linux only
         self.cpus = sorted(affinity(0)) if affinity else list(range(os.cpu_count() or 1))
         self.max_threads = len(self.cpus) if max_threads is None else max(1, max_threads)
-        self.ticks_per_s = os.sysconf("SC_CLK_TCK") if affinity else 100
-        self.last = self._sample() if affinity else None
+        self.last = None  # stays None off Linux: no accounting, the count is left alone
+        if affinity is not None:
+            self.ticks_per_s = os.sysconf("SC_CLK_TCK")
+            self.last = self._sample()
 
     def _clock(self) -> float:
         """Wall time (s) on the clock of :meth:`_sample`."""
@@ -83,7 +85,7 @@ class ThreadBudget:
                 user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
                 busy += user + nice + system + irq + softirq + steal
         mine = int(own[11]) + int(own[12])  # utime, stime of all threads
-        return time.monotonic(), busy / self.ticks_per_s, mine / self.ticks_per_s
+        return self._clock(), busy / self.ticks_per_s, mine / self.ticks_per_s
 
     def threads(self) -> int | None:
         """The thread count for now, or None while the interval has not passed. Called every
