@@ -76,18 +76,19 @@ json.dump(row, open(sys.argv[3], "w"), indent=1)
 def run_one(work: Path, name: str, seed: int) -> dict:
     out = work / f"{name}-seed{seed}"
     done = out / "row.json"
-    overrides = json.dumps({**SETTINGS[name], "seed": seed})
-    if done.is_file() and json.loads(done.read_text()).get("settings") != json.loads(overrides):
-        raise SystemExit(f"{out}: made with other settings than {name}'s; remove it to rerun")
+    settings = {**SETTINGS[name], "seed": seed}
     if not done.is_file():
         out.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
         with open(out / "log.txt", "a") as log:
             subprocess.run(
-                [sys.executable, "-c", ONE_RUN, str(out), overrides, str(done)],
+                [sys.executable, "-c", ONE_RUN, str(out), json.dumps(settings), str(done)],
                 check=True, env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
-    return json.loads(done.read_text())
+    row = json.loads(done.read_text())
+    if row.get("settings") != settings:
+        raise SystemExit(f"{out}: made with other settings than {name}'s; remove it to rerun")
+    return row
 
 
 def main(out_dir: Path, quick: bool = False, names=None, seeds=None) -> dict:
