@@ -142,11 +142,14 @@ def test_an_interrupted_and_resumed_run_writes_the_same_index(workspace, monkeyp
     assert len(read_observable(workspace / "resumed" / "trajectory.h5", CLI)[0]) < 13
     result = simulate(workspace, "resumed")
     assert result.exit_code == 0, result.output
-    for name in (CLI, "max_extrapolation_grade"):
+    # The index, a sum of flags times the frame interval, is the same to the bit. The grade is a
+    # float64 matrix product whose last bit MKL may choose by the memory alignment of its
+    # operands (seen once in CI: 7e-16 relative), so it is equal to rounding.
+    for name, rtol in ((CLI, 0.0), ("max_extrapolation_grade", 1e-12)):
         whole = read_observable(workspace / "whole" / "trajectory.h5", name)
         resumed = read_observable(workspace / "resumed" / "trajectory.h5", name)
         for k in range(4):
-            np.testing.assert_array_equal(resumed[k], whole[k], err_msg=f"{name} {k}")
+            np.testing.assert_allclose(resumed[k], whole[k], rtol=rtol, err_msg=f"{name} {k}")
     for name in ("early_warning.json", "trajectory.h5"):
         assert (workspace / "resumed" / name).exists()
     assert json.loads((workspace / "resumed" / "early_warning.json").read_text()) == json.loads(
