@@ -18,9 +18,9 @@ Measured on the held-out trajectories: force MAE along 120-step rollouts from ev
 non-overlapping start (the paper's figure), single-frame errors on every 4th frame, and 64
 replicas from 64 evenly spaced frames at 500 K for ``STABILITY_PS`` of the architecture
 (Nosé–Hoover, 0.5 Å bond criterion; h(r) reference: the held-out trajectories' positions).
-The plan runs the stages in the order of their worth: trainings, rollouts, PaiNN's stability
-runs, StABlE, then MACE's stability runs (a MACE step of 64 aspirin replicas costs about
-five PaiNN steps: ``bench/results/model_throughput.json``).
+The plan runs the stages in the order of their worth: trainings, rollouts, the stability runs
+(a MACE step of 64 aspirin replicas costs about five PaiNN steps:
+``bench/results/model_throughput.json``), then StABlE after each PaiNN.
 
 Stages share one-thread workers (``bench/campaign.py``): ``python bench/dynamic_aspirin.py
 --work DIR`` in two shells; ``--collect`` writes ``bench/results/dynamic_aspirin.json`` and
@@ -162,12 +162,11 @@ def plan() -> list[Stage]:
     plan = [Stage("data", [], data_stage), Stage("splits", ["data"], splits_stage)]
     plan += [Stage(f"train-{name}", ["data"], train_stage, (name,)) for name in TRAINED]
     plan += after_training("rollout", rollout_stage, TRAINED)
-    plan += after_training("stability", stability_stage, [n for n in TRAINED if "painn" in n])
+    plan += after_training("stability", stability_stage, TRAINED)
     plan += [Stage(f"train-{name}-stable", [f"train-{name}", "splits"], stable_stage, (name,))
              for name in STABLE_FROM]  # fmt: skip
     plan += after_training("rollout", rollout_stage, stabilized)
     plan += after_training("stability", stability_stage, stabilized)
-    plan += after_training("stability", stability_stage, [n for n in TRAINED if "mace" in n])
     return plan
 
 
