@@ -57,7 +57,8 @@ N_TRAIN, N_VAL = 500, 484
 MINUTES = 20.0
 #: Simulated time of each stability replica (ps) by architecture. MACE's runs are shorter: a
 #: Nosé–Hoover step of 64 aspirin replicas on one thread took 0.80 s with the MACE adapter
-#: against 0.095 s with PaiNN (measured side by side), so 10 ps would take about 3 hours.
+#: against 0.095 s with PaiNN (one after the other, beside two other jobs), so 10 ps would
+#: take hours.
 STABILITY_PS = {"painn": 10.0, "mace": 3.0}
 ROLLOUT_STEPS = 120
 TRAINING = {"batch_size": 8, "lr_patience": 8, "early_stopping_patience": 40, "max_epochs": 10000}
