@@ -94,9 +94,9 @@ class ThreadBudget:
         if self.last is None or self._clock() - self.last[0] < self.interval_s:
             return None
         now = self._sample()
-        elapsed = 0.0 if now is None else now[0] - self.last[0]
-        if elapsed <= 0.0:
+        if now is None or now[0] <= self.last[0]:
             return None
+        elapsed = now[0] - self.last[0]
         others = max(0.0, (now[1] - self.last[1]) - (now[2] - self.last[2])) / elapsed
         self.last = now
         return max(1, min(self.max_threads, len(self.cpus) - round(others)))
