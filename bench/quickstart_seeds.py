@@ -48,6 +48,13 @@ SETTINGS = {
         "stable_steps_per_epoch": 100,
         "stable_epochs": 40,
     },
+    "fast40-lr1e-3": {"stable_epochs": 40, "stable_learning_rate": 1e-3},
+    "fast40-r32-s200-lr1e-3": {
+        "stable_epochs": 40,
+        "stable_replicas": 32,
+        "stable_steps_per_epoch": 200,
+        "stable_learning_rate": 1e-3,
+    },
 }
 DEFAULT_NAMES = ["default", "labels20-lambda2"]
 ONE_RUN = """

@@ -84,6 +84,7 @@ class QuickstartSettings(BaseModel):
         400, ge=40, description="MD steps of 0.5 fs per StABlE epoch (a multiple of 20)"
     )
     qm_weight: float = Field(2.0, ge=0, description="λ of StABlE's L_obs + λ·L_QM")
+    stable_learning_rate: float = Field(3e-4, gt=0, description="Adam's rate in StABlE")
     f_max: float = Field(0.25, gt=0, le=1, description="unstable fraction that starts learning")
     f_min: float = Field(0.1, ge=0, lt=1, description="unstable fraction that ends learning")
     seed: int = 0
@@ -215,7 +216,7 @@ def run_quickstart(
     stage(5)
     stable_config = StableConfig(
         temperature_K=s.temperature_K, max_epochs=s.stable_epochs, f_max=s.f_max, f_min=s.f_min,
-        qm_weight=s.qm_weight, replicas=s.stable_replicas,
+        qm_weight=s.qm_weight, learning_rate=s.stable_learning_rate, replicas=s.stable_replicas,
         steps_per_epoch=s.stable_steps_per_epoch, seed=s.seed,
     )  # fmt: skip
     stable_path = out / "model-stable.pt"
