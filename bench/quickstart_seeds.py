@@ -55,6 +55,12 @@ SETTINGS = {
         "stable_steps_per_epoch": 200,
         "stable_learning_rate": 1e-3,
     },
+    "consecutive10-fast40-lr1e-3": {
+        "n_train": 10,
+        "stable_epochs": 40,
+        "stable_learning_rate": 1e-3,
+    },
+    "consecutive10-fast40": {"n_train": 10, "stable_epochs": 40},
 }
 DEFAULT_NAMES = ["default", "labels20-lambda2"]
 ONE_RUN = """
