@@ -61,6 +61,17 @@ SETTINGS = {
         "stable_learning_rate": 1e-3,
     },
     "consecutive10-fast40": {"n_train": 10, "stable_epochs": 40},
+    "consecutive10-fast40-lr1e-3-warmup5": {
+        "n_train": 10,
+        "stable_epochs": 40,
+        "stable_learning_rate": 1e-3,
+        "stable_lr_warmup_epochs": 5,
+    },
+    "consecutive20-fast40-lr1e-3-warmup5": {
+        "stable_epochs": 40,
+        "stable_learning_rate": 1e-3,
+        "stable_lr_warmup_epochs": 5,
+    },
 }
 DEFAULT_NAMES = ["default", "labels20-lambda2"]
 ONE_RUN = """

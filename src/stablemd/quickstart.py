@@ -85,6 +85,9 @@ class QuickstartSettings(BaseModel):
     )
     qm_weight: float = Field(2.0, ge=0, description="λ of StABlE's L_obs + λ·L_QM")
     stable_learning_rate: float = Field(3e-4, gt=0, description="Adam's rate in StABlE")
+    stable_lr_warmup_epochs: int = Field(
+        0, ge=0, description="learning epochs over which each StABlE phase's rate rises"
+    )
     f_max: float = Field(0.25, gt=0, le=1, description="unstable fraction that starts learning")
     f_min: float = Field(0.1, ge=0, lt=1, description="unstable fraction that ends learning")
     seed: int = 0
@@ -216,7 +219,8 @@ def run_quickstart(
     stage(5)
     stable_config = StableConfig(
         temperature_K=s.temperature_K, max_epochs=s.stable_epochs, f_max=s.f_max, f_min=s.f_min,
-        qm_weight=s.qm_weight, learning_rate=s.stable_learning_rate, replicas=s.stable_replicas,
+        qm_weight=s.qm_weight, learning_rate=s.stable_learning_rate,
+        lr_warmup_epochs=s.stable_lr_warmup_epochs, replicas=s.stable_replicas,
         steps_per_epoch=s.stable_steps_per_epoch, seed=s.seed,
     )  # fmt: skip
     stable_path = out / "model-stable.pt"

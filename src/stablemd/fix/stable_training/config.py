@@ -59,6 +59,10 @@ class StableConfig(MDSettings):
     optimizer: Literal["sgd", "adam"] = "adam"
     learning_rate: float = Field(3e-4, gt=0)
     gradient_clip: float = Field(10.0, gt=0, description="max norm of the total gradient")
+    lr_warmup_epochs: int = Field(
+        0, ge=0, description="learning epochs over which each phase's rate rises linearly to "
+        "learning_rate: a fresh Adam's first step moves every weight by the full rate",
+    )  # fmt: skip
     lr_factor: float = Field(
         0.2, gt=0, lt=1, description="plateau schedule on the learning runs' unstable fraction"
     )

@@ -409,6 +409,7 @@ class StableTrainer:
         fraction = float(unstable.double().mean())
         rate = self.optimizer.param_groups[0]["lr"]
         step = self._gradient_step(sampler, start)
+        step_rate = step.pop("learning_rate")
         self.learning_epochs += 1
         self.scheduler.step(fraction)
         self.lr_cuts += self.optimizer.param_groups[0]["lr"] < rate
@@ -424,7 +425,8 @@ class StableTrainer:
             self.phase, self.cycle = "simulation", self.cycle + 1
             if self.latent_criterion is not None:  # flags[0]: the replicas it flagged
                 self.latent_flagged = flags[0].unstable.clone()  # (the next simulation's frozen)
-        row = {"phase": "learning", "unstable_fraction": fraction, "learning_rate": rate, **step}
+        row = {"phase": "learning", "unstable_fraction": fraction, "learning_rate": step_rate}
+        row.update(step)
         if self.latent_criterion is not None:
             row[LATENT_LOG_FIELD] = float(flags[0].unstable.double().mean())
         return row
@@ -463,7 +465,7 @@ class StableTrainer:
 
     def _gradient_step(self, sampler: _Sampler, like: MDState) -> dict:
         """One optimizer step on L_obs + λ·L_QM; returns both losses, the gradient norm before
-        clipping and the number of samples."""
+        clipping, the number of samples and the rate of the step."""
         config = self.config
         batch, values, local_samples, groups = self._samples(sampler, like)
         estimate, gradient = boltzmann_gradient(
@@ -477,12 +479,27 @@ class StableTrainer:
         for parameter, obs, qm in zip(self.parameters, gradient, qm_gradient, strict=True):
             parameter.grad = config.obs_weight * obs + config.qm_weight * qm
         norm = torch.nn.utils.clip_grad_norm_(self.parameters, config.gradient_clip)
-        self.optimizer.step()
+        rate = self._warmed_up_step()
         self.optimizer.zero_grad(set_to_none=True)
         return {
             "obs_loss": estimate.loss, "qm_loss": float(qm_loss.detach()),
-            "gradient_norm": float(norm), "n_samples": estimate.n_samples,
+            "gradient_norm": float(norm), "n_samples": estimate.n_samples, "learning_rate": rate,
         }  # fmt: skip
+
+    def _warmed_up_step(self) -> float:
+        """The optimiser's step at its rate times the warm-up factor (learning epoch k of a
+        phase, from 0: (k + 1) / ``lr_warmup_epochs``, at most 1); returns the rate used. The
+        schedule's own rate is restored exactly, so its cuts are not mistaken for warm-up."""
+        warmup = self.config.lr_warmup_epochs
+        factor = min(1.0, (self.learning_epochs + 1) / warmup) if warmup else 1.0
+        groups = self.optimizer.param_groups
+        rates = [group["lr"] for group in groups]
+        for group, rate in zip(groups, rates, strict=True):
+            group["lr"] = rate * factor
+        self.optimizer.step()
+        for group, rate in zip(groups, rates, strict=True):
+            group["lr"] = rate
+        return rates[0] * factor
 
     def _qm_loss(self) -> torch.Tensor:
         """Energy-and-force loss on a random minibatch of the fixed training set."""
