@@ -285,12 +285,33 @@ def test_the_samples_are_the_frames_md_made_never_the_anchors(tmp_path, monkeypa
     assert [row["n_samples"] for row in history[1:]] == [QUICK["replicas"] * per_replica] * 2
 
 
+def test_each_learning_phase_warms_its_rate_up(tmp_path):
+    """With a warm-up of 2 epochs every phase steps at half the rate, then the full rate; a
+    fresh Adam's first step moves the dimer's one weight by the rate it is given."""
+    rate, options = QUICK["learning_rate"], dict(max_learning_epochs=3, lr_patience=100)
+    history = (
+        _dimer_trainer(tmp_path / "whole", 1.4, max_epochs=8, lr_warmup_epochs=2, **options)
+        .run()
+        .history
+    )
+    assert [row["phase"][0] for row in history] == list("slllslll")
+    rates = [row["learning_rate"] for row in history if _is_learning(row)]
+    assert rates == [rate / 2, rate, rate] * 2
+    for warmup, first_step in ((2, rate / 2), (0, rate)):
+        trainer = _dimer_trainer(
+            tmp_path / f"w{warmup}", 1.4, max_epochs=2, lr_warmup_epochs=warmup
+        )
+        before = trainer.potential.r0.item()
+        after = trainer.run().potential.r0.item()
+        assert after - before == pytest.approx(first_step, rel=1e-6)
+
+
 @pytest.mark.parametrize("split", [2, 3])
 def test_a_run_split_in_or_at_the_end_of_a_learning_phase_resumes_exactly(tmp_path, split):
     """Phases: simulation, learning, learning (ends on max_learning_epochs), simulation, …;
     the run is split inside the phase (its step counter and optimiser must carry over) and
     right after the epoch that steps and ends it."""
-    options = dict(max_learning_epochs=2, lr_patience=100)
+    options = dict(max_learning_epochs=2, lr_patience=100, lr_warmup_epochs=2)
     whole = _dimer_trainer(tmp_path / "whole", 1.4, max_epochs=6, **options).run()
     assert [row["phase"][0] for row in whole.history] == list("sllsll")
     assert [row["cycle"] for row in whole.history] == [0, 0, 1, 1, 1, 2]
