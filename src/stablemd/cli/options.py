@@ -57,6 +57,7 @@ OPTION_NAMES = {
     "pressure_bar": "--pressure",
     "barostat_time_fs": "--barostat-time",
     "compressibility_per_bar": "--compressibility",
+    "lr_warmup_epochs": "--lr-warmup",
 }
 
 

@@ -66,7 +66,10 @@ def stable_train(
     f_max: float = typer.Option(None, help="Unstable fraction that starts learning. (0.75)"),
     f_min: float = typer.Option(None, help="Unstable fraction that ends learning. (0.25)"),
     qm_weight: float = typer.Option(None, help="λ, weight of the energy-and-force loss. (10)"),
-    learning_rate: float = typer.Option(None, help="Learning rate. (1e-3)"),
+    learning_rate: float = typer.Option(None, help="Adam's learning rate. (3e-4)"),
+    lr_warmup: int = typer.Option(
+        None, help="Learning epochs over which each phase's rate rises to its value. (0)"
+    ),
     max_cycles: int = typer.Option(None, help="Simulation + learning cycles. (4)"),
     max_epochs: int = typer.Option(None, help="Epochs in all. (400)"),
     max_time: float = typer.Option(None, help="Wall-time budget in minutes."),
@@ -87,8 +90,8 @@ def stable_train(
         latent_grade_criterion=latent_grade_criterion, max_grade=max_grade,
         temperature_K=temperature, timestep_fs=timestep, replicas=replicas,
         steps_per_epoch=steps_per_epoch, f_max=f_max, f_min=f_min, qm_weight=qm_weight,
-        learning_rate=learning_rate, max_cycles=max_cycles, max_epochs=max_epochs,
-        max_time_minutes=max_time, seed=seed,
+        learning_rate=learning_rate, lr_warmup_epochs=lr_warmup, max_cycles=max_cycles,
+        max_epochs=max_epochs, max_time_minutes=max_time, seed=seed,
     )  # fmt: skip
     run_dir = check_model_output(out, overwrite, [model, data, reference, config], run_dir)
     result = run_stable_training(model, data, out, options, system, reference, run_dir, progress)
