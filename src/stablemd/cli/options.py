@@ -58,6 +58,7 @@ OPTION_NAMES = {
     "barostat_time_fs": "--barostat-time",
     "compressibility_per_bar": "--compressibility",
     "lr_warmup_epochs": "--lr-warmup",
+    "stable_lr_warmup_epochs": "--stable-lr-warmup",
 }
 
 

@@ -44,6 +44,13 @@ def quickstart(
     qm_weight: float = typer.Option(
         _DEFAULTS.qm_weight, help="λ: weight of the energy-and-force loss in StABlE."
     ),
+    stable_learning_rate: float = typer.Option(
+        _DEFAULTS.stable_learning_rate, help="Adam's learning rate in StABlE."
+    ),
+    stable_lr_warmup: int = typer.Option(
+        _DEFAULTS.stable_lr_warmup_epochs,
+        help="StABlE epochs over which each learning phase's rate rises to its value.",
+    ),
     seed: int = typer.Option(_DEFAULTS.seed, help="Seed of the MD, the split and the model."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ):
@@ -51,7 +58,9 @@ def quickstart(
     settings = settings_from_options(
         QuickstartSettings, temperature_K=temperature, steps=steps, trajectories=trajectories,
         n_train=n_train, split_by=split_by, train_epochs=train_epochs, replicas=replicas,
-        stability_ps=stability_ps, stable_epochs=stable_epochs, qm_weight=qm_weight, seed=seed,
+        stability_ps=stability_ps, stable_epochs=stable_epochs, qm_weight=qm_weight,
+        stable_learning_rate=stable_learning_rate, stable_lr_warmup_epochs=stable_lr_warmup,
+        seed=seed,
     )  # fmt: skip
     check_output_directory(out, "--out")
     started = time.perf_counter()
