@@ -52,6 +52,7 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path):
         ["--split-by", "sideways"],
         ["--trajectories", "1"],
         ["--n-train", "301"],
+        ["--stable-lr-warmup", "-1"],
     ],
 )
 def test_bad_quickstart_option_is_named(option):
