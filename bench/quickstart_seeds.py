@@ -72,6 +72,12 @@ SETTINGS = {
         "stable_learning_rate": 1e-3,
         "stable_lr_warmup_epochs": 5,
     },
+    "consecutive20-lambda2-warmup5": {
+        "n_train": 20,
+        "qm_weight": 2.0,
+        "split_by": "trajectory",
+        "stable_lr_warmup_epochs": 5,
+    },
 }
 DEFAULT_NAMES = ["default", "labels20-lambda2"]
 ONE_RUN = """
