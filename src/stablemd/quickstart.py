@@ -49,9 +49,9 @@ STAGES = (
     "diagnosis reports of both models",
 )
 #: Wall time of each stage on two quiet cores (s), as measured in docs/benchmarks.md
-#: ("Quickstart", the earlier default of random frames, whose stages do the same work); only a
-#: guide for the time left that the command shows.
-DEFAULT_STAGE_SECONDS = (18.0, 36.0, 1.0, 78.0, 552.0, 90.0, 66.0)
+#: ("The current default, quiet": the command's stage lines, to 0.1 min); only a guide for the
+#: time left that the command shows.
+DEFAULT_STAGE_SECONDS = (12.0, 36.0, 3.0, 60.0, 366.0, 60.0, 30.0)
 #: The conservation checks of the quickstart's reports: shorter than ``stablemd diagnose``'s
 #: default (8 replicas × 2 ps), which would double the quickstart's time.
 REPORT_CONSERVATION = {"conservation_replicas": 8, "conservation_time_ps": 0.5}
