@@ -143,22 +143,33 @@ def test_a_run_killed_inside_an_epoch_continues_inside_it(ethanol_frames, tmp_pa
     assert not list((tmp_path / "cut").glob("epoch-*-md.pt"))
 
 
-def test_each_learning_phase_restarts_its_schedule_and_ends_on_it(ethanol_frames, tmp_path):
+@pytest.mark.parametrize("warmup", [0, 3])
+def test_each_learning_phase_restarts_its_schedule_and_ends_on_it(ethanol_frames, tmp_path, warmup):
     """As in the authors' code: the rate is cut when the learning runs' unstable fraction stops
-    falling, the phase ends at the cut after ``max_lr_cuts``, and the next starts afresh."""
+    falling, the phase ends at the cut after ``max_lr_cuts``, and the next starts afresh. With
+    a warm-up each step's rate is the schedule's times (k + 1)/3, and only the schedule's own
+    cuts count."""
     options = dict(lr_patience=0, max_lr_cuts=1, f_min=0.0, max_learning_epochs=50)
-    result = _trainer(ethanol_frames[:20], tmp_path, max_epochs=14, **options).run()
+    trainer = _trainer(
+        ethanol_frames[:20], tmp_path, max_epochs=14, lr_warmup_epochs=warmup, **options
+    )
+    result = trainer.run()
     phases = [list(rows) for learning, rows in groupby(result.history, _is_learning) if learning]
     assert len(phases) >= 2
+
+    def schedule_rates(rows: list[dict]) -> list[float]:
+        factors = [min(1.0, (k + 1) / warmup) if warmup else 1.0 for k in range(len(rows))]
+        return [round(row["learning_rate"] / f, 12) for row, f in zip(rows, factors, strict=True)]
+
     for rows in phases:
-        rates = [row["learning_rate"] for row in rows]
+        rates = schedule_rates(rows)
         assert rates[0] == QUICK["learning_rate"]
         assert rates == sorted(rates, reverse=True)
         assert all(not math.isnan(row["obs_loss"]) for row in rows)  # every epoch steps
     for rows in phases[:-1]:  # an ended phase: neither at f_min nor out of epochs, so it ended
         # at the cut after max_lr_cuts = 1 cut, and stepped at the old rate in that epoch too
         assert rows[-1]["unstable_fraction"] > 0 and len(rows) < 50
-        assert rows[-1]["learning_rate"] == pytest.approx(QUICK["learning_rate"] * 0.2)
+        assert schedule_rates(rows)[-1] == pytest.approx(QUICK["learning_rate"] * 0.2)
 
 
 def _is_learning(row: dict) -> bool:

@@ -61,7 +61,8 @@ class StableConfig(MDSettings):
     gradient_clip: float = Field(10.0, gt=0, description="max norm of the total gradient")
     lr_warmup_epochs: int = Field(
         0, ge=0, description="learning epochs over which each phase's rate rises linearly to "
-        "learning_rate: a fresh Adam's first step moves every weight by the full rate",
+        "learning_rate (a fresh Adam's first step moves every weight by the full rate); a phase "
+        "that ends sooner never reaches it",
     )  # fmt: skip
     lr_factor: float = Field(
         0.2, gt=0, lt=1, description="plateau schedule on the learning runs' unstable fraction"

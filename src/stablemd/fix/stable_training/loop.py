@@ -13,7 +13,8 @@ the anchor it started from: the anchors do not depend on the parameters, so they
 for the Boltzmann estimator. Then one gradient step on L_obs + λ·L_QM: L_obs by the Boltzmann
 estimator on the samples (global: one estimate over all samples, or one per replica; local: the
 molecules of every sample, stratified by their deviation from the reference), L_QM on a
-minibatch of the fixed training set. No new labels are ever made. Only then is the phase
+minibatch of the fixed training set (with ``lr_warmup_epochs``, the first steps of a phase at a
+fraction of the rate). No new labels are ever made. Only then is the phase
 tested: it ends if at most f_min of the replicas went unstable in this epoch's run, after
 ``max_learning_epochs`` steps, or when the learning-rate schedule cuts the rate for the
 ``max_lr_cuts`` + 1-th time; simulation then resumes from this run's last states (its unstable
@@ -409,7 +410,6 @@ class StableTrainer:
         fraction = float(unstable.double().mean())
         rate = self.optimizer.param_groups[0]["lr"]
         step = self._gradient_step(sampler, start)
-        step_rate = step.pop("learning_rate")
         self.learning_epochs += 1
         self.scheduler.step(fraction)
         self.lr_cuts += self.optimizer.param_groups[0]["lr"] < rate
@@ -425,8 +425,7 @@ class StableTrainer:
             self.phase, self.cycle = "simulation", self.cycle + 1
             if self.latent_criterion is not None:  # flags[0]: the replicas it flagged
                 self.latent_flagged = flags[0].unstable.clone()  # (the next simulation's frozen)
-        row = {"phase": "learning", "unstable_fraction": fraction, "learning_rate": step_rate}
-        row.update(step)
+        row = {"phase": "learning", "unstable_fraction": fraction, **step}
         if self.latent_criterion is not None:
             row[LATENT_LOG_FIELD] = float(flags[0].unstable.double().mean())
         return row
@@ -489,7 +488,8 @@ class StableTrainer:
     def _warmed_up_step(self) -> float:
         """The optimiser's step at its rate times the warm-up factor (learning epoch k of a
         phase, from 0: (k + 1) / ``lr_warmup_epochs``, at most 1); returns the rate used. The
-        schedule's own rate is restored exactly, so its cuts are not mistaken for warm-up."""
+        schedule's own rate is restored exactly, so neither the plateau schedule nor the count
+        of its cuts ever sees the warm-up factor."""
         warmup = self.config.lr_warmup_epochs
         factor = min(1.0, (self.learning_epochs + 1) / warmup) if warmup else 1.0
         groups = self.optimizer.param_groups
