@@ -60,8 +60,9 @@ REPORT_CONSERVATION = {"conservation_replicas": 8, "conservation_time_ps": 0.5}
 class QuickstartSettings(BaseModel):
     """The quickstart's choices; defaults are the documented demonstration: 20 consecutive
     training frames of one trajectory (so that baselines fail within the run), the reference
-    MD's h(r) as StABlE's target, and λ = 2, the setting that worked on aspirin
-    (docs/benchmarks.md, "Quickstart", has the five-seed tables that chose them)."""
+    MD's h(r) as StABlE's target, λ = 2, the setting that worked on aspirin, and a 5-epoch
+    warm-up of StABlE's rate in each learning phase (docs/benchmarks.md, "Quickstart", has the
+    five-seed tables that chose them)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -86,7 +87,7 @@ class QuickstartSettings(BaseModel):
     qm_weight: float = Field(2.0, ge=0, description="λ of StABlE's L_obs + λ·L_QM")
     stable_learning_rate: float = Field(3e-4, gt=0, description="Adam's rate in StABlE")
     stable_lr_warmup_epochs: int = Field(
-        0, ge=0, description="learning epochs over which each StABlE phase's rate rises"
+        5, ge=0, description="learning epochs over which each StABlE phase's rate rises"
     )
     f_max: float = Field(0.25, gt=0, le=1, description="unstable fraction that starts learning")
     f_min: float = Field(0.1, ge=0, lt=1, description="unstable fraction that ends learning")
